@@ -5,7 +5,8 @@ Cython always runs (it is a build requirement); no generated C is committed.
 
 Development switches (environment variables):
   PUSHCORE_ANNOTATE=1  write Cython's annotated HTML next to each .pyx
-  PUSHCORE_DEBUG=1     build with -O0 -g and Cython line tracing off, asserts on
+  PUSHCORE_DEBUG=1     build with -O0 -g, bounds checks on
+  PUSHCORE_EXTS=_a,_b  build only these extensions (for a quick rebuild of one)
 """
 import os
 from pathlib import Path
@@ -20,6 +21,8 @@ ANNOTATE = os.environ.get("PUSHCORE_ANNOTATE") == "1"
 cflags = ["-O0", "-g"] if DEBUG else ["-O2"]
 cflags += ["-Wno-unused-function", "-Wno-unreachable-code"]
 
+only = {n for n in os.environ.get("PUSHCORE_EXTS", "").split(",") if n}
+
 extensions = [
     Extension(
         f"pushcore.{pyx.stem}",
@@ -28,6 +31,7 @@ extensions = [
         extra_compile_args=cflags,
     )
     for pyx in sorted((HERE / "ext").glob("_*.pyx"))
+    if not only or pyx.stem in only
 ]
 
 setup(
