@@ -37,6 +37,8 @@ class Reason(enum.IntEnum):
     OVERLOADED = 25
     PEER_RESET = 26
     INTERNAL_ERROR = 27
+    CONNECT_FAILED = 28
+    PEER_CLOSED = 29
 
 
 def reason_name(code: int) -> str:
