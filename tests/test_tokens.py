@@ -1,0 +1,244 @@
+"""pushcore.tokens: HMAC-SHA256 device tokens with expiry."""
+from __future__ import annotations
+
+import pickle
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pushcore.errors import PushcoreError, Reason
+from pushcore.tokens import (
+    TOKEN_LENGTH,
+    AuthError,
+    TokenClaims,
+    TokenSigner,
+    mint,
+    verify,
+)
+
+SECRET = bytes(range(32))
+OTHER_SECRET = bytes(range(1, 33))
+NOW = 1_700_000_000.0
+
+
+def _reason(excinfo) -> Reason:
+    return excinfo.value.reason
+
+
+def test_good_token_verifies_with_its_claims():
+    token = mint(SECRET, "phone-1", 60, now=NOW)
+    assert isinstance(token, bytes) and len(token) == TOKEN_LENGTH
+    claims = verify(SECRET, "phone-1", token, now=NOW + 30)
+    assert claims == TokenClaims("phone-1", NOW + 60)
+
+
+def test_expires_at_is_kept_to_the_millisecond():
+    token = mint(SECRET, "d", expires_at=NOW + 1.2345)
+    # rounded up to the next millisecond, never earlier than asked
+    assert verify(SECRET, "d", token, now=NOW).expires_at == pytest.approx(NOW + 1.235)
+
+
+def test_token_without_expiry_never_expires():
+    token = mint(SECRET, "d")
+    assert verify(SECRET, "d", token, now=4_000_000_000.0).expires_at is None
+
+
+def test_unicode_device_id():
+    token = mint(SECRET, "téléphone-☎", 10, now=NOW)
+    assert verify(SECRET, "téléphone-☎", token, now=NOW).device_id == "téléphone-☎"
+    with pytest.raises(AuthError) as exc:
+        verify(SECRET, "telephone-☎", token, now=NOW)
+    assert _reason(exc) is Reason.AUTH_FAILED
+
+
+def test_wrong_device_fails():
+    token = mint(SECRET, "phone-1", 60, now=NOW)
+    with pytest.raises(AuthError) as exc:
+        verify(SECRET, "phone-2", token, now=NOW)
+    assert _reason(exc) is Reason.AUTH_FAILED
+    # a device id that is a prefix/extension of the real one must fail too
+    for other in ("phone-", "phone-10", ""):
+        with pytest.raises(AuthError):
+            verify(SECRET, other, token, now=NOW)
+
+
+def test_wrong_secret_fails():
+    token = mint(SECRET, "phone-1", 60, now=NOW)
+    with pytest.raises(AuthError) as exc:
+        verify(OTHER_SECRET, "phone-1", token, now=NOW)
+    assert _reason(exc) is Reason.AUTH_FAILED
+
+
+@pytest.mark.parametrize("index", range(TOKEN_LENGTH))
+def test_every_tampered_byte_fails(index):
+    token = bytearray(mint(SECRET, "phone-1", 60, now=NOW))
+    token[index] ^= 0x01
+    with pytest.raises(AuthError) as exc:
+        verify(SECRET, "phone-1", bytes(token), now=NOW)
+    assert _reason(exc) is Reason.AUTH_FAILED
+
+
+def test_extending_the_expiry_fails():
+    token = bytearray(mint(SECRET, "phone-1", 60, now=NOW))
+    token[8] = 0x7F  # a much later expiry, same MAC
+    with pytest.raises(AuthError) as exc:
+        verify(SECRET, "phone-1", bytes(token), now=NOW)
+    assert _reason(exc) is Reason.AUTH_FAILED
+
+
+@pytest.mark.parametrize("cut", [0, 1, 9, TOKEN_LENGTH - 1])
+def test_truncated_token_fails(cut):
+    token = mint(SECRET, "phone-1", 60, now=NOW)
+    with pytest.raises(AuthError) as exc:
+        verify(SECRET, "phone-1", token[:cut], now=NOW)
+    assert _reason(exc) is Reason.AUTH_FAILED
+
+
+def test_token_with_extra_bytes_fails():
+    token = mint(SECRET, "phone-1", 60, now=NOW)
+    with pytest.raises(AuthError) as exc:
+        verify(SECRET, "phone-1", token + b"\x00", now=NOW)
+    assert _reason(exc) is Reason.AUTH_FAILED
+
+
+def test_unknown_version_fails():
+    token = bytearray(mint(SECRET, "phone-1", 60, now=NOW))
+    token[0] = 2
+    with pytest.raises(AuthError, match="version"):
+        verify(SECRET, "phone-1", bytes(token), now=NOW)
+
+
+def test_expired_token_is_token_expired():
+    token = mint(SECRET, "phone-1", 60, now=NOW)
+    assert verify(SECRET, "phone-1", token, now=NOW + 59.998)
+    for later in (NOW + 60, NOW + 3600):
+        with pytest.raises(AuthError) as exc:
+            verify(SECRET, "phone-1", token, now=later)
+        assert _reason(exc) is Reason.TOKEN_EXPIRED
+        assert exc.value.code is Reason.TOKEN_EXPIRED
+
+
+def test_expired_and_forged_is_auth_failed_not_expired():
+    # the MAC is checked first, so a forger never learns anything from expiry
+    token = mint(SECRET, "phone-1", 60, now=NOW)
+    with pytest.raises(AuthError) as exc:
+        verify(OTHER_SECRET, "phone-1", token, now=NOW + 3600)
+    assert _reason(exc) is Reason.AUTH_FAILED
+
+
+def test_default_clock_is_used():
+    assert verify(SECRET, "d", mint(SECRET, "d", 60)).device_id == "d"
+    with pytest.raises(AuthError) as exc:
+        verify(SECRET, "d", mint(SECRET, "d", expires_at=1.0))
+    assert _reason(exc) is Reason.TOKEN_EXPIRED
+
+
+@pytest.mark.parametrize("garbage", [b"", b"\x00" * TOKEN_LENGTH, b"\x01" * TOKEN_LENGTH, b"hello"])
+def test_garbage_fails(garbage):
+    with pytest.raises(AuthError) as exc:
+        verify(SECRET, "phone-1", garbage, now=NOW)
+    assert _reason(exc) is Reason.AUTH_FAILED
+
+
+def test_bytes_like_tokens_are_accepted():
+    token = mint(SECRET, "d", 60, now=NOW)
+    assert verify(SECRET, "d", bytearray(token), now=NOW).device_id == "d"
+    assert verify(SECRET, "d", memoryview(token), now=NOW).device_id == "d"
+
+
+def test_signer_matches_module_functions():
+    signer = TokenSigner(SECRET)
+    token = signer.mint("d", 60, now=NOW)
+    assert token == mint(SECRET, "d", 60, now=NOW)
+    assert signer.verify("d", token, now=NOW) == verify(SECRET, "d", token, now=NOW)
+
+
+def test_auth_error_is_a_pushcore_error_and_pickles():
+    err = AuthError(Reason.TOKEN_EXPIRED, "old")
+    assert isinstance(err, PushcoreError)
+    assert str(err) == "TOKEN_EXPIRED: old"
+    copy = pickle.loads(pickle.dumps(err))
+    assert type(copy) is AuthError and copy.reason is Reason.TOKEN_EXPIRED and copy.message == "old"
+
+
+# ---- bad arguments: clear TypeError / ValueError -------------------------------------------
+
+
+@pytest.mark.parametrize("secret", [b"", b"short", b"x" * 15])
+def test_short_secret_is_refused(secret):
+    with pytest.raises(ValueError, match="at least 16"):
+        mint(secret, "d", 60)
+    with pytest.raises(ValueError, match="at least 16"):
+        TokenSigner(secret)
+
+
+def test_secret_must_be_bytes():
+    with pytest.raises(TypeError, match="bytes"):
+        TokenSigner("a text secret of enough length")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("ttl", [0, -1, float("inf"), float("nan")])
+def test_bad_ttl(ttl):
+    with pytest.raises(ValueError, match="ttl"):
+        mint(SECRET, "d", ttl)
+
+
+def test_ttl_type_and_exclusive_arguments():
+    with pytest.raises(TypeError, match="ttl"):
+        mint(SECRET, "d", "60")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not both"):
+        mint(SECRET, "d", 60, expires_at=NOW)
+
+
+@pytest.mark.parametrize("expires_at", [0, -5, float("nan"), 2.0**70])
+def test_bad_expires_at(expires_at):
+    with pytest.raises(ValueError, match="expires_at"):
+        mint(SECRET, "d", expires_at=expires_at)
+
+
+def test_device_id_and_token_types():
+    with pytest.raises(TypeError, match="device_id"):
+        mint(SECRET, 42, 60)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="Unicode"):
+        mint(SECRET, "\ud800", 60)
+    with pytest.raises(TypeError, match="token"):
+        verify(SECRET, "d", "not bytes")  # type: ignore[arg-type]
+
+
+def test_surrogate_device_id_on_verify_is_auth_failed():
+    token = mint(SECRET, "d", 60, now=NOW)
+    with pytest.raises(AuthError) as exc:
+        verify(SECRET, "\udcff", token, now=NOW)
+    assert _reason(exc) is Reason.AUTH_FAILED
+
+
+# ---- property: arbitrary bytes never verify and only ever raise AuthError -------------------
+
+
+@settings(max_examples=500, deadline=None)
+@given(token=st.binary(max_size=2 * TOKEN_LENGTH), device_id=st.text(max_size=20))
+def test_random_bytes_never_verify(token, device_id):
+    with pytest.raises(AuthError) as exc:
+        verify(SECRET, device_id, token, now=NOW)
+    assert _reason(exc) is Reason.AUTH_FAILED
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    header=st.binary(min_size=9, max_size=9).map(lambda b: b"\x01" + b[1:]),
+    mac=st.binary(min_size=32, max_size=32),
+)
+def test_well_formed_tokens_with_random_mac_never_verify(header, mac):
+    with pytest.raises(AuthError) as exc:
+        verify(SECRET, "phone-1", header + mac, now=NOW)
+    assert _reason(exc) is Reason.AUTH_FAILED
+
+
+@settings(max_examples=200, deadline=None)
+@given(device_id=st.text(max_size=40), ttl=st.floats(min_value=0.01, max_value=1e8))
+def test_mint_verify_round_trip(device_id, ttl):
+    token = mint(SECRET, device_id, ttl, now=NOW)
+    claims = verify(SECRET, device_id, token, now=NOW)
+    assert claims.device_id == device_id
+    assert NOW + ttl <= claims.expires_at < NOW + ttl + 0.002
