@@ -1,0 +1,140 @@
+"""Start, talk to and always stop the benchmark's child processes.
+
+Every child gets a pipe as stdin and exits when it closes; on the way out
+(normal or not) the child is terminated and then killed, so a failed run
+never leaves a server holding ports or 10,000 sockets.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+class Child:
+    """A child process whose stdout is read line by line with deadlines."""
+
+    def __init__(self, argv: list[str], name: str, env: dict | None = None):
+        self.name = name
+        self.argv = [str(a) for a in argv]
+        full_env = dict(os.environ)
+        full_env.setdefault("PYTHONWARNINGS", "ignore::RuntimeWarning")
+        if env:
+            full_env.update(env)
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=full_env,
+        )
+        self._buf = b""
+        self.lines: list[str] = []
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def readline(self, timeout: float) -> str:
+        """The next stdout line, or RuntimeError after *timeout* seconds or at EOF."""
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(f"{self.name}: no output within {timeout:.0f}s")
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise RuntimeError(f"{self.name} exited (rc={self.proc.poll()}): {self.stderr_tail()}")
+                self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        text = line.decode()
+        self.lines.append(text)
+        return text
+
+    def expect(self, prefix: str, timeout: float) -> str:
+        """Read lines until one starts with *prefix*; return the rest of it."""
+        while True:
+            line = self.readline(timeout)
+            if line.startswith(prefix):
+                return line[len(prefix):].strip()
+
+    def json_line(self, timeout: float) -> dict:
+        """Read lines until a JSON object."""
+        while True:
+            line = self.readline(timeout)
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def stderr_tail(self) -> str:
+        if self.proc.poll() is None:
+            return ""
+        return self.proc.stderr.read().decode(errors="replace")[-2000:]
+
+    def close_stdin(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+
+    def wait(self, timeout: float) -> int:
+        """Wait for exit; returns the exit code (kills and raises on timeout)."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise RuntimeError(f"{self.name} did not finish within {timeout:.0f}s")
+
+    def stop(self) -> None:
+        """Close stdin, then terminate, then kill: the child is gone afterwards."""
+        if self.proc.poll() is None:
+            self.close_stdin()
+            try:
+                self.proc.wait(2)
+            except subprocess.TimeoutExpired:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(2)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+        for f in (self.proc.stdout, self.proc.stderr, self.proc.stdin):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+    def __enter__(self) -> "Child":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def python_child(script: str, args: list, name: str) -> Child:
+    """Run benchmarks/loop/<script> with this interpreter."""
+    return Child([sys.executable, str(HERE / script), *args], name)
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of *pid* in bytes (smaps_rollup Rss, else status VmRSS)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Rss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no RSS for pid {pid}")

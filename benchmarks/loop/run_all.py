@@ -1,0 +1,305 @@
+"""Run every connection-loop benchmark and print one table.
+
+    python benchmarks/loop/run_all.py            # everything, ~3 minutes
+    python benchmarks/loop/run_all.py --quick    # fewer frames / shorter runs
+    python benchmarks/loop/run_all.py --only fanout,ping --markdown
+
+Benchmarks (see BENCHMARKS.md, "Connection loop", for what each measures):
+
+* fanout: 1,000 connections x 2,000 PUSH frames of 105 bytes, counted by
+  benchmarks/loop/count_client.c; deliveries/s from the first byte to the last.
+* ping: PING/PONG round trips/s with one PING outstanding on each of 1,000
+  connections.
+* idle: server RSS growth per idle authenticated connection at 10,000.
+
+Everything runs on 127.0.0.1; every child process is bounded in time and
+stopped at the end.  Compare ratios within one run: the machine is shared.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import cbuild  # noqa: E402
+from procs import Child, python_child, rss_bytes  # noqa: E402
+from wire import FRAME_SIZE, hello_frame, push_frames  # noqa: E402
+
+FANOUT_BASELINE = "uvloop, 1 frame/turn"
+PING_BASELINE = "uvloop"
+IDLE_BASELINE = "asyncio"
+
+
+@dataclass
+class Row:
+    benchmark: str
+    implementation: str
+    value: float | None            # None: the run failed
+    unit: str
+    higher_is_better: bool = True
+    note: str = ""
+    detail: dict = field(default_factory=dict)
+
+
+def have_pushcore_loop() -> bool:
+    try:
+        import pushcore._loop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- fan-out
+
+def fanout_servers(frames_file: Path, conns: int, with_pushcore: bool) -> list[tuple[str, object, bool]]:
+    """(implementation name, server factory, client sends HELLO first)."""
+    c_server = cbuild.build("c_fanout_server")
+    common = ["--mode", "fanout", "--conns", conns, "--frames-file", frames_file]
+    servers = [
+        ("C, 1 send per delivery",
+         lambda: Child([c_server, "-n", conns, "-k", 1, "-F", frames_file], "c k=1"), False),
+        ("C, 16 frames per send",
+         lambda: Child([c_server, "-n", conns, "-k", 16, "-F", frames_file], "c k=16"), False),
+        ("asyncio, 1 frame/turn",
+         lambda: python_child("aio_servers.py", ["--impl", "asyncio", *common], "asyncio"), False),
+        ("uvloop, 1 frame/turn",
+         lambda: python_child("aio_servers.py", ["--impl", "uvloop", *common], "uvloop"), False),
+        ("uvloop, 16 frames/turn",
+         lambda: python_child("aio_servers.py", ["--impl", "uvloop", *common, "--burst", 16],
+                              "uvloop burst"), False),
+    ]
+    if with_pushcore:
+        pc = ["--mode", "fanout", "--conns", conns, "--frames-file", frames_file]
+        servers += [
+            ("pushcore, 1 frame/turn",
+             lambda: python_child("pushcore_servers.py", [*pc, "--burst", 1], "pushcore"), True),
+            ("pushcore, 16 frames/turn",
+             lambda: python_child("pushcore_servers.py", [*pc, "--burst", 16], "pushcore burst"), True),
+        ]
+    return servers
+
+
+def run_fanout(name: str, start_server, send_hello: bool, conns: int, frames: int,
+               timeout: float) -> Row:
+    client_exe = cbuild.build("count_client")
+    argv = [client_exe, "fanout", "-n", conns, "-f", frames, "-t", timeout]
+    with start_server() as server:
+        port = server.expect("listening", 15)
+        argv += ["-p", port]
+        if send_hello:
+            argv += ["-H", hello_frame().hex()]
+        with Child(argv, "count_client") as client:
+            result = client.json_line(timeout + 10)
+            rc = client.wait(5)
+        server_result = server.json_line(10) if rc == 0 else {}
+    detail = {"client": result, "server": server_result}
+    if rc != 0 or not result.get("exact"):
+        return Row("fanout", name, None, "deliveries/s", note=f"FAILED rc={rc}", detail=detail)
+    return Row("fanout", name, result["rate"], "deliveries/s", detail=detail)
+
+
+# ---------------------------------------------------------------- ping/pong
+
+def ping_servers(conns: int, with_pushcore: bool) -> list[tuple[str, object]]:
+    common = ["--mode", "ping", "--conns", conns]
+    servers = [
+        ("asyncio", lambda: python_child("aio_servers.py", ["--impl", "asyncio", *common], "asyncio")),
+        ("uvloop", lambda: python_child("aio_servers.py", ["--impl", "uvloop", *common], "uvloop")),
+    ]
+    if with_pushcore:
+        servers.append(
+            ("pushcore", lambda: python_child("pushcore_servers.py", common, "pushcore")))
+    return servers
+
+
+def run_ping(name: str, start_server, conns: int, seconds: float, timeout: float) -> Row:
+    client_exe = cbuild.build("count_client")
+    with start_server() as server:
+        port = server.expect("listening", 15)
+        argv = [client_exe, "ping", "-n", conns, "-p", port, "-d", seconds, "-w", 0.5,
+                "-t", timeout, "-H", hello_frame().hex()]
+        with Child(argv, "count_client") as client:
+            result = client.json_line(timeout + 10)
+            rc = client.wait(5)
+    if rc != 0:
+        return Row("ping", name, None, "round trips/s", note=f"FAILED rc={rc}", detail=result)
+    return Row("ping", name, result["rate"], "round trips/s", detail=result)
+
+
+# ---------------------------------------------------------------- idle memory
+
+def idle_servers(conns: int, with_pushcore: bool) -> list[tuple[str, object]]:
+    common = ["--mode", "idle", "--conns", conns]
+    servers = [
+        ("asyncio", lambda: python_child("aio_servers.py", ["--impl", "asyncio", *common], "asyncio")),
+    ]
+    if with_pushcore:
+        servers.insert(
+            0, ("pushcore", lambda: python_child("pushcore_servers.py", common, "pushcore")))
+    return servers
+
+
+def run_idle(name: str, start_server, conns: int, timeout: float) -> Row:
+    """RSS growth of the server per idle authenticated connection."""
+    client_exe = cbuild.build("count_client")
+    hello = hello_frame().hex()
+    with start_server() as server:
+        port = server.expect("listening", 15)
+        # warm-up: a few connections through the whole path (first-call
+        # allocations, imports), then closed; the baseline is taken after
+        warm = 50
+        with Child([client_exe, "idle", "-n", warm, "-p", port, "-t", timeout, "-H", hello],
+                   "warm-up client") as client:
+            client.expect("handshaken", timeout)
+            client.close_stdin()
+            client.json_line(10)
+        time.sleep(0.5)
+        before = rss_bytes(server.pid)
+        with Child([client_exe, "idle", "-n", conns, "-p", port, "-t", timeout, "-H", hello],
+                   "idle client") as client:
+            client.expect("handshaken", timeout)
+            time.sleep(1.0)   # idle: nothing in flight, timers settled
+            after = rss_bytes(server.pid)
+            client.close_stdin()
+            result = client.json_line(10)
+    growth = (after - before) / conns
+    detail = {"rss_before": before, "rss_after": after, "client": result}
+    return Row("idle memory", name, growth, "bytes/conn", higher_is_better=False, detail=detail)
+
+
+# ---------------------------------------------------------------- table
+
+def ratios(rows: list[Row]) -> dict[int, float | None]:
+    """Ratio of each row to its benchmark's baseline (better than baseline > 1)."""
+    base = {}
+    for r in rows:
+        if (r.benchmark, r.implementation) in (("fanout", FANOUT_BASELINE), ("ping", PING_BASELINE),
+                                               ("idle memory", IDLE_BASELINE)):
+            base[r.benchmark] = r.value
+    out = {}
+    for i, r in enumerate(rows):
+        b = base.get(r.benchmark)
+        if r.value is None or not b:
+            out[i] = None
+        elif r.higher_is_better:
+            out[i] = r.value / b
+        else:
+            out[i] = b / r.value if r.value > 0 else None
+    return out
+
+
+def fmt_value(r: Row) -> str:
+    if r.value is None:
+        return r.note
+    if r.unit == "bytes/conn":
+        return f"{r.value:,.0f} {r.unit}"
+    return f"{r.value:,.0f} {r.unit}"
+
+
+def table(rows: list[Row], markdown: bool) -> str:
+    rat = ratios(rows)
+    header = ("benchmark", "implementation", "result", "ratio")
+    body = []
+    for i, r in enumerate(rows):
+        ratio = rat[i]
+        base = {"fanout": FANOUT_BASELINE, "ping": PING_BASELINE,
+                "idle memory": IDLE_BASELINE}[r.benchmark]
+        ratio_s = "" if ratio is None else f"{ratio:.2f}x {base.split(',')[0]}"
+        body.append((r.benchmark, r.implementation, fmt_value(r), ratio_s))
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|---|---|---:|---:|"]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+        return "\n".join(lines)
+    widths = [max(len(x[i]) for x in [header, *body]) for i in range(4)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    for row in body:
+        lines.append("  ".join([row[0].ljust(widths[0]), row[1].ljust(widths[1]),
+                                row[2].rjust(widths[2]), row[3].rjust(widths[3])]))
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return f"{model}, {os.cpu_count()} CPUs, Linux {platform.release()}, Python {platform.python_version()}"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", default="fanout,ping,idle", help="comma-separated: fanout,ping,idle")
+    p.add_argument("--quick", action="store_true", help="500 frames, 1 s ping runs, 2,000 idle conns")
+    p.add_argument("--conns", type=int, default=1000)
+    p.add_argument("--frames", type=int, default=None)
+    p.add_argument("--idle-conns", type=int, default=None)
+    p.add_argument("--ping-seconds", type=float, default=None)
+    p.add_argument("--no-pushcore", action="store_true", help="skip pushcore even if built")
+    p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    p.add_argument("--json", help="also write every row with its details to this file")
+    args = p.parse_args(argv)
+    frames = args.frames or (500 if args.quick else 2000)
+    idle_conns = args.idle_conns or (2000 if args.quick else 10000)
+    ping_seconds = args.ping_seconds or (1.0 if args.quick else 3.0)
+    only = set(args.only.split(","))
+    with_pushcore = have_pushcore_loop() and not args.no_pushcore
+    if not with_pushcore and not args.no_pushcore:
+        print("note: pushcore._loop is not built; running the other implementations only",
+              file=sys.stderr)
+
+    rows: list[Row] = []
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="loopbench-") as tmp:
+        frames_file = Path(tmp) / "frames.bin"
+        frames_file.write_bytes(b"".join(push_frames(frames)))
+        if "fanout" in only:
+            for name, start, hello in fanout_servers(frames_file, args.conns, with_pushcore):
+                print(f"fanout: {name} ...", file=sys.stderr, flush=True)
+                try:
+                    rows.append(run_fanout(name, start, hello, args.conns, frames, timeout=60))
+                except RuntimeError as exc:
+                    rows.append(Row("fanout", name, None, "deliveries/s", note=f"FAILED: {exc}"))
+        if "ping" in only:
+            for name, start in ping_servers(args.conns, with_pushcore):
+                print(f"ping: {name} ...", file=sys.stderr, flush=True)
+                try:
+                    rows.append(run_ping(name, start, args.conns, ping_seconds, timeout=30))
+                except RuntimeError as exc:
+                    rows.append(Row("ping", name, None, "round trips/s", note=f"FAILED: {exc}"))
+        if "idle" in only:
+            for name, start in idle_servers(idle_conns, with_pushcore):
+                print(f"idle: {name} ...", file=sys.stderr, flush=True)
+                try:
+                    rows.append(run_idle(name, start, idle_conns, timeout=60))
+                except RuntimeError as exc:
+                    rows.append(Row("idle memory", name, None, "bytes/conn", higher_is_better=False,
+                                    note=f"FAILED: {exc}"))
+    elapsed = time.monotonic() - t0
+    print(f"# {machine()}")
+    print(f"# fanout: {args.conns} conns x {frames} frames of {FRAME_SIZE} B; "
+          f"ping: {args.conns} conns, {ping_seconds:g} s; idle: {idle_conns} conns; "
+          f"total {elapsed:.0f} s")
+    print(table(rows, args.markdown))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([r.__dict__ for r in rows], f, indent=1)
+    return 0 if all(r.value is not None for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
