@@ -1,0 +1,532 @@
+"""The offline message store contract: :class:`Store`, :class:`StoredMessage`, validation.
+
+Every backend (memory, SQLite, later Redis) subclasses :class:`Store` and
+implements its ``_``-prefixed primitives; the public methods here validate
+arguments, take the store's lock and call them, so every backend accepts and
+refuses exactly the same input with the same errors.
+
+Semantics (docs: the "Delivery semantics" of the design, made concrete)
+-----------------------------------------------------------------------
+
+**Sequence numbers.** Each device has a counter. :meth:`Store.append` gives a
+message the device's next seq (1, 2, 3, ...). The counter is never lowered
+and a seq is never handed out twice: acking, expiry, collapse and cap drops
+remove messages but not the counter (the SQLite store keeps it on disk, so
+this holds across restarts). :meth:`Store.advance_seq` raises it, e.g. when
+a device reconnects claiming a seq the store no longer knows (a memory store
+after a restart) so new messages are not taken for duplicates.
+
+**Acknowledgement.** :meth:`Store.ack` is cumulative: it removes every stored
+message of the device with ``seq <= ack``. Acks are idempotent (acking the
+same or a lower seq again removes nothing), and an ack beyond
+:meth:`Store.last_seq` simply removes everything stored; it never moves the
+counter.
+
+**Expiry.** ``expiry`` is Unix seconds (the PUSH frame's ``u32``); 0 = never.
+A message with ``0 < expiry <= now`` is expired: :meth:`Store.range` and
+:meth:`Store.backlog` skip it, and :meth:`Store.purge_expired` deletes it.
+
+**Collapse.** Appending a message with a non-empty ``collapse_key`` first
+removes every stored (not yet acked) message of that device with the same
+key, so at most one message per key waits. A message already pushed but not
+yet acked is removed too: the newer one replaces it either way.
+
+**Cap (per device, ``max_messages``).** When an append leaves a device with
+more than ``max_messages`` stored messages, the store first deletes that
+device's expired messages, then, if still over, drops its *oldest* (lowest
+seq) messages until exactly ``max_messages`` remain. The newest message is
+never the one dropped: for a device that is offline for long, recent
+notifications matter more than old ones. Drops are counted in
+:attr:`StoreStats.dropped_by_cap`; the device sees them as a seq gap.
+
+**Priority.** Stored with the message, not used for filtering. A low
+priority message waits in the store until the device shows it is awake;
+the server then sends ``range(device, after_seq=<highest seq sent>)`` in
+seq order. There is deliberately no "high priority only" range: ACK is
+cumulative, so pushing seq 6 ahead of a waiting low-priority seq 5 would let
+the device's ``ACK 6`` delete seq 5 unseen. A high-priority push therefore
+carries the waiting low-priority messages before it (the device is being
+woken anyway). ``last_seq(device) > highest seq sent`` tells cheaply whether
+anything waits.
+
+**Counters** in :meth:`Store.stats` (``dropped_by_cap``, ``collapsed``,
+``expired``) count since this store object was opened (process-lifetime
+counters, as Prometheus expects); ``messages`` and ``devices`` are current.
+
+**Threads.** Each store has a lock held around every public call, so one
+store object may be used from several threads (the server's loop thread,
+an admin API thread). Calls are short; none blocks on the network.
+"""
+from __future__ import annotations
+
+import abc
+import math
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..errors import PushcoreError
+
+__all__ = [
+    "Store",
+    "StoredMessage",
+    "StoreStats",
+    "StoreError",
+    "PRIORITY_LOW",
+    "PRIORITY_HIGH",
+    "DEFAULT_MAX_MESSAGES",
+    "DEFAULT_RANGE_LIMIT",
+    "MAX_SEQ",
+    "MAX_EXPIRY",
+    "MAX_MESSAGE_ID",
+]
+
+# Same values as pushcore.PRIORITY_LOW / PRIORITY_HIGH (PUSH flag bit 0);
+# repeated here so the store does not depend on the codec backend.
+PRIORITY_LOW = 0
+PRIORITY_HIGH = 1
+DEFAULT_MAX_MESSAGES = 1000
+DEFAULT_RANGE_LIMIT = 100
+# Seqs are kept below 2**63 so every backend can store them as a signed
+# 64-bit integer (SQLite INTEGER, Redis integers).
+MAX_SEQ = 2**63 - 1
+MAX_EXPIRY = 2**32 - 1  # PUSH carries expiry as u32le
+MAX_MESSAGE_ID = 2**64 - 1  # PUSH carries message_id as u64le
+
+
+class StoreError(PushcoreError):
+    """The store cannot do what was asked (closed, unreadable file, counter exhausted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """One stored message for one device.
+
+    The first seven fields are, in order, the arguments of
+    ``pushcore.encode_push(seq, message_id, payload, priority, expiry,
+    collapse_key, topic)``. ``created`` is when it was appended (Unix seconds).
+    """
+
+    seq: int
+    message_id: int
+    payload: bytes
+    priority: int
+    expiry: int
+    collapse_key: str
+    topic: str
+    created: float
+
+    def expired(self, now: float) -> bool:
+        """True when the message must no longer be delivered at *now*."""
+        return self.expiry != 0 and self.expiry <= now
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """A snapshot for monitoring (see the module doc for the counters' lifetime)."""
+
+    messages: int  # stored messages (acked ones are gone; expired ones stay until purged)
+    devices: int  # devices with at least one stored message
+    dropped_by_cap: int  # oldest messages dropped to respect max_messages
+    collapsed: int  # messages replaced by a newer one with the same collapse key
+    expired: int  # expired messages deleted (purge_expired, or to make room under the cap)
+
+
+# ---- argument validation, shared by every backend -------------------------------------------
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_text(name: str, value: object, *, allow_empty: bool = True) -> str:
+    """*value* if it is a ``str`` encodable as UTF-8 (non-empty unless *allow_empty*)."""
+    if type(value) is not str:
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be str, not {type(value).__name__}")
+        value = str(value)
+    if not value and not allow_empty:
+        raise ValueError(f"{name} must not be empty")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{name} is not valid Unicode text (lone surrogate)") from None
+    return value
+
+
+def check_device_id(device_id: object) -> str:
+    return check_text("device_id", device_id, allow_empty=False)
+
+
+def check_seq(name: str, seq: object) -> int:
+    if not _is_int(seq):
+        raise TypeError(f"{name} must be int, not {type(seq).__name__}")
+    if seq < 0:
+        raise ValueError(f"{name} must be >= 0, got {seq}")
+    return seq
+
+
+def check_limit(limit: object) -> int:
+    if not _is_int(limit):
+        raise TypeError(f"limit must be int, not {type(limit).__name__}")
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    return limit
+
+
+def resolve_now(now: object) -> float:
+    """*now* as Unix seconds; ``None`` means the current time."""
+    if now is None:
+        return time.time()
+    if not isinstance(now, (int, float)) or isinstance(now, bool):
+        raise TypeError(f"now must be Unix seconds (float), not {type(now).__name__}")
+    if not math.isfinite(now):
+        raise ValueError(f"now must be finite, got {now!r}")
+    return float(now)
+
+
+def check_topics(topics: object) -> list[str]:
+    """*topics* (an iterable of non-empty str, not a bare str) as a de-duplicated list."""
+    if isinstance(topics, (str, bytes)):
+        raise TypeError("topics must be an iterable of str (e.g. a list), not a single string")
+    if not isinstance(topics, Iterable):
+        raise TypeError(f"topics must be an iterable of str, not {type(topics).__name__}")
+    return list(dict.fromkeys(check_text("topic", t, allow_empty=False) for t in topics))
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFields:
+    """A validated message, before it has a seq (internal: backends receive this)."""
+
+    message_id: int
+    payload: bytes
+    priority: int
+    expiry: int
+    collapse_key: str
+    topic: str
+
+
+def check_message(
+    message_id: object,
+    payload: object,
+    priority: object,
+    expiry: object,
+    collapse_key: object,
+    topic: object,
+) -> MessageFields:
+    if not _is_int(message_id):
+        raise TypeError(f"message_id must be int, not {type(message_id).__name__}")
+    if not 0 <= message_id <= MAX_MESSAGE_ID:
+        raise ValueError(f"message_id must be in 0..2**64-1 (u64), got {message_id}")
+    if type(payload) is not bytes:
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
+        payload = bytes(payload)
+    if not _is_int(priority):
+        raise TypeError(f"priority must be int, not {type(priority).__name__}")
+    if priority not in (PRIORITY_LOW, PRIORITY_HIGH):
+        raise ValueError(
+            f"priority must be PRIORITY_LOW ({PRIORITY_LOW}) or PRIORITY_HIGH "
+            f"({PRIORITY_HIGH}), got {priority}"
+        )
+    if not _is_int(expiry):
+        raise TypeError(
+            f"expiry must be int Unix seconds (e.g. int(time.time()) + ttl), "
+            f"not {type(expiry).__name__}"
+        )
+    if not 0 <= expiry <= MAX_EXPIRY:
+        raise ValueError(f"expiry must be 0 (never) or Unix seconds < 2**32, got {expiry}")
+    return MessageFields(
+        message_id,
+        payload,
+        int(priority),
+        expiry,
+        check_text("collapse_key", collapse_key),
+        check_text("topic", topic),
+    )
+
+
+# ---- the interface --------------------------------------------------------------------------
+
+
+class Store(abc.ABC):
+    """Offline messages per device, ordered by seq, plus topic subscriptions.
+
+    See the module documentation for the exact semantics every backend
+    shares. Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, *, max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
+        if not _is_int(max_messages):
+            raise TypeError(f"max_messages must be int, not {type(max_messages).__name__}")
+        if max_messages < 1:
+            raise ValueError(f"max_messages must be >= 1, got {max_messages}")
+        self._max_messages = max_messages
+        self._lock = threading.RLock()
+        self._closed = False
+        self._dropped_by_cap = 0
+        self._collapsed = 0
+        self._expired = 0
+
+    @property
+    def max_messages(self) -> int:
+        """Most messages kept per device (see the cap policy in the module doc)."""
+        return self._max_messages
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"{type(self).__name__} is closed")
+
+    # -- messages --
+
+    def append(
+        self,
+        device_id: str,
+        *,
+        message_id: int,
+        payload: bytes,
+        priority: int,
+        expiry: int = 0,
+        collapse_key: str = "",
+        topic: str = "",
+        now: float | None = None,
+    ) -> StoredMessage:
+        """Store a message for *device_id* under its next seq and return it.
+
+        Applies collapse and the cap (module doc). *now* (Unix seconds,
+        default the current time) becomes ``created`` and decides which
+        messages count as expired when making room.
+        """
+        device_id = check_device_id(device_id)
+        fields = check_message(message_id, payload, priority, expiry, collapse_key, topic)
+        now = resolve_now(now)
+        with self._lock:
+            self._check_open()
+            return self._append([device_id], fields, now)[0]
+
+    def append_many(
+        self,
+        device_ids: Iterable[str],
+        *,
+        message_id: int,
+        payload: bytes,
+        priority: int,
+        expiry: int = 0,
+        collapse_key: str = "",
+        topic: str = "",
+        now: float | None = None,
+    ) -> list[StoredMessage]:
+        """Store the same message for each device (topic or broadcast fan-out) at once.
+
+        One transaction (SQLite) / one lock hold: all or nothing, and far
+        cheaper than one :meth:`append` per device. A device listed twice
+        gets the message once. Returns one :class:`StoredMessage` per
+        distinct device, in the order given; each has its device's own seq.
+        """
+        if isinstance(device_ids, (str, bytes)):
+            raise TypeError("device_ids must be an iterable of str (e.g. a list), not a string")
+        devices = list(dict.fromkeys(check_device_id(d) for d in device_ids))
+        fields = check_message(message_id, payload, priority, expiry, collapse_key, topic)
+        now = resolve_now(now)
+        if not devices:
+            return []
+        with self._lock:
+            self._check_open()
+            return self._append(devices, fields, now)
+
+    def range(
+        self,
+        device_id: str,
+        after_seq: int = 0,
+        limit: int = DEFAULT_RANGE_LIMIT,
+        *,
+        now: float | None = None,
+    ) -> list[StoredMessage]:
+        """Up to *limit* unexpired stored messages with seq > *after_seq*, ascending seq.
+
+        Serves HELLO (``after_seq`` = the device's last seq), FETCH pages and
+        waking a device with waiting low-priority messages. Expired messages
+        are skipped (not returned, not counted against *limit*).
+        """
+        device_id = check_device_id(device_id)
+        after_seq = check_seq("after_seq", after_seq)
+        limit = check_limit(limit)
+        now = resolve_now(now)
+        with self._lock:
+            self._check_open()
+            return self._range(device_id, min(after_seq, MAX_SEQ), limit, now)
+
+    def ack(self, device_id: str, seq: int) -> int:
+        """Remove the device's messages with seq <= *seq*; return how many were removed.
+
+        Idempotent; an ack beyond :meth:`last_seq` removes everything stored
+        and leaves the counter alone.
+        """
+        device_id = check_device_id(device_id)
+        seq = check_seq("seq", seq)
+        with self._lock:
+            self._check_open()
+            if seq == 0:
+                return 0
+            return self._ack(device_id, min(seq, MAX_SEQ))
+
+    def last_seq(self, device_id: str) -> int:
+        """The highest seq ever given to *device_id* (0 for a device never seen)."""
+        device_id = check_device_id(device_id)
+        with self._lock:
+            self._check_open()
+            return self._last_seq(device_id)
+
+    def advance_seq(self, device_id: str, seq: int) -> int:
+        """Raise the device's counter to at least *seq* (never lowers it); return it.
+
+        For a device that reconnects with a last seq above :meth:`last_seq`
+        (the store lost its state): later messages then get seqs above what
+        the device has, instead of ones it would drop as already seen.
+        """
+        device_id = check_device_id(device_id)
+        seq = check_seq("seq", seq)
+        if seq > MAX_SEQ:
+            raise ValueError(f"seq must be < 2**63, got {seq}")
+        with self._lock:
+            self._check_open()
+            return self._advance_seq(device_id, seq)
+
+    def backlog(self, device_id: str, after_seq: int = 0, *, now: float | None = None) -> int:
+        """How many unexpired messages with seq > *after_seq* are stored for the device."""
+        device_id = check_device_id(device_id)
+        after_seq = check_seq("after_seq", after_seq)
+        now = resolve_now(now)
+        with self._lock:
+            self._check_open()
+            return self._backlog(device_id, min(after_seq, MAX_SEQ), now)
+
+    def purge_expired(self, now: float | None = None) -> int:
+        """Delete every expired message of every device; return how many."""
+        now = resolve_now(now)
+        with self._lock:
+            self._check_open()
+            removed = self._purge_expired(now)
+            self._expired += removed
+            return removed
+
+    def devices_with_backlog(self, now: float | None = None) -> list[str]:
+        """Sorted ids of the devices with at least one unexpired stored message."""
+        now = resolve_now(now)
+        with self._lock:
+            self._check_open()
+            return self._devices_with_backlog(now)
+
+    def stats(self) -> StoreStats:
+        """Current sizes and the counters since this store was opened."""
+        with self._lock:
+            self._check_open()
+            messages, devices = self._sizes()
+            return StoreStats(
+                messages, devices, self._dropped_by_cap, self._collapsed, self._expired
+            )
+
+    # -- subscriptions --
+
+    def subscribe(self, device_id: str, topics: Iterable[str]) -> int:
+        """Add the device to each topic; return how many memberships are new."""
+        device_id = check_device_id(device_id)
+        topic_list = check_topics(topics)
+        with self._lock:
+            self._check_open()
+            return self._subscribe(device_id, topic_list) if topic_list else 0
+
+    def unsubscribe(self, device_id: str, topics: Iterable[str]) -> int:
+        """Remove the device from each topic; return how many memberships ended."""
+        device_id = check_device_id(device_id)
+        topic_list = check_topics(topics)
+        with self._lock:
+            self._check_open()
+            return self._unsubscribe(device_id, topic_list) if topic_list else 0
+
+    def subscribers(self, topic: str) -> set[str]:
+        """The ids of the devices subscribed to *topic*."""
+        topic = check_text("topic", topic, allow_empty=False)
+        with self._lock:
+            self._check_open()
+            return self._subscribers(topic)
+
+    def topics(self, device_id: str) -> set[str]:
+        """The topics *device_id* is subscribed to."""
+        device_id = check_device_id(device_id)
+        with self._lock:
+            self._check_open()
+            return self._topics(device_id)
+
+    # -- lifetime --
+
+    def close(self) -> None:
+        """Release the store's resources; later calls raise :class:`StoreError`. Idempotent."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- what a backend implements (called with the lock held, arguments validated) --
+
+    @abc.abstractmethod
+    def _append(
+        self, device_ids: list[str], fields: MessageFields, now: float
+    ) -> list[StoredMessage]:
+        """Append *fields* to each (distinct) device atomically; apply collapse and cap.
+
+        Must add to ``self._collapsed``, ``self._dropped_by_cap`` and
+        ``self._expired`` only once the whole batch has succeeded.
+        """
+
+    @abc.abstractmethod
+    def _range(self, device_id: str, after_seq: int, limit: int, now: float) -> list[StoredMessage]: ...
+
+    @abc.abstractmethod
+    def _ack(self, device_id: str, seq: int) -> int: ...
+
+    @abc.abstractmethod
+    def _last_seq(self, device_id: str) -> int: ...
+
+    @abc.abstractmethod
+    def _advance_seq(self, device_id: str, seq: int) -> int: ...
+
+    @abc.abstractmethod
+    def _backlog(self, device_id: str, after_seq: int, now: float) -> int: ...
+
+    @abc.abstractmethod
+    def _purge_expired(self, now: float) -> int: ...
+
+    @abc.abstractmethod
+    def _devices_with_backlog(self, now: float) -> list[str]: ...
+
+    @abc.abstractmethod
+    def _sizes(self) -> tuple[int, int]:
+        """``(stored messages, devices with at least one stored message)``."""
+
+    @abc.abstractmethod
+    def _subscribe(self, device_id: str, topics: list[str]) -> int: ...
+
+    @abc.abstractmethod
+    def _unsubscribe(self, device_id: str, topics: list[str]) -> int: ...
+
+    @abc.abstractmethod
+    def _subscribers(self, topic: str) -> set[str]: ...
+
+    @abc.abstractmethod
+    def _topics(self, device_id: str) -> set[str]: ...
+
+    @abc.abstractmethod
+    def _close(self) -> None: ...

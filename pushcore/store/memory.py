@@ -1,0 +1,262 @@
+"""MemoryStore: the offline store in process memory (tests, simulators, single-node demos).
+
+Nothing survives the process: after a restart every seq counter is back at
+0, so a server on a memory store should call ``advance_seq`` with the last
+seq a reconnecting device reports (see :mod:`pushcore.store.base`).
+
+Per device it keeps an ascending list of stored seqs (appends always add the
+largest seq, so the list stays sorted without sorting), a dict seq → message
+and a dict collapse key → seq. Expiring messages also go into one heap
+ordered by expiry so :meth:`~pushcore.store.Store.purge_expired` pops only
+what has expired instead of scanning every device.
+"""
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_right
+
+from .base import MAX_SEQ, DEFAULT_MAX_MESSAGES, MessageFields, Store, StoreError, StoredMessage
+
+__all__ = ["MemoryStore"]
+
+_MIN_HEAP_LIMIT = 1024
+
+
+class _Device:
+    """One device's counter and stored messages."""
+
+    __slots__ = ("last_seq", "seqs", "messages", "collapse")
+
+    def __init__(self) -> None:
+        self.last_seq = 0
+        self.seqs: list[int] = []  # stored seqs, ascending
+        self.messages: dict[int, StoredMessage] = {}
+        self.collapse: dict[str, int] = {}  # collapse key -> seq of the one message holding it
+
+    def remove(self, seq: int) -> StoredMessage:
+        """Forget the stored message *seq* (present) everywhere but in ``seqs``."""
+        message = self.messages.pop(seq)
+        if message.collapse_key:
+            del self.collapse[message.collapse_key]
+        return message
+
+    def remove_one(self, seq: int) -> None:
+        self.remove(seq)
+        del self.seqs[bisect_right(self.seqs, seq) - 1]
+
+
+class MemoryStore(Store):
+    """In-memory :class:`~pushcore.store.Store`; fast, not durable. Thread-safe (one lock)."""
+
+    def __init__(self, *, max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
+        super().__init__(max_messages=max_messages)
+        self._devices: dict[str, _Device] = {}
+        self._expiry_heap: list[tuple[int, str, int]] = []  # (expiry, device id, seq)
+        # The heap keeps entries of messages acked or dropped since they were pushed;
+        # past this size it is rebuilt from the live messages (amortised O(1)).
+        self._heap_limit = _MIN_HEAP_LIMIT
+        self._topic_members: dict[str, set[str]] = {}
+        self._device_topics: dict[str, set[str]] = {}
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(max_messages={self.max_messages})"
+
+    # -- messages --
+
+    def _append(self, device_ids, fields: MessageFields, now: float) -> list[StoredMessage]:
+        devices = self._devices
+        boxes = []
+        for device_id in device_ids:
+            box = devices.get(device_id)
+            if box is None:
+                box = devices[device_id] = _Device()
+            if box.last_seq >= MAX_SEQ:
+                raise StoreError(f"seq counter of device {device_id!r} is exhausted (2**63-1)")
+            boxes.append(box)
+        collapsed = dropped = expired = 0
+        key = fields.collapse_key
+        cap = self._max_messages
+        out = []
+        for device_id, box in zip(device_ids, boxes):
+            if key:
+                old = box.collapse.get(key)
+                if old is not None:
+                    box.remove_one(old)
+                    collapsed += 1
+            seq = box.last_seq = box.last_seq + 1
+            message = StoredMessage(
+                seq,
+                fields.message_id,
+                fields.payload,
+                fields.priority,
+                fields.expiry,
+                key,
+                fields.topic,
+                now,
+            )
+            box.seqs.append(seq)
+            box.messages[seq] = message
+            if key:
+                box.collapse[key] = seq
+            if fields.expiry:
+                heapq.heappush(self._expiry_heap, (fields.expiry, device_id, seq))
+                if len(self._expiry_heap) > self._heap_limit:
+                    self._rebuild_expiry_heap()
+            if len(box.seqs) > cap:
+                e, d = self._make_room(box, now)
+                expired += e
+                dropped += d
+            out.append(message)
+        self._collapsed += collapsed
+        self._dropped_by_cap += dropped
+        self._expired += expired
+        return out
+
+    def _make_room(self, box: _Device, now: float) -> tuple[int, int]:
+        """Apply the cap policy to *box*: expired first, then the oldest."""
+        expired = [s for s in box.seqs if box.messages[s].expired(now)]
+        for seq in expired:
+            box.remove(seq)
+        if expired:
+            box.seqs = [s for s in box.seqs if s in box.messages]
+        excess = len(box.seqs) - self._max_messages
+        if excess <= 0:
+            return len(expired), 0
+        for seq in box.seqs[:excess]:
+            box.remove(seq)
+        del box.seqs[:excess]
+        return len(expired), excess
+
+    def _rebuild_expiry_heap(self) -> None:
+        heap = [
+            (m.expiry, device_id, m.seq)
+            for device_id, box in self._devices.items()
+            for m in box.messages.values()
+            if m.expiry
+        ]
+        heapq.heapify(heap)
+        self._expiry_heap = heap
+        self._heap_limit = max(_MIN_HEAP_LIMIT, 2 * len(heap))
+
+    def _range(self, device_id, after_seq, limit, now) -> list[StoredMessage]:
+        box = self._devices.get(device_id)
+        if box is None:
+            return []
+        out = []
+        messages = box.messages
+        seqs = box.seqs
+        for i in range(bisect_right(seqs, after_seq), len(seqs)):
+            message = messages[seqs[i]]
+            if message.expiry and message.expiry <= now:
+                continue
+            out.append(message)
+            if len(out) == limit:
+                break
+        return out
+
+    def _ack(self, device_id, seq) -> int:
+        box = self._devices.get(device_id)
+        if box is None:
+            return 0
+        cut = bisect_right(box.seqs, seq)
+        for s in box.seqs[:cut]:
+            box.remove(s)
+        del box.seqs[:cut]
+        return cut
+
+    def _last_seq(self, device_id) -> int:
+        box = self._devices.get(device_id)
+        return 0 if box is None else box.last_seq
+
+    def _advance_seq(self, device_id, seq) -> int:
+        box = self._devices.get(device_id)
+        if box is None:
+            if seq == 0:
+                return 0
+            box = self._devices[device_id] = _Device()
+        if seq > box.last_seq:
+            box.last_seq = seq
+        return box.last_seq
+
+    def _backlog(self, device_id, after_seq, now) -> int:
+        box = self._devices.get(device_id)
+        if box is None:
+            return 0
+        seqs, messages = box.seqs, box.messages
+        return sum(
+            1
+            for i in range(bisect_right(seqs, after_seq), len(seqs))
+            if not messages[seqs[i]].expired(now)
+        )
+
+    def _purge_expired(self, now) -> int:
+        heap = self._expiry_heap
+        touched: dict[int, _Device] = {}
+        removed = 0
+        while heap and heap[0][0] <= now:
+            _, device_id, seq = heapq.heappop(heap)
+            box = self._devices.get(device_id)
+            # the heap keeps entries of messages acked or dropped since: skip those
+            if box is not None and seq in box.messages:
+                box.remove(seq)
+                touched[id(box)] = box
+                removed += 1
+        for box in touched.values():
+            box.seqs = [s for s in box.seqs if s in box.messages]
+        return removed
+
+    def _devices_with_backlog(self, now) -> list[str]:
+        return sorted(
+            device_id
+            for device_id, box in self._devices.items()
+            if any(not m.expired(now) for m in box.messages.values())
+        )
+
+    def _sizes(self) -> tuple[int, int]:
+        messages = devices = 0
+        for box in self._devices.values():
+            if box.seqs:
+                messages += len(box.seqs)
+                devices += 1
+        return messages, devices
+
+    # -- subscriptions --
+
+    def _subscribe(self, device_id, topics) -> int:
+        mine = self._device_topics.setdefault(device_id, set())
+        added = 0
+        for topic in topics:
+            if topic not in mine:
+                mine.add(topic)
+                self._topic_members.setdefault(topic, set()).add(device_id)
+                added += 1
+        return added
+
+    def _unsubscribe(self, device_id, topics) -> int:
+        mine = self._device_topics.get(device_id)
+        if not mine:
+            return 0
+        removed = 0
+        for topic in topics:
+            if topic in mine:
+                mine.discard(topic)
+                members = self._topic_members[topic]
+                members.discard(device_id)
+                if not members:
+                    del self._topic_members[topic]
+                removed += 1
+        if not mine:
+            del self._device_topics[device_id]
+        return removed
+
+    def _subscribers(self, topic) -> set[str]:
+        return set(self._topic_members.get(topic, ()))
+
+    def _topics(self, device_id) -> set[str]:
+        return set(self._device_topics.get(device_id, ()))
+
+    def _close(self) -> None:
+        self._devices.clear()
+        self._expiry_heap.clear()
+        self._topic_members.clear()
+        self._device_topics.clear()

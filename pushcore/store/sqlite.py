@@ -1,0 +1,342 @@
+"""SQLiteStore: the default offline store, one SQLite file in WAL mode.
+
+Durability. The file is opened in WAL mode. With ``synchronous="NORMAL"``
+(the default) every committed call survives a crash or kill of the process;
+a power loss or OS crash may lose the last few commits (SQLite does not
+fsync the WAL at each commit) but never corrupts the file. With
+``synchronous="FULL"`` each commit is fsynced and survives power loss too,
+at a cost per commit (see benchmarks/store_bench.py).
+
+Layout (``PRAGMA user_version`` = 1)::
+
+    devices(device TEXT PRIMARY KEY, last_seq INTEGER)    -- the seq counters
+    messages(device, seq, message_id, payload, priority, expiry,
+             collapse_key, topic, created, PRIMARY KEY (device, seq))
+        + index (device, collapse_key) where collapse_key != ''
+        + index (expiry) where expiry != 0
+    subscriptions(topic, device, PRIMARY KEY (topic, device))
+        + index (device, topic)
+
+The counter lives apart from the messages, so acking every message (or
+dropping them) never lets a seq come back, also across restarts. Each call
+is one transaction (``BEGIN IMMEDIATE``: it takes the write lock up front,
+so several processes may share one file and wait up to *timeout* seconds
+for each other instead of failing on a lock upgrade). The same SQL strings
+are reused so the sqlite3 module's statement cache keeps them prepared.
+``message_id`` (u64) is stored as the signed 64-bit integer with the same
+bits, since SQLite integers are signed.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+from contextlib import contextmanager
+
+from .base import (
+    DEFAULT_MAX_MESSAGES,
+    MessageFields,
+    Store,
+    StoreError,
+    StoredMessage,
+)
+
+__all__ = ["SQLiteStore"]
+
+SCHEMA_VERSION = 1
+_SYNCHRONOUS = ("NORMAL", "FULL")
+_U64 = 2**64
+_I64_MAX = 2**63 - 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+    device   TEXT PRIMARY KEY,
+    last_seq INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages (
+    device       TEXT NOT NULL,
+    seq          INTEGER NOT NULL,
+    message_id   INTEGER NOT NULL,
+    payload      BLOB NOT NULL,
+    priority     INTEGER NOT NULL,
+    expiry       INTEGER NOT NULL,
+    collapse_key TEXT NOT NULL,
+    topic        TEXT NOT NULL,
+    created      REAL NOT NULL,
+    PRIMARY KEY (device, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_by_collapse_key
+    ON messages (device, collapse_key) WHERE collapse_key != '';
+CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages (expiry) WHERE expiry != 0;
+CREATE TABLE IF NOT EXISTS subscriptions (
+    topic  TEXT NOT NULL,
+    device TEXT NOT NULL,
+    PRIMARY KEY (topic, device)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS subscriptions_by_device ON subscriptions (device, topic);
+"""
+
+# Statements (kept as constants: identical strings hit the prepared-statement cache).
+_NEXT_SEQ = (
+    "INSERT INTO devices (device, last_seq) VALUES (?, 1) "
+    "ON CONFLICT (device) DO UPDATE SET last_seq = last_seq + 1 "
+    f"WHERE last_seq < {_I64_MAX} RETURNING last_seq"
+)
+_COLLAPSE = "DELETE FROM messages WHERE device = ? AND collapse_key = ? AND collapse_key != ''"
+_INSERT = "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_OLDEST_SEQ = "SELECT min(seq) FROM messages WHERE device = ?"
+_COUNT_DEVICE = "SELECT count(*) FROM messages WHERE device = ?"
+_DELETE_EXPIRED_OF_DEVICE = (
+    "DELETE FROM messages WHERE device = ? AND expiry != 0 AND expiry <= ?"
+)
+_NTH_OLDEST_SEQ = "SELECT seq FROM messages WHERE device = ? ORDER BY seq LIMIT 1 OFFSET ?"
+_DELETE_UP_TO = "DELETE FROM messages WHERE device = ? AND seq <= ?"
+_RANGE = (
+    "SELECT seq, message_id, payload, priority, expiry, collapse_key, topic, created "
+    "FROM messages WHERE device = ? AND seq > ? AND (expiry = 0 OR expiry > ?) "
+    "ORDER BY seq LIMIT ?"
+)
+_BACKLOG = (
+    "SELECT count(*) FROM messages WHERE device = ? AND seq > ? AND (expiry = 0 OR expiry > ?)"
+)
+_LAST_SEQ = "SELECT last_seq FROM devices WHERE device = ?"
+_ADVANCE_SEQ = (
+    "INSERT INTO devices (device, last_seq) VALUES (?1, ?2) "
+    "ON CONFLICT (device) DO UPDATE SET last_seq = max(last_seq, ?2) RETURNING last_seq"
+)
+_PURGE = "DELETE FROM messages WHERE expiry != 0 AND expiry <= ?"
+_DEVICES_WITH_BACKLOG = (
+    "SELECT DISTINCT device FROM messages WHERE expiry = 0 OR expiry > ? ORDER BY device"
+)
+_SIZES = "SELECT count(*), count(DISTINCT device) FROM messages"
+_SUBSCRIBE = "INSERT OR IGNORE INTO subscriptions (topic, device) VALUES (?, ?)"
+_UNSUBSCRIBE = "DELETE FROM subscriptions WHERE topic = ? AND device = ?"
+_SUBSCRIBERS = "SELECT device FROM subscriptions WHERE topic = ?"
+_TOPICS = "SELECT topic FROM subscriptions WHERE device = ?"
+
+
+def _signed(message_id: int) -> int:
+    return message_id - _U64 if message_id > _I64_MAX else message_id
+
+
+def _message(row) -> StoredMessage:
+    seq, message_id, payload, priority, expiry, collapse_key, topic, created = row
+    if message_id < 0:
+        message_id += _U64
+    return StoredMessage(seq, message_id, payload, priority, expiry, collapse_key, topic, created)
+
+
+class SQLiteStore(Store):
+    """Durable :class:`~pushcore.store.Store` in one SQLite file (WAL). Thread-safe (one lock).
+
+    *path* is a file path (created if missing; ``":memory:"`` gives a
+    private in-memory database, not durable and not in WAL mode).
+    *synchronous* is ``"NORMAL"`` (survives a process crash) or ``"FULL"``
+    (survives power loss); *timeout* is how long to wait, in seconds, for
+    another process holding the write lock.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_messages: int = DEFAULT_MAX_MESSAGES,
+        synchronous: str = "NORMAL",
+        timeout: float = 5.0,
+    ) -> None:
+        super().__init__(max_messages=max_messages)
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
+        path = os.fspath(path)
+        if not path:
+            raise ValueError("path must not be empty (use ':memory:' for a throwaway database)")
+        if synchronous not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
+            raise ValueError(f"timeout must be seconds >= 0, got {timeout!r}")
+        self.path = path
+        self.synchronous = synchronous
+        try:
+            self._db = sqlite3.connect(
+                path,
+                timeout=timeout,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,  # guarded by self._lock instead
+                cached_statements=64,
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the SQLite store {path!r}: {exc}") from exc
+        try:
+            self._setup()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StoreError(
+                f"cannot use {path!r} as a pushcore SQLite store: {exc} "
+                f"(is it a SQLite file? is its directory writable?)"
+            ) from exc
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _setup(self) -> None:
+        db = self._db
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):
+            raise StoreError(
+                f"{self.path!r} has pushcore store schema version {version}; this pushcore "
+                f"reads version {SCHEMA_VERSION}: use a newer pushcore or a new file"
+            )
+        if self.path != ":memory:":
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StoreError(f"{self.path!r} could not be switched to WAL mode (got {mode!r})")
+        db.execute(f"PRAGMA synchronous={self.synchronous}")
+        if version == 0:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def __repr__(self) -> str:
+        return (
+            f"SQLiteStore({self.path!r}, max_messages={self.max_messages}, "
+            f"synchronous={self.synchronous!r})"
+        )
+
+    @contextmanager
+    def _write(self):
+        """One write transaction: commit on success, roll back on any error."""
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"SQLite store {self.path!r} is busy or unwritable: {exc}") from exc
+        try:
+            yield db
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    # -- messages --
+
+    def _append(self, device_ids, fields: MessageFields, now: float) -> list[StoredMessage]:
+        key = fields.collapse_key
+        cap = self._max_messages
+        row_tail = (
+            _signed(fields.message_id),
+            fields.payload,
+            fields.priority,
+            fields.expiry,
+            key,
+            fields.topic,
+            now,
+        )
+        collapsed = dropped = expired = 0
+        out = []
+        with self._write() as db:
+            execute = db.execute
+            for device_id in device_ids:
+                row = execute(_NEXT_SEQ, (device_id,)).fetchone()
+                if row is None:
+                    raise StoreError(f"seq counter of device {device_id!r} is exhausted (2**63-1)")
+                seq = row[0]
+                if key:
+                    collapsed += execute(_COLLAPSE, (device_id, key)).rowcount
+                execute(_INSERT, (device_id, seq) + row_tail)
+                # Cheap cap check: stored count <= seq span; count only when the span is over.
+                oldest = execute(_OLDEST_SEQ, (device_id,)).fetchone()[0]
+                if seq - oldest + 1 > cap:
+                    e, d = self._make_room(db, device_id, now)
+                    expired += e
+                    dropped += d
+                out.append(
+                    StoredMessage(
+                        seq,
+                        fields.message_id,
+                        fields.payload,
+                        fields.priority,
+                        fields.expiry,
+                        key,
+                        fields.topic,
+                        now,
+                    )
+                )
+        self._collapsed += collapsed
+        self._dropped_by_cap += dropped
+        self._expired += expired
+        return out
+
+    def _make_room(self, db, device_id: str, now: float) -> tuple[int, int]:
+        """Apply the cap policy to one device: expired first, then the oldest."""
+        count = db.execute(_COUNT_DEVICE, (device_id,)).fetchone()[0]
+        cap = self._max_messages
+        if count <= cap:
+            return 0, 0
+        expired = db.execute(_DELETE_EXPIRED_OF_DEVICE, (device_id, now)).rowcount
+        excess = count - expired - cap
+        if excess <= 0:
+            return expired, 0
+        cut = db.execute(_NTH_OLDEST_SEQ, (device_id, excess - 1)).fetchone()[0]
+        return expired, db.execute(_DELETE_UP_TO, (device_id, cut)).rowcount
+
+    def _range(self, device_id, after_seq, limit, now) -> list[StoredMessage]:
+        rows = self._db.execute(_RANGE, (device_id, after_seq, now, limit)).fetchall()
+        return [_message(row) for row in rows]
+
+    def _ack(self, device_id, seq) -> int:
+        with self._write() as db:
+            return db.execute(_DELETE_UP_TO, (device_id, seq)).rowcount
+
+    def _last_seq(self, device_id) -> int:
+        row = self._db.execute(_LAST_SEQ, (device_id,)).fetchone()
+        return 0 if row is None else row[0]
+
+    def _advance_seq(self, device_id, seq) -> int:
+        if seq == 0:
+            return self._last_seq(device_id)
+        with self._write() as db:
+            return db.execute(_ADVANCE_SEQ, (device_id, seq)).fetchone()[0]
+
+    def _backlog(self, device_id, after_seq, now) -> int:
+        return self._db.execute(_BACKLOG, (device_id, after_seq, now)).fetchone()[0]
+
+    def _purge_expired(self, now) -> int:
+        with self._write() as db:
+            return db.execute(_PURGE, (now,)).rowcount
+
+    def _devices_with_backlog(self, now) -> list[str]:
+        return [row[0] for row in self._db.execute(_DEVICES_WITH_BACKLOG, (now,))]
+
+    def _sizes(self) -> tuple[int, int]:
+        messages, devices = self._db.execute(_SIZES).fetchone()
+        return messages, devices
+
+    # -- subscriptions --
+
+    def _subscribe(self, device_id, topics) -> int:
+        with self._write() as db:
+            return db.executemany(_SUBSCRIBE, [(t, device_id) for t in topics]).rowcount
+
+    def _unsubscribe(self, device_id, topics) -> int:
+        with self._write() as db:
+            return db.executemany(_UNSUBSCRIBE, [(t, device_id) for t in topics]).rowcount
+
+    def _subscribers(self, topic) -> set[str]:
+        return {row[0] for row in self._db.execute(_SUBSCRIBERS, (topic,))}
+
+    def _topics(self, device_id) -> set[str]:
+        return {row[0] for row in self._db.execute(_TOPICS, (device_id,))}
+
+    def _close(self) -> None:
+        self._db.close()
