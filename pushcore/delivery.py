@@ -1,0 +1,388 @@
+"""Server-side delivery: route table and seq-ordered sending of stored messages.
+
+This is the "message distribution" layer of the design as one small class,
+:class:`Delivery`, used by :class:`pushcore.Server`. It knows nothing of
+sockets: it talks to a *transport*, which in the server is the C-level
+connection loop (``pushcore._loop.Loop``), through six methods::
+
+    send(cid, data)            queue encoded frame(s) to one connection
+    send_many(cids, data)      the same bytes to many connections, one call
+    get_tag(cid) / set_tag(cid, n)   an integer kept per connection in C
+    watch_activity(cid)        one-shot: report the connection's next frame
+
+The invariant that makes "no loss, no duplicate shown" hold
+-------------------------------------------------------------
+Every message to a device is appended to the store first, where it gets the
+device's next seq. Per connection the loop keeps one integer in C, the
+connection's **tag**: the highest seq *sent on this connection* — every
+stored message of the device with a seq up to the tag has been sent (or the
+device said it had it). Messages always go out in seq order on a
+connection, so the device can drop any seq it has already seen
+(:class:`pushcore.inbox.Inbox`), and nothing is lost because nothing leaves
+the store before the device ACKs it.
+
+* A **high priority** message goes out at once. When the tag is exactly
+  ``seq - 1`` that is one ``encode_push`` and one ``send``; otherwise
+  something waits before it (low priority messages, see below) and the
+  connection catches up from its tag, so the waiting messages ride along in
+  order — ACK is cumulative, so sending seq 6 before a waiting seq 5 would
+  let ``ACK 6`` delete seq 5 unseen.
+* A **low priority** message stays in the store; the connection is watched
+  (``watch_activity``) and, at its next frame of any kind — a heartbeat
+  PING included — :meth:`Delivery.awake` sends what waits after the tag.
+  Expiry is checked when it is read from the store.
+* **Catching up** (HELLO, wake-up, a high push behind waiting messages):
+  up to ``inline_max`` waiting messages are pushed inline; more than that
+  is announced with ``NOTIFY(latest seq)`` and the device FETCHes pages.
+  While a connection is fetching, new messages are only stored: each
+  FETCH answer reads the store afresh, and ends with a NOTIFY that says
+  whether more is waiting (NOTIFY above what the device has) or not (NOTIFY
+  of the last seq sent, the "you have it all" mark), after which pushes
+  stream again.
+* **HELLO's last seq** counts as an ACK (the device says it has everything
+  up to it), and raises the device's counter in the store if the store has
+  forgotten it (a memory store after a restart), so new messages are not
+  taken for duplicates.
+
+Broadcasts
+----------
+A stored message needs each device's own seq, so a durable fan-out (topic
+publish, durable broadcast) appends once per device in one store
+transaction (``append_many``) and encodes one PUSH per device
+(``encode_push`` is a fraction of a microsecond in the C codec). An
+**ephemeral** broadcast is not stored: it carries seq 0 ("not sequenced":
+shown, never acked, never deduplicated, lost if the device is offline) and
+its bytes are encoded once and handed to ``send_many`` for every connected
+device in one C call; it goes out at once whatever its priority.
+
+Memory per connection: two dict entries (device id → cid, cid → device id)
+sharing the device id string, plus the tag in C. Connections catching up a
+large backlog are also in a set while they fetch.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Iterable
+
+from .codec import backend as _codec
+from .store import PRIORITY_HIGH, Store, StoredMessage
+
+__all__ = ["Delivery", "MessageIds", "DEFAULT_INLINE_MAX", "DEFAULT_PAGE_MAX"]
+
+DEFAULT_INLINE_MAX = 16  # waiting messages pushed inline on HELLO / wake-up; more -> NOTIFY
+DEFAULT_PAGE_MAX = 256  # most messages answered to one FETCH
+
+_encode_push = _codec.encode_push
+
+
+def _encode_notify(latest_seq: int) -> bytes:
+    return _codec.Notify(latest_seq).encode()
+
+
+class MessageIds:
+    """64-bit message ids, unique per message and increasing within a process.
+
+    Layout: milliseconds since the epoch (42 bits, good until 2109), a random
+    node number (10 bits, so servers sharing devices rarely collide), a
+    counter (12 bits). More than 4096 ids in one millisecond borrow from the
+    following milliseconds, so ids never repeat within a process.
+    """
+
+    __slots__ = ("_node", "_last", "_clock")
+
+    def __init__(self, node: int | None = None, clock: Callable[[], float] = time.time) -> None:
+        if node is None:
+            node = int.from_bytes(os.urandom(2), "little") & 0x3FF
+        if not 0 <= node <= 0x3FF:
+            raise ValueError(f"node must be in 0..1023, got {node}")
+        self._node = node << 12
+        self._last = 0
+        self._clock = clock
+
+    def next(self) -> int:
+        """A fresh id."""
+        candidate = ((int(self._clock() * 1000) & ((1 << 42) - 1)) << 22) | self._node
+        if candidate <= self._last:
+            candidate = self._last + 1
+        self._last = candidate
+        return candidate & 0xFFFFFFFFFFFFFFFF
+
+
+class Delivery:
+    """The route table of one server and the seq-ordered delivery of stored messages.
+
+    *store* is a :class:`pushcore.store.Store`; *transport* has the methods
+    listed in the module docstring (the server's Loop). Not thread-safe:
+    everything runs on the loop thread.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        transport,
+        *,
+        inline_max: int = DEFAULT_INLINE_MAX,
+        page_max: int = DEFAULT_PAGE_MAX,
+        message_ids: MessageIds | None = None,
+    ) -> None:
+        if inline_max < 0:
+            raise ValueError(f"inline_max must be >= 0, got {inline_max}")
+        if page_max < 1:
+            raise ValueError(f"page_max must be >= 1, got {page_max}")
+        self.store = store
+        self.transport = transport
+        self.inline_max = inline_max
+        self.page_max = page_max
+        self.message_ids = message_ids or MessageIds()
+        self.routes: dict[str, int] = {}  # device id -> cid of its authenticated connection
+        self.devices: dict[int, str] = {}  # cid -> device id (authenticated connections only)
+        self.fetching: set[int] = set()  # cids catching up a large backlog through FETCH
+
+    # -- routes ---------------------------------------------------------------
+
+    def device_of(self, cid: int) -> str | None:
+        """The device authenticated on *cid*, or None."""
+        return self.devices.get(cid)
+
+    def connection_of(self, device_id: str) -> int | None:
+        """The cid holding *device_id*, or None when it is offline (here)."""
+        return self.routes.get(device_id)
+
+    def __len__(self) -> int:
+        return len(self.devices)
+
+    def attach(self, cid: int, device_id: str, last_seq: int) -> int | None:
+        """Record that *cid* is now *device_id*, which has every seq up to *last_seq*.
+
+        Returns the cid of an older connection of the same device, now
+        forgotten here (the caller says GOAWAY REPLACED to it and closes it),
+        or None. Call :meth:`resume` once WELCOME is queued.
+        """
+        old = self.routes.get(device_id)
+        if old is not None and old != cid:
+            del self.devices[old]
+            self.fetching.discard(old)
+        else:
+            old = None
+        self.routes[device_id] = cid
+        self.devices[cid] = device_id
+        store = self.store
+        if last_seq:
+            if last_seq > store.last_seq(device_id):
+                store.advance_seq(device_id, last_seq)
+            store.ack(device_id, last_seq)
+        self.transport.set_tag(cid, last_seq)
+        return old
+
+    def resume(self, cid: int) -> None:
+        """Send what waits after the seq given to :meth:`attach` (inline, or NOTIFY)."""
+        device_id = self.devices.get(cid)
+        if device_id is not None:
+            self._catch_up(cid, device_id, self.transport.get_tag(cid))
+
+    def detach(self, cid: int) -> str | None:
+        """Forget *cid*; returns its device id if it was the device's current connection."""
+        device_id = self.devices.pop(cid, None)
+        if device_id is None:
+            return None
+        self.fetching.discard(cid)
+        if self.routes.get(device_id) == cid:
+            del self.routes[device_id]
+        return device_id
+
+    # -- sending --------------------------------------------------------------
+
+    def _send_messages(self, cid: int, messages: list[StoredMessage]) -> None:
+        encode = _encode_push
+        self.transport.send(
+            cid,
+            b"".join(
+                [
+                    encode(m.seq, m.message_id, m.payload, m.priority, m.expiry,
+                           m.collapse_key, m.topic)
+                    for m in messages
+                ]
+            ),
+        )
+
+    def _catch_up(self, cid: int, device_id: str, after_seq: int) -> None:
+        """Send every waiting message after *after_seq*, or NOTIFY when there are many."""
+        inline_max = self.inline_max
+        messages = self.store.range(device_id, after_seq, inline_max + 1)
+        if not messages:
+            return
+        if len(messages) > inline_max:
+            self.fetching.add(cid)
+            self.transport.send(cid, _encode_notify(self.store.last_seq(device_id)))
+            return
+        self._send_messages(cid, messages)
+        self.transport.set_tag(cid, messages[-1].seq)
+
+    def _offer(self, cid: int, device_id: str, message: StoredMessage) -> None:
+        """A freshly stored *message* for online *device_id* on *cid* (not fetching)."""
+        transport = self.transport
+        if message.priority == PRIORITY_HIGH:
+            tag = transport.get_tag(cid)
+            if tag == message.seq - 1:
+                m = message
+                transport.send(
+                    cid,
+                    _encode_push(m.seq, m.message_id, m.payload, m.priority, m.expiry,
+                                 m.collapse_key, m.topic),
+                )
+                transport.set_tag(cid, m.seq)
+            else:
+                self._catch_up(cid, device_id, tag)
+        else:
+            transport.watch_activity(cid)
+
+    def push(
+        self,
+        device_id: str,
+        payload: bytes,
+        *,
+        priority: int = PRIORITY_HIGH,
+        expiry: int = 0,
+        collapse_key: str = "",
+        topic: str = "",
+        message_id: int | None = None,
+    ) -> StoredMessage:
+        """Store a message for *device_id* and send it if the device is here and it may go now."""
+        if message_id is None:
+            message_id = self.message_ids.next()
+        message = self.store.append(
+            device_id,
+            message_id=message_id,
+            payload=payload,
+            priority=priority,
+            expiry=expiry,
+            collapse_key=collapse_key,
+            topic=topic,
+        )
+        cid = self.routes.get(device_id)
+        if cid is not None and cid not in self.fetching:
+            self._offer(cid, device_id, message)
+        return message
+
+    def push_many(
+        self,
+        device_ids: Iterable[str],
+        payload: bytes,
+        *,
+        priority: int = PRIORITY_HIGH,
+        expiry: int = 0,
+        collapse_key: str = "",
+        topic: str = "",
+        message_id: int | None = None,
+    ) -> int:
+        """Store one message (one message id) for each device, in one store call; send to those here.
+
+        Returns how many devices it was stored for.
+        """
+        devices = list(dict.fromkeys(device_ids))
+        if not devices:
+            return 0
+        if message_id is None:
+            message_id = self.message_ids.next()
+        stored = self.store.append_many(
+            devices,
+            message_id=message_id,
+            payload=payload,
+            priority=priority,
+            expiry=expiry,
+            collapse_key=collapse_key,
+            topic=topic,
+        )
+        routes = self.routes
+        fetching = self.fetching
+        for device_id, message in zip(devices, stored):
+            cid = routes.get(device_id)
+            if cid is not None and cid not in fetching:
+                self._offer(cid, device_id, message)
+        return len(stored)
+
+    def broadcast_ephemeral(
+        self,
+        payload: bytes,
+        *,
+        priority: int = PRIORITY_HIGH,
+        expiry: int = 0,
+        collapse_key: str = "",
+        topic: str = "",
+        message_id: int | None = None,
+    ) -> int:
+        """Send one unstored PUSH (seq 0) to every connected device; returns how many."""
+        cids = list(self.devices)
+        if not cids:
+            return 0
+        if message_id is None:
+            message_id = self.message_ids.next()
+        data = _encode_push(0, message_id, payload, priority, expiry, collapse_key, topic)
+        self.transport.send_many(cids, data)
+        return len(cids)
+
+    # -- frames from devices ----------------------------------------------------
+
+    def awake(self, cids: Iterable[int]) -> None:
+        """These connections showed activity: send the low priority messages waiting for them."""
+        devices = self.devices
+        fetching = self.fetching
+        store = self.store
+        get_tag = self.transport.get_tag
+        for cid in cids:
+            device_id = devices.get(cid)
+            if device_id is None or cid in fetching:
+                continue
+            tag = get_tag(cid)
+            if store.last_seq(device_id) > tag:
+                self._catch_up(cid, device_id, tag)
+
+    def ack(self, acks: dict[int, int]) -> None:
+        """Cumulative ACKs of one loop turn, ``{cid: highest seq acked}``: trim the store.
+
+        An ACK is never taken beyond what was sent on the connection, so a
+        confused device cannot delete messages it never received.
+        """
+        devices = self.devices
+        get_tag = self.transport.get_tag
+        store = self.store
+        for cid, seq in acks.items():
+            device_id = devices.get(cid)
+            if device_id is None:
+                continue
+            seq = min(seq, get_tag(cid))
+            if seq > 0:
+                store.ack(device_id, seq)
+
+    def fetch(self, cid: int, after_seq: int, max_count: int) -> None:
+        """Answer FETCH: up to *max_count* (at most ``page_max``) messages after *after_seq*, then NOTIFY.
+
+        The closing NOTIFY carries the store's latest seq when more is
+        waiting, else the last seq this answer covers (the device then has
+        everything and new messages stream again).
+        """
+        device_id = self.devices.get(cid)
+        if device_id is None:
+            return
+        limit = min(max_count, self.page_max) if max_count > 0 else self.page_max
+        store = self.store
+        messages = store.range(device_id, after_seq, limit + 1)
+        more = len(messages) > limit
+        if more:
+            del messages[limit:]
+        transport = self.transport
+        if messages:
+            self._send_messages(cid, messages)
+            last = messages[-1].seq
+            if last > transport.get_tag(cid):
+                transport.set_tag(cid, last)
+        else:
+            last = after_seq
+        if more:
+            self.fetching.add(cid)
+            transport.send(cid, _encode_notify(store.last_seq(device_id)))
+        else:
+            self.fetching.discard(cid)
+            transport.send(cid, _encode_notify(last))
+
