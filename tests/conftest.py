@@ -20,25 +20,27 @@ def load_codec(name: str):
     return module
 
 
-@pytest.fixture(params=CODEC_BACKENDS, ids=CODEC_BACKENDS)
+# Session scope: the fixtures only hand out modules, and hypothesis tests may
+# use them without the function-scoped-fixture health check.
+@pytest.fixture(scope="session", params=CODEC_BACKENDS, ids=CODEC_BACKENDS)
 def codec(request):
     """The codec module under test, once per backend."""
     return load_codec(request.param)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def python_codec():
     """The pure-Python reference codec (``pushcore.protocol``)."""
     return load_codec("python")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def cython_codec():
     """The C-level codec (``pushcore._frame``), initialised with ProtocolError."""
     return load_codec("cython")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def both_codecs(python_codec, cython_codec):
     """``(python_module, cython_module)`` for differential tests."""
     return python_codec, cython_codec

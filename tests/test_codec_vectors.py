@@ -199,5 +199,5 @@ def test_hand_built_vector_hex_matches():
     assert by_name[("Redirect", "no servers")] == "d00100"
     # defaults: seq 0, id 0 (8 bytes), empty payload, high priority -> flag 1
     assert by_name[("Push", "defaults")] == "5109" + "00" * 9
-    # Hello(): versions (1,), "", b"", 0, 0
-    assert by_name[("Hello", "defaults")] == "10050101000000"
+    # Hello(): count 1, version 1, device_id "" (00), token b"" (00), last_seq 0, heartbeat 0
+    assert by_name[("Hello", "defaults")] == "1006" + "01" "01" "00" "00" "00" "00"
