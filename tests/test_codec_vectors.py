@@ -201,3 +201,11 @@ def test_hand_built_vector_hex_matches():
     assert by_name[("Push", "defaults")] == "5109" + "00" * 9
     # Hello(): count 1, version 1, device_id "" (00), token b"" (00), last_seq 0, heartbeat 0
     assert by_name[("Hello", "defaults")] == "1006" + "01" "01" "00" "00" "00" "00"
+
+
+def test_protocol_md_worked_examples_are_current():
+    """docs/PROTOCOL.md §7 is what tests/vectors/worked_examples.py writes."""
+    from vectors.worked_examples import PROTOCOL_MD, updated_document
+
+    document = PROTOCOL_MD.read_text(encoding="utf-8")
+    assert updated_document(document) == document, "run: python tests/vectors/worked_examples.py"
