@@ -23,6 +23,10 @@ import pytest
 
 from pushcore.comparison import REFERENCE, build_cases
 
+# Rounds of at least 200 us: a codec call takes 30 ns - 30 us, so each round loops many
+# times and the timer's own cost (~100 ns) is spread thin. GC off, as in timeit.
+pytestmark = pytest.mark.benchmark(min_time=0.0002, disable_gc=True, warmup=True)
+
 CASES, MISSING = build_cases()
 TIMED = [case for case in CASES if case.timed]
 
