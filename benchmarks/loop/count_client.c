@@ -38,6 +38,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <sys/time.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -372,6 +373,11 @@ int main(int argc, char **argv) {
 
 finish:;
     double t_end = now();
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    /* the client's own CPU time: evidence that it is not the bottleneck */
+    double cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec +
+                 ru.ru_stime.tv_usec / 1e6;
     if (is_fanout) {
         uint64_t deliveries = total / FRAME_SIZE;
         double secs = last_byte > first_byte ? last_byte - first_byte : 0;
@@ -379,17 +385,17 @@ finish:;
         if (!exact && status == 0) status = 1;
         printf("{\"mode\":\"fanout\",\"conns\":%d,\"frames\":%ld,\"bytes\":%llu,"
                "\"expected_bytes\":%llu,\"exact\":%s,\"deliveries\":%llu,"
-               "\"seconds\":%.6f,\"rate\":%.1f,\"status\":%d}\n",
+               "\"seconds\":%.6f,\"rate\":%.1f,\"cpu_seconds\":%.3f,\"wall_seconds\":%.3f,\"status\":%d}\n",
                nconns, frames, (unsigned long long)total, (unsigned long long)expect_total,
                exact ? "true" : "false", (unsigned long long)deliveries, secs,
-               secs > 0 ? deliveries / secs : 0.0, status);
+               secs > 0 ? deliveries / secs : 0.0, cpu, t_end - t_start, status);
     } else if (is_ping) {
         uint64_t counted = pongs - pongs_at_start;
         double secs = measuring ? measure_end - measure_start : 0;
         printf("{\"mode\":\"ping\",\"conns\":%d,\"round_trips\":%llu,\"seconds\":%.6f,"
-               "\"rate\":%.1f,\"status\":%d}\n",
+               "\"rate\":%.1f,\"cpu_seconds\":%.3f,\"wall_seconds\":%.3f,\"status\":%d}\n",
                nconns, (unsigned long long)counted, secs,
-               secs > 0 ? counted / secs : 0.0, status);
+               secs > 0 ? counted / secs : 0.0, cpu, t_end - t_start, status);
     } else {
         printf("{\"mode\":\"idle\",\"conns\":%d,\"handshaken\":%d,\"seconds\":%.3f,\"status\":%d}\n",
                nconns, handshaken, t_end - t_start, status);

@@ -138,3 +138,38 @@ def rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError(f"no RSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time *pid* has used so far (from /proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        # the command name may hold spaces: fields start after the last ')'
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def busy_fraction(interval: float = 0.5) -> float:
+    """Share of all CPUs busy over *interval* seconds (from /proc/stat)."""
+    def sample():
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+        idle = vals[3] + vals[4]          # idle + iowait
+        return idle, sum(vals)
+    i0, t0 = sample()
+    time.sleep(interval)
+    i1, t1 = sample()
+    return 1.0 - (i1 - i0) / max(1, t1 - t0)
+
+
+def wait_for_quiet(max_busy: float = 0.15, patience: float = 60.0) -> float:
+    """Wait (up to *patience* s) until other work leaves the CPUs mostly idle.
+
+    The machine is shared: a benchmark run while something else holds a core
+    measures the neighbour.  Returns the last busy fraction seen.
+    """
+    deadline = time.monotonic() + patience
+    busy = busy_fraction()
+    while busy > max_busy and time.monotonic() < deadline:
+        busy = busy_fraction(1.0)
+    return busy
