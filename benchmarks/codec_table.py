@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Print the codec comparison table: pushcore vs XMPP (slixmpp), MQTT 3.1.1, msgpack, JSON.
 
-    python benchmarks/codec_table.py            # the full table (~1 min)
+    python benchmarks/codec_table.py            # the full table (about 30 s)
     python benchmarks/codec_table.py --quick    # a rough one in a few seconds
 
 The same as ``pushcore bench``: the code lives in ``pushcore.benchtable`` (and

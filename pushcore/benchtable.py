@@ -4,9 +4,9 @@ This is what ``pushcore bench`` and ``python benchmarks/codec_table.py``
 run. Each encode and decode expression of :mod:`pushcore.comparison` is
 timed with :mod:`timeit` (garbage collector off, as timeit does): the
 number of loops is calibrated to ``--min-time`` seconds, that is repeated
-``--repeat`` times, and the minimum is reported, since on a shared machine
-noise only ever adds time. Compare ratios within one run, not absolute
-numbers across runs.
+``--repeat`` times — interleaved across all formats — and the minimum is
+reported, since on a shared machine noise only ever adds time. Compare
+ratios within one run, not absolute numbers across runs.
 
 It is a benchmark, not a test: a missed target prints MISS and the exit
 status stays 0.
@@ -64,37 +64,64 @@ class Target:
         return {True: "PASS", False: "MISS", None: "n/a"}[self.passed]
 
 
+class _Timing:
+    """One expression's timeit loop, calibrated to run for about *min_time* seconds."""
+
+    def __init__(self, expr: str, namespace: dict[str, Any], min_time: float) -> None:
+        # The names of *namespace* become local variables of the timing loop, so a
+        # name costs the same fast local lookup in every format's expression.
+        setup = "\n".join(f"{name} = __namespace__[{name!r}]" for name in namespace
+                          if name.isidentifier())
+        self._timer = timeit.Timer(expr, setup=setup, globals={"__namespace__": namespace})
+        number = 1
+        while True:  # grow the loop count until one run takes a fifth of min_time
+            elapsed = self._timer.timeit(number)
+            if elapsed >= min_time / 5 or number >= 10**8:
+                break
+            number *= 2 if elapsed > min_time / 50 else 10
+        self.number = max(1, int(number * min_time / max(elapsed, 1e-9)))
+        self.best_ns = float("inf")
+
+    def run(self) -> None:
+        """One timed run; keeps the best (lowest) ns per evaluation seen so far."""
+        self.best_ns = min(self.best_ns, self._timer.timeit(self.number) / self.number * 1e9)
+
+
 def time_expr(expr: str, namespace: dict[str, Any], min_time: float, repeat: int) -> float:
-    """Nanoseconds per evaluation of *expr*: the minimum over *repeat* runs.
+    """Nanoseconds per evaluation of *expr*: the minimum over *repeat* runs of ~*min_time* s.
 
-    Each run loops for about *min_time* seconds (the loop count is calibrated
-    first). The names of *namespace* are bound to local variables of the timing
-    loop, so a name costs the same fast local lookup in every format's expression.
+    Names in *expr* are looked up in *namespace*.
     """
-    setup = "\n".join(f"{name} = __namespace__[{name!r}]" for name in namespace
-                      if name.isidentifier())
-    timer = timeit.Timer(expr, setup=setup, globals={"__namespace__": namespace})
-    number = 1
-    while True:  # calibrate: grow the loop count until one run takes a fifth of min_time
-        elapsed = timer.timeit(number)
-        if elapsed >= min_time / 5 or number >= 10**8:
-            break
-        number *= 2 if elapsed > min_time / 50 else 10
-    number = max(1, int(number * min_time / max(elapsed, 1e-9)))
-    best = min(timer.repeat(repeat=repeat, number=number))
-    return best / number * 1e9
+    timing = _Timing(expr, namespace, min_time)
+    for _ in range(repeat):
+        timing.run()
+    return timing.best_ns
 
 
-def measure(cases: Sequence[Case], min_time: float = 0.2, repeat: int = 5) -> list[Result]:
-    """Time the encode and decode of every timed case."""
+def measure(cases: Sequence[Case], min_time: float = 0.1, repeat: int = 10) -> list[Result]:
+    """Time the encode and decode of every timed case.
+
+    The runs are interleaved — round 1 of every expression, then round 2, … —
+    so that a burst of load from other processes on a shared machine falls on
+    all formats alike instead of on whichever was being timed at that moment;
+    each expression keeps its best run.
+    """
+    timings: dict[int, tuple[_Timing, _Timing]] = {}
+    for i, case in enumerate(cases):
+        if case.timed:
+            timings[i] = (_Timing(case.encode_expr, case.namespace, min_time),
+                          _Timing(case.decode_expr, case.namespace, min_time))
+    for _ in range(repeat):
+        for enc, dec in timings.values():
+            enc.run()
+            dec.run()
     results = []
-    for case in cases:
-        if not case.timed:
+    for i, case in enumerate(cases):
+        if i in timings:
+            enc, dec = timings[i]
+            results.append(Result(case, enc.best_ns, dec.best_ns))
+        else:
             results.append(Result(case, None, None))
-            continue
-        enc = time_expr(case.encode_expr, case.namespace, min_time, repeat)
-        dec = time_expr(case.decode_expr, case.namespace, min_time, repeat)
-        results.append(Result(case, enc, dec))
     return results
 
 
@@ -228,10 +255,11 @@ def machine_info() -> dict[str, str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``pushcore bench`` / ``benchmarks/codec_table.py``."""
-    parser.add_argument("--repeat", type=int, default=5,
-                        help="timed runs per measurement; the minimum is reported (default 5)")
-    parser.add_argument("--min-time", type=float, default=0.2, metavar="SECONDS",
-                        help="length of one timed run (default 0.2)")
+    parser.add_argument("--repeat", type=int, default=10,
+                        help="timed runs per measurement, interleaved across formats; "
+                             "the minimum is reported (default 10)")
+    parser.add_argument("--min-time", type=float, default=0.1, metavar="SECONDS",
+                        help="length of one timed run (default 0.1)")
     parser.add_argument("--quick", action="store_true",
                         help="3 runs of 0.02 s each: a rough table in a few seconds")
     parser.add_argument("--operation", choices=OPERATIONS, action="append",
@@ -250,7 +278,7 @@ def run(args: argparse.Namespace, out=sys.stdout) -> int:
     print("pushcore codec comparison: the same notification in every format", file=out)
     print(f"machine: {info['cpu']}, {info['cores']} cores; Python {info['python']}, "
           f"Cython {info['cython']}; {info['date']}", file=out)
-    print(f"timing: min of {repeat} runs of ~{min_time:g} s each (timeit, GC off); "
+    print(f"timing: min of {repeat} interleaved runs of ~{min_time:g} s each (timeit, GC off); "
           f"shared machines are noisy: compare ratios within one run", file=out)
     if missing:
         print("\nleft out:", file=out)
