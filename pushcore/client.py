@@ -1,0 +1,867 @@
+"""pushcore.Client: a device's long connection to the gateways, on the C-level loop.
+
+What it does, in the published design's terms:
+
+* **Server choice.** A server list (``"host:port"`` strings or tuples, or an
+  HTTP URL returning JSON sorted by load, see :mod:`pushcore.serverlist`),
+  and a built-in fallback list used when fetching the list or resolving the
+  names fails. **Probing**: it connects to up to ``probe_count`` servers at
+  once, sends HELLO on each, keeps the first to answer WELCOME and closes the
+  rest; a server that accepts but never answers loses to one that does.
+* **Reconnect** with jittered exponential backoff (``backoff``: initial and
+  maximum delay; each delay is drawn from [d/2, d]). REDIRECT and GOAWAY
+  with servers reconnect at once to the servers named.
+* **Exactly once, in order.** HELLO carries the last seq received; the
+  server resumes after it. Duplicates are dropped by seq, so ``on_message``
+  is called once per message; ACKs are cumulative and batched
+  (:class:`pushcore.inbox.Inbox`); a NOTIFY is followed by FETCHes of pages.
+  Persist :attr:`Client.last_seq` with what the application did with the
+  messages and pass it back as ``last_seq=`` after a restart of the process.
+* **Adaptive heartbeat** (:class:`pushcore.heartbeat.HeartbeatPolicy`): the
+  loop sends PING in C when the connection has been quiet for the current
+  interval; answered heartbeats step the interval up, a connection lost for
+  want of a PONG (``IDLE_TIMEOUT``) backs it off and holds it, per network
+  name (:meth:`Client.set_network`), within the server's grant.
+* SUBSCRIBE / UNSUBSCRIBE (re-sent after each reconnect), UPSTREAM with a
+  future resolved by UPSTREAM_ACK.
+
+Running it:
+
+* ``client.run()`` blocks (on its own loop) until :meth:`Client.stop`;
+* ``client.start()`` runs it in a background thread and returns once
+  connected (or raises why it could not connect);
+* ``async with Client(...) as client:`` runs the loop inside asyncio
+  (``pushcore.loop.attach_asyncio``) and returns once connected;
+* many clients may share one loop (``Client(..., loop=shared)``, then
+  :meth:`Client.connect` each and run the loop): the Simulator puts
+  thousands of devices on one loop this way.
+
+Thread safety: :meth:`stop`, :meth:`subscribe`, :meth:`unsubscribe`,
+:meth:`upstream` and :meth:`set_network` may be called from any thread; the
+callbacks run on the loop's thread.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import enum
+import logging
+import random
+import threading
+import time
+from typing import Any, Callable, Iterable
+
+from .codec import backend as _codec
+from .dispatch import dispatch_for
+from .errors import ProtocolError, PushcoreError, Reason
+from .heartbeat import HeartbeatPolicy
+from .inbox import Inbox
+from .serverlist import (
+    ServerListError,
+    fetch_servers,
+    is_ip_literal,
+    parse_servers,
+    resolve_servers,
+)
+from .tokens import AuthError
+
+__all__ = ["Client", "ClientState", "ConnectError", "NotConnected"]
+
+log = logging.getLogger("pushcore.client")
+
+_PUSH = _codec.PUSH
+_NOTIFY = _codec.NOTIFY
+_WELCOME = _codec.WELCOME
+_UPSTREAM_ACK = _codec.UPSTREAM_ACK
+_REDIRECT = _codec.REDIRECT
+_GOAWAY = _codec.GOAWAY
+_ERROR = _codec.ERROR
+
+# Refusals that reconnecting cannot fix: the client stops and says why.
+_FATAL = frozenset({Reason.AUTH_FAILED, Reason.TOKEN_EXPIRED, Reason.UNSUPPORTED_VERSION})
+
+
+class ClientState(str, enum.Enum):
+    """What :attr:`Client.state` and ``on_state`` report."""
+
+    IDLE = "idle"  # made, not connecting yet
+    CONNECTING = "connecting"  # getting the server list / probing
+    CONNECTED = "connected"  # welcomed by a server
+    DISCONNECTED = "disconnected"  # the connection closed; a reconnect follows
+    BACKOFF = "backoff"  # waiting before the next attempt
+    FAILED = "failed"  # refused for good (bad token, no common version); see Client.error
+    REPLACED = "replaced"  # another connection of this device took over; not reconnecting
+    STOPPED = "stopped"  # stop() was called
+
+
+class ConnectError(PushcoreError):
+    """The client could not connect (or stopped before it did)."""
+
+
+class NotConnected(PushcoreError, ConnectionError):
+    """The client has no live connection (an UPSTREAM was pending when it closed, or none is up)."""
+
+
+def _refusal(code: int, message: str) -> PushcoreError:
+    if code in (Reason.AUTH_FAILED, Reason.TOKEN_EXPIRED):
+        return AuthError(code, message)
+    return ProtocolError(code, message)
+
+
+class Client:
+    """One device (see the module docstring).
+
+    Parameters
+    ----------
+    device_id, token
+        the device's id and credential (bytes; a ``str`` is UTF-8 encoded;
+        or a function returning it, called at each connection attempt).
+    servers
+        ``["host:port", ...]`` or ``[(host, port), ...]``, best first.
+    servers_url
+        an HTTP(S) URL returning a JSON server list sorted by load, fetched at
+        each connection cycle; *servers* are used when it fails.
+    fallback
+        built-in addresses used when neither *servers_url* nor *servers*
+        gives a server whose name resolves.
+    loop
+        a ``pushcore._loop.Loop`` to share (default: the client makes one).
+    last_seq
+        the highest seq this device already has (persisted by the app).
+    topics
+        topics to SUBSCRIBE to after each connect.
+    heartbeat
+        a :class:`HeartbeatPolicy` (default: the published values: 3.5 min
+        floor, 10 min cap). ``pong_timeout``: how long a PING may go
+        unanswered before the connection counts as lost.
+    probe_count, probe_timeout
+        servers probed at once; seconds to wait for a WELCOME.
+    backoff
+        ``(initial, maximum)`` reconnect delay in seconds.
+    ack_every, ack_delay, page_size
+        ACK after this many new messages or this many seconds, whichever
+        comes first; messages asked per FETCH.
+    on_message(push)
+        each new message once, in seq order: a ``Push`` frame (``seq``,
+        ``message_id``, ``payload``, ``priority``, ``expiry``,
+        ``collapse_key``, ``topic``). Ephemeral broadcasts have ``seq == 0``.
+    on_state(state, reason)
+        a :class:`ClientState` change; *reason* is a :class:`pushcore.Reason`
+        or None.
+    reconnect_on_replaced
+        reconnect after GOAWAY REPLACED (default False: another instance of
+        this device took over, and fighting it would never end).
+    """
+
+    def __init__(
+        self,
+        device_id: str,
+        token: bytes | str | Callable[[], bytes],
+        servers: Iterable = (),
+        *,
+        servers_url: str | None = None,
+        fallback: Iterable = (),
+        loop=None,
+        last_seq: int = 0,
+        topics: Iterable[str] = (),
+        heartbeat: HeartbeatPolicy | None = None,
+        network: str | None = None,
+        pong_timeout: float = 10.0,
+        probe_count: int = 3,
+        probe_timeout: float = 5.0,
+        backoff: tuple[float, float] = (0.5, 60.0),
+        ack_every: int = 32,
+        ack_delay: float = 0.05,
+        page_size: int = 256,
+        on_message: Callable[[Any], Any] | None = None,
+        on_state: Callable[[ClientState, Reason | None], Any] | None = None,
+        versions: Iterable[int] = (1,),
+        url_timeout: float = 5.0,
+        reconnect_on_replaced: bool = False,
+    ) -> None:
+        if not isinstance(device_id, str) or not device_id:
+            raise ValueError("device_id must be a non-empty str")
+        self.device_id = device_id
+        self._token = token
+        self._servers = parse_servers(servers, sort_by_load=False)
+        self._servers_url = servers_url
+        self._fallback = parse_servers(fallback, sort_by_load=False)
+        if not (self._servers or self._servers_url or self._fallback):
+            raise ValueError("give servers=, servers_url= or fallback= so the client knows where to connect")
+        if probe_count < 1 or probe_timeout <= 0 or pong_timeout <= 0:
+            raise ValueError("probe_count must be >= 1; probe_timeout and pong_timeout > 0")
+        initial, maximum = backoff
+        if not 0 < initial <= maximum:
+            raise ValueError(f"backoff must be (initial, maximum) with 0 < initial <= maximum, got {backoff!r}")
+        self.inbox = Inbox(last_seq, ack_every=ack_every, page_size=page_size)
+        self.heartbeat = heartbeat if heartbeat is not None else HeartbeatPolicy()
+        if network is not None:
+            self.heartbeat.set_network(network)
+        self._pong_timeout = pong_timeout
+        self._probe_count = probe_count
+        self._probe_timeout = probe_timeout
+        self._backoff = (float(initial), float(maximum))
+        self._ack_delay = ack_delay
+        self._versions = tuple(versions)
+        self._url_timeout = url_timeout
+        self._reconnect_on_replaced = reconnect_on_replaced
+        self.on_message = on_message
+        self.on_state = on_state
+        self._topics: dict[str, None] = dict.fromkeys(topics)
+
+        self._loop = loop
+        self._owns_loop = loop is None
+        self._dispatch = None
+        self._loop_thread: int | None = None  # thread running the loop, when known
+        self._thread: threading.Thread | None = None
+
+        self.state = ClientState.IDLE
+        self.error: BaseException | None = None  # why the client FAILED
+        self.server: tuple[str, int] | None = None  # the server it is connected to
+        self._cid: int | None = None
+        self._probes: dict[int, tuple[str, int]] = {}
+        self._candidates: list[tuple[str, int]] = []
+        self._refusals: list[tuple[int, str]] = []
+        self._redirect: list[tuple[str, int]] | None = None
+        self._cycle = 0  # bumped per connection cycle, so stale worker results are ignored
+        self._attempt = 0
+        self._probe_timer = None
+        self._retry_timer = None
+        self._ack_timer = None
+        self._hb_timer = None
+        self._pongs_seen = 0
+        self._upstream_id = 0
+        self._upstreams: dict[int, concurrent.futures.Future] = {}
+        self._waiters: list[concurrent.futures.Future] = []
+        self._stopping = False
+        self._replaced = False
+        self.stats = {"connects": 0, "messages": 0, "heartbeat_failures": 0}
+
+    # -- public state ---------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        """Highest seq received (persist it to resume after a process restart)."""
+        return self.inbox.last_seq
+
+    @property
+    def connected(self) -> bool:
+        return self.state is ClientState.CONNECTED
+
+    @property
+    def loop(self):
+        """The ``pushcore._loop.Loop`` the client runs on."""
+        return self._ensure_loop()
+
+    @property
+    def topics(self) -> list[str]:
+        return list(self._topics)
+
+    def _ensure_loop(self):
+        if self._loop is None:
+            from ._loop import Loop
+
+            self._loop = Loop()
+        return self._loop
+
+    def _set_state(self, state: ClientState, reason=None) -> None:
+        if state is self.state and reason is None:
+            return
+        self.state = state
+        if self.on_state is not None:
+            try:
+                self.on_state(state, reason)
+            except Exception:
+                log.exception("pushcore client %s: on_state callback failed", self.device_id)
+
+    # -- running --------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Start connecting on the client's loop (which the caller runs).
+
+        For shared loops; :meth:`run`, :meth:`start` and ``async with`` call it.
+        """
+        loop = self._ensure_loop()
+        if self._dispatch is None:
+            self._dispatch = dispatch_for(loop)
+            self._dispatch.acquire()
+        self._stopping = False
+        self._begin_cycle()
+
+    def run(self) -> None:
+        """Connect and run the client's own loop until :meth:`stop` (blocking).
+
+        Raises the client's :attr:`error` if it was refused for good.
+        """
+        if not self._owns_loop:
+            raise RuntimeError("run() runs the client's own loop; with a shared loop call connect() and run the loop")
+        self._loop_thread = threading.get_ident()
+        try:
+            self.connect()
+            self._loop.run()
+        finally:
+            self._loop_thread = None
+            self._cleanup()
+        if self.error is not None:
+            raise self.error
+
+    def start(self, timeout: float = 30.0) -> "Client":
+        """Run the client in a background thread; return once connected.
+
+        Raises :class:`pushcore.tokens.AuthError` (refused token),
+        :class:`pushcore.ProtocolError` (e.g. no common version) or
+        :class:`ConnectError` (no server answered within *timeout*; the
+        client is stopped then).
+        """
+        if self._thread is not None:
+            raise RuntimeError("the client is already started")
+        waiter = self._new_waiter()
+        started = threading.Event()
+
+        def body():
+            self._loop_thread = threading.get_ident()
+            started.set()
+            try:
+                self.run()
+            except PushcoreError:
+                pass  # reported through the waiter
+            except BaseException:
+                log.exception("pushcore client %s: thread failed", self.device_id)
+
+        self._ensure_loop()
+        self._thread = threading.Thread(target=body, name=f"pushcore-client-{self.device_id}", daemon=True)
+        self._thread.start()
+        started.wait()
+        try:
+            waiter.result(timeout)
+        except concurrent.futures.TimeoutError:
+            self.stop()
+            raise ConnectError(f"no server answered within {timeout} s") from None
+        except BaseException:
+            if self.state is ClientState.FAILED:
+                self._thread.join(timeout)  # it stops by itself
+            else:
+                self.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Send the pending ACK, close the connection and stop. Thread-safe; idempotent."""
+        if self._loop is None:
+            self._set_state(ClientState.STOPPED)
+            return
+        if self._on_loop_thread():
+            self._stop_now()
+        else:
+            try:
+                self._loop.call_soon_threadsafe(self._stop_now)
+            except Exception:
+                pass  # the loop is already closed
+        if self._thread is not None and threading.get_ident() != self._thread.ident:
+            self._thread.join(timeout)
+
+    def kill(self) -> None:
+        """Drop the connection abruptly (RST, no ACK flush) and stop: a crash, for tests."""
+        def now():
+            self._stopping = True
+            if self._cid is not None:
+                self._loop.abort(self._cid, Reason.PEER_RESET)
+            self._stop_now(flush=False)
+
+        if self._loop is None:
+            return
+        if self._on_loop_thread():
+            now()
+        else:
+            self._loop.call_soon_threadsafe(now)
+        if self._thread is not None and threading.get_ident() != self._thread.ident:
+            self._thread.join(10.0)
+
+    def _stop_now(self, flush: bool = True) -> None:
+        if self.state is ClientState.STOPPED and self._stopping:
+            return
+        self._stopping = True
+        self._cancel_timers()
+        loop = self._loop
+        if self._cid is not None:
+            if flush:
+                self._flush_ack()
+            loop.close_conn(self._cid, Reason.NORMAL)
+        for cid in list(self._probes):
+            loop.close_conn(cid, Reason.NORMAL)
+        self._probes.clear()
+        self._fail_upstreams("client stopped")
+        self._fail_waiters(ConnectError("the client was stopped before it connected"))
+        self._set_state(ClientState.STOPPED)
+        if self._owns_loop and self._loop_thread is not None:
+            # let the close flush on the next turn, then stop the loop
+            loop.call_later(0.05, loop.stop)
+
+    def _cleanup(self) -> None:
+        if self._dispatch is not None:
+            for cid in [c for c, owner in self._dispatch.clients.items() if owner is self]:
+                del self._dispatch.clients[cid]
+            self._dispatch.release()
+            self._dispatch = None
+        if self._owns_loop and self._loop is not None:
+            self._loop.close()
+            self._loop = None
+
+    def _on_loop_thread(self) -> bool:
+        return self._loop_thread is None or self._loop_thread == threading.get_ident()
+
+    def _soon(self, fn: Callable, *args) -> None:
+        if self._on_loop_thread():
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    # -- waiting for a connection ---------------------------------------------
+
+    def _new_waiter(self) -> concurrent.futures.Future:
+        waiter: concurrent.futures.Future = concurrent.futures.Future()
+        if self.state is ClientState.CONNECTED:
+            waiter.set_result(self)
+        elif self.error is not None:
+            waiter.set_exception(self.error)
+        else:
+            self._waiters.append(waiter)
+        return waiter
+
+    def _fail_waiters(self, exc: BaseException) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(exc)
+
+    def wait_connected(self, timeout: float | None = None) -> "Client":
+        """Block until connected (from a thread other than the loop's)."""
+        return self._new_waiter().result(timeout)
+
+    async def connected(self, timeout: float | None = None) -> "Client":
+        """Wait (asyncio) until the client is connected; raise why it cannot be."""
+        waiter = asyncio.wrap_future(self._new_waiter())
+        return await asyncio.wait_for(waiter, timeout)
+
+    async def __aenter__(self) -> "Client":
+        from .loop import attach_asyncio
+
+        if not self._owns_loop:
+            raise RuntimeError("async with uses the client's own loop; do not pass loop=")
+        loop = self._ensure_loop()
+        self._loop_thread = threading.get_ident()
+        self._aio_handle = attach_asyncio(loop, asyncio.get_running_loop())
+        self.connect()
+        try:
+            await self.connected()
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        self._stop_now()
+        await asyncio.sleep(0.05)  # let the loop flush the close
+        handle = getattr(self, "_aio_handle", None)
+        if handle is not None:
+            detach = getattr(handle, "detach", None) or getattr(handle, "close", None)
+            if detach is not None:
+                detach()
+            self._aio_handle = None
+        self._loop_thread = None
+        self._cleanup()
+
+    # -- connection cycle -----------------------------------------------------
+
+    def _begin_cycle(self) -> None:
+        """Find the candidate servers (maybe in a worker thread), then probe them."""
+        if self._stopping:
+            return
+        self._cycle += 1
+        cycle = self._cycle
+        self._refusals = []
+        self._set_state(ClientState.CONNECTING)
+        if self._redirect:
+            servers, self._redirect = self._redirect, None
+            if all(is_ip_literal(h) for h, _p in servers):
+                self._probe(cycle, servers)
+                return
+            url, given = None, servers
+        else:
+            url, given = self._servers_url, self._servers
+        if url is None and all(is_ip_literal(h) for h, _p in given) and given:
+            self._probe(cycle, given)  # the common case: no thread, no lookup
+            return
+        threading.Thread(
+            target=self._gather, args=(cycle, url, given), name="pushcore-serverlist", daemon=True
+        ).start()
+
+    def _gather(self, cycle: int, url: str | None, given: list) -> None:
+        """Worker thread: fetch the list, resolve names, fall back; hand the result to the loop."""
+        candidates: list = []
+        if url is not None:
+            try:
+                candidates = resolve_servers(fetch_servers(url, self._url_timeout))
+            except ServerListError as exc:
+                log.warning("pushcore client %s: %s", self.device_id, exc)
+        if not candidates and given:
+            try:
+                candidates = resolve_servers(given)
+            except ServerListError as exc:
+                log.warning("pushcore client %s: %s", self.device_id, exc)
+        if not candidates and self._fallback:
+            log.info("pushcore client %s: using the built-in fallback servers", self.device_id)
+            try:
+                candidates = resolve_servers(self._fallback)
+            except ServerListError as exc:
+                log.warning("pushcore client %s: fallback: %s", self.device_id, exc)
+        try:
+            self._loop.call_soon_threadsafe(self._probe, cycle, candidates)
+        except Exception:
+            pass  # the loop closed meanwhile
+
+    def _probe(self, cycle: int, candidates: list) -> None:
+        if cycle != self._cycle or self._stopping:
+            return
+        self._candidates = list(candidates)
+        if not self._candidates:
+            self._cycle_failed()
+            return
+        self._probe_timer = self._loop.call_later(self._probe_timeout, self._probe_timed_out, cycle)
+        self._probe_more()
+
+    def _probe_more(self) -> None:
+        loop = self._loop
+        while len(self._probes) < self._probe_count and self._candidates:
+            host, port = self._candidates.pop(0)
+            try:
+                cid = loop.connect(host, port)
+            except OSError as exc:
+                log.info("pushcore client %s: connect %s:%d failed: %s", self.device_id, host, port, exc)
+                continue
+            self._probes[cid] = (host, port)
+            self._dispatch.clients[cid] = self
+        if not self._probes and self._cid is None:
+            self._cycle_failed()
+
+    def _probe_timed_out(self, cycle: int) -> None:
+        self._probe_timer = None
+        if cycle != self._cycle or self._cid is not None or self._stopping:
+            return
+        for cid in list(self._probes):
+            self._loop.close_conn(cid, Reason.NORMAL)
+        self._probes.clear()
+        self._candidates = []
+        self._cycle_failed()
+
+    def _cycle_failed(self) -> None:
+        """No server welcomed us this cycle: give up for good, or back off and retry."""
+        if self._probe_timer is not None:
+            self._probe_timer.cancel()
+            self._probe_timer = None
+        fatal = [(code, msg) for code, msg in self._refusals if code in _FATAL]
+        if fatal:
+            code, message = fatal[0]
+            self._fail(_refusal(code, message), Reason(code))
+            return
+        self._schedule_retry()
+
+    def _fail(self, exc: BaseException, reason) -> None:
+        self.error = exc
+        self._stopping = True
+        self._cancel_timers()
+        self._set_state(ClientState.FAILED, reason)
+        self._fail_waiters(exc)
+        self._fail_upstreams(str(exc))
+        if self._owns_loop and self._loop_thread is not None:
+            self._loop.call_later(0.05, self._loop.stop)
+
+    def _schedule_retry(self, delay: float | None = None) -> None:
+        if self._stopping:
+            return
+        if delay is None:
+            initial, maximum = self._backoff
+            ceiling = min(maximum, initial * (2 ** min(self._attempt, 30)))
+            delay = random.uniform(ceiling / 2, ceiling)
+            self._attempt += 1
+        self._set_state(ClientState.BACKOFF)
+        self._retry_timer = self._loop.call_later(delay, self._retry)
+
+    def _retry(self) -> None:
+        self._retry_timer = None
+        self._begin_cycle()
+
+    def _token_bytes(self) -> bytes:
+        token = self._token
+        if callable(token):
+            token = token()
+        if isinstance(token, str):
+            token = token.encode("utf-8")
+        return bytes(token)
+
+    # -- loop events (called by the dispatcher) -------------------------------
+
+    def _on_open(self, cid: int) -> None:
+        if cid in self._probes:
+            hello = _codec.Hello(
+                self._versions,
+                self.device_id,
+                self._token_bytes(),
+                self.inbox.last_seq,
+                int(self.heartbeat.interval),
+            )
+            self._loop.send(cid, hello.encode())
+
+    def _on_close(self, cid: int, reason: int) -> None:
+        reason = _reason(reason)
+        if cid in self._probes:
+            del self._probes[cid]
+            if self._cid is None and not self._stopping:
+                self._probe_more()
+            return
+        if cid != self._cid:
+            return  # a probe we closed ourselves
+        self._cid = None
+        self.server = None
+        self._cancel_timers()
+        self._fail_upstreams(f"connection closed ({getattr(reason, 'name', reason)})")
+        if reason == Reason.IDLE_TIMEOUT:
+            # No PONG within the timeout: the network dropped the idle connection.
+            self.stats["heartbeat_failures"] += 1
+            self.heartbeat.on_failure()
+        if self._stopping:
+            return
+        if self._replaced and not self._reconnect_on_replaced:
+            self._stopping = True
+            self._set_state(ClientState.REPLACED, Reason.REPLACED)
+            self._fail_waiters(ConnectError("another connection of this device took over"))
+            if self._owns_loop and self._loop_thread is not None:
+                self._loop.call_later(0.05, self._loop.stop)
+            return
+        self._set_state(ClientState.DISCONNECTED, reason)
+        if self._redirect:
+            self._begin_cycle()
+        else:
+            self._schedule_retry()
+
+    def _on_frames_done(self) -> None:
+        pass  # ACKs are flushed by count or by the ack timer
+
+    def _on_frame(self, cid: int, frame) -> None:
+        if cid == self._cid:
+            self._handle(frame)
+            return
+        if cid not in self._probes:
+            return
+        kind = frame.TYPE
+        if kind == _WELCOME:
+            self._welcomed(cid, frame)
+        elif kind == _ERROR:
+            self._refusals.append((frame.code, frame.message))
+        elif kind == _GOAWAY and frame.servers:
+            self._redirect = parse_servers(frame.servers)
+
+    def _welcomed(self, cid: int, welcome) -> None:
+        loop = self._loop
+        if welcome.version not in self._versions:
+            self._refusals.append((Reason.UNSUPPORTED_VERSION, f"server chose version {welcome.version}"))
+            loop.close_conn(cid, Reason.UNSUPPORTED_VERSION)
+            return
+        self.server = self._probes.pop(cid)
+        for other in list(self._probes):
+            loop.close_conn(other, Reason.NORMAL)  # its close event is ignored (no longer a probe)
+        self._probes.clear()
+        self._candidates = []
+        if self._probe_timer is not None:
+            self._probe_timer.cancel()
+            self._probe_timer = None
+        self._cid = cid
+        self._attempt = 0
+        self._replaced = False
+        self.stats["connects"] += 1
+        self.inbox.connected()
+        try:
+            self.heartbeat.grant(welcome.heartbeat_min, welcome.heartbeat_max)
+        except ValueError:
+            log.warning("pushcore client %s: ignoring a bad heartbeat grant %r", self.device_id, welcome)
+        self._apply_heartbeat()
+        if self._topics:
+            loop.send(cid, _codec.Subscribe(tuple(self._topics)).encode())
+        self._set_state(ClientState.CONNECTED)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(self)
+
+    def _handle(self, frame) -> None:
+        kind = frame.TYPE
+        if kind == _PUSH:
+            inbox = self.inbox
+            if inbox.accept(frame.seq, frame.expiry, time.time()):
+                self.stats["messages"] += 1
+                if self.on_message is not None:
+                    try:
+                        self.on_message(frame)
+                    except Exception:
+                        log.exception("pushcore client %s: on_message failed", self.device_id)
+            if inbox.ack_due():
+                self._flush_ack()
+            elif inbox.unacked and self._ack_timer is None:
+                self._ack_timer = self._loop.call_later(self._ack_delay, self._ack_timer_fired)
+        elif kind == _NOTIFY:
+            fetch = self.inbox.on_notify(frame.latest_seq)
+            if fetch is not None:
+                self._flush_ack()
+                self._loop.send(self._cid, _codec.Fetch(*fetch).encode())
+        elif kind == _UPSTREAM_ACK:
+            future = self._upstreams.pop(frame.upstream_id, None)
+            if future is not None and not future.done():
+                future.set_result(frame.upstream_id)
+        elif kind == _REDIRECT:
+            servers = parse_servers(frame.servers)
+            if servers:
+                self._redirect = servers
+                self._flush_ack()
+                self._loop.close_conn(self._cid, Reason.NORMAL)
+        elif kind == _GOAWAY:
+            if frame.reason == Reason.REPLACED:
+                self._replaced = True
+            if frame.servers:
+                self._redirect = parse_servers(frame.servers)
+            self._flush_ack()
+            self._loop.close_conn(self._cid, int(frame.reason))
+        elif kind == _ERROR:
+            self._refusals.append((frame.code, frame.message))
+            log.warning(
+                "pushcore client %s: server error %s: %s",
+                self.device_id, _reason(frame.code), frame.message,
+            )
+
+    # -- ACK, heartbeat -------------------------------------------------------
+
+    def _ack_timer_fired(self) -> None:
+        self._ack_timer = None
+        self._flush_ack()
+
+    def _flush_ack(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        if self._cid is None:
+            return
+        seq = self.inbox.take_ack()
+        if seq is not None:
+            self._loop.send(self._cid, _codec.Ack(seq).encode())
+
+    def _apply_heartbeat(self) -> None:
+        """Put the policy's interval on the connection and check its PONGs once per interval."""
+        if self._cid is None:
+            return
+        interval = self.heartbeat.interval
+        loop = self._loop
+        loop.set_ping_interval(self._cid, interval)
+        loop.set_idle_timeout(self._cid, interval + self._pong_timeout)
+        self._pongs_seen = self._pongs(self._cid)
+        if self._hb_timer is not None:
+            self._hb_timer.cancel()
+        self._hb_timer = loop.call_later(interval, self._heartbeat_check)
+
+    def _pongs(self, cid: int) -> int:
+        try:
+            return int(self._loop.conn_info(cid).get("pongs", 0))
+        except Exception:
+            return 0
+
+    def _heartbeat_check(self) -> None:
+        """Once per interval: a PONG since the last check is one successful heartbeat."""
+        self._hb_timer = None
+        if self._cid is None:
+            return
+        pongs = self._pongs(self._cid)
+        if pongs > self._pongs_seen and self.heartbeat.on_success():
+            self._apply_heartbeat()
+            return
+        self._pongs_seen = pongs
+        self._hb_timer = self._loop.call_later(self.heartbeat.interval, self._heartbeat_check)
+
+    def set_network(self, name: str) -> None:
+        """The device moved to network *name*: resume the heartbeat learnt there. Thread-safe."""
+        def run():
+            self.heartbeat.set_network(name)
+            self._apply_heartbeat()
+
+        self._soon(run)
+
+    def _cancel_timers(self) -> None:
+        for name in ("_probe_timer", "_retry_timer", "_ack_timer", "_hb_timer"):
+            timer = getattr(self, name)
+            if timer is not None:
+                timer.cancel()
+                setattr(self, name, None)
+
+    # -- application requests -------------------------------------------------
+
+    def subscribe(self, *topics: str) -> None:
+        """Subscribe to *topics* now (if connected) and after every reconnect. Thread-safe."""
+        topics = tuple(t for t in topics)
+        if not topics:
+            return
+        def run():
+            new = [t for t in topics if t not in self._topics]
+            self._topics.update(dict.fromkeys(new))
+            if new and self._cid is not None:
+                self._loop.send(self._cid, _codec.Subscribe(tuple(new)).encode())
+
+        self._soon(run)
+
+    def unsubscribe(self, *topics: str) -> None:
+        """Stop receiving *topics*. Thread-safe."""
+        topics = tuple(t for t in topics)
+        if not topics:
+            return
+        def run():
+            for t in topics:
+                self._topics.pop(t, None)
+            if self._cid is not None:
+                self._loop.send(self._cid, _codec.Unsubscribe(topics).encode())
+
+        self._soon(run)
+
+    def upstream(self, payload: bytes, topic: str = "") -> concurrent.futures.Future:
+        """Send an UPSTREAM message; the future resolves with its id on UPSTREAM_ACK. Thread-safe.
+
+        It fails with :class:`NotConnected` when the client is not connected
+        or the connection closes before the ack (the message may or may not
+        have reached the server's hook: resend if it must arrive). In asyncio
+        code: ``await asyncio.wrap_future(client.upstream(b"..."))``.
+        """
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        payload = bytes(payload)
+
+        def run():
+            if self._cid is None:
+                future.set_exception(NotConnected("the client is not connected"))
+                return
+            self._upstream_id += 1
+            upstream_id = self._upstream_id
+            self._upstreams[upstream_id] = future
+            self._loop.send(self._cid, _codec.Upstream(upstream_id, payload, topic).encode())
+
+        self._soon(run)
+        return future
+
+    def _fail_upstreams(self, why: str) -> None:
+        pending, self._upstreams = self._upstreams, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(NotConnected(f"no UPSTREAM_ACK: {why}"))
+
+    def __repr__(self) -> str:
+        return f"<pushcore.Client {self.device_id!r} {self.state.value} last_seq={self.last_seq}>"
+
+
+def _reason(code: int):
+    try:
+        return Reason(code)
+    except ValueError:
+        return code

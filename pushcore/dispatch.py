@@ -1,0 +1,164 @@
+"""Share one connection loop between a Server and any number of Clients.
+
+``pushcore._loop.Loop`` takes one set of batched callbacks (``on_frames``,
+``on_open``, ``on_close``, ``on_awake``, …). :class:`LoopDispatch` installs
+them once per loop and hands each event to its owner:
+
+* a :class:`pushcore.Client` registers the cids it opens (one while
+  connected, a few while probing), so client events are found with one dict
+  lookup per event;
+* everything else belongs to the loop's :class:`pushcore.Server`, if any,
+  which gets its events as whole batches. The server keeps no per-connection
+  entry here (its connections cost nothing in this table), and when no
+  client shares the loop each batch is passed on untouched.
+
+So ten thousand simulated devices fit on one loop (each Client costs one
+dict entry here), and a test can run a server and its clients on one loop
+in one thread.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+__all__ = ["LoopDispatch", "dispatch_for"]
+
+
+class ServerSide(Protocol):
+    """What a server attached to a loop receives (whole batches)."""
+
+    def _on_frames(self, batch: list) -> None: ...
+    def _on_open(self, batch: list) -> None: ...
+    def _on_close(self, batch: list) -> None: ...
+    def _on_awake(self, batch: list) -> None: ...
+    def _on_pause(self, batch: list) -> None: ...
+    def _on_resume(self, batch: list) -> None: ...
+
+
+class ClientSide(Protocol):
+    """What a client receives: one call per event on one of its cids."""
+
+    def _on_frame(self, cid: int, frame) -> None: ...
+    def _on_open(self, cid: int) -> None: ...
+    def _on_close(self, cid: int, reason: int) -> None: ...
+    def _on_frames_done(self) -> None: ...
+
+
+# One dispatcher per loop object. Keyed by id() with the loop kept alive by the
+# dispatcher itself (a Cython extension type may not support weak references);
+# LoopDispatch.release() drops the entry when the last user lets go.
+_dispatchers: dict[int, "LoopDispatch"] = {}
+
+
+def dispatch_for(loop) -> "LoopDispatch":
+    """The dispatcher of *loop*, installing its handlers the first time."""
+    dispatch = _dispatchers.get(id(loop))
+    if dispatch is None or dispatch.loop is not loop:
+        dispatch = _dispatchers[id(loop)] = LoopDispatch(loop)
+    return dispatch
+
+
+class LoopDispatch:
+    """Routes one loop's callbacks to its server and its clients (see the module doc)."""
+
+    def __init__(self, loop) -> None:
+        self.loop = loop
+        self.server: ServerSide | None = None
+        self.clients: dict[int, ClientSide] = {}
+        self._users = 0
+        loop.set_handlers(
+            on_frames=self._on_frames,
+            on_open=self._on_open,
+            on_close=self._on_close,
+            on_awake=self._on_awake,
+            on_pause=self._on_pause,
+            on_resume=self._on_resume,
+        )
+
+    # -- membership -----------------------------------------------------------
+
+    def acquire(self) -> None:
+        """A Server or Client starts using this loop."""
+        self._users += 1
+
+    def release(self) -> None:
+        """A Server or Client is done with this loop; the last one removes the dispatcher."""
+        self._users -= 1
+        if self._users <= 0 and _dispatchers.get(id(self.loop)) is self:
+            del _dispatchers[id(self.loop)]
+
+    def set_server(self, server: ServerSide | None) -> None:
+        if server is not None and self.server is not None and self.server is not server:
+            raise RuntimeError("this loop already runs a Server; give each Server its own Loop")
+        self.server = server
+
+    # -- events ---------------------------------------------------------------
+
+    def _on_frames(self, batch: list) -> None:
+        clients = self.clients
+        if not clients:
+            if self.server is not None:
+                self.server._on_frames(batch)
+            return
+        rest = None
+        touched = None
+        for item in batch:
+            client = clients.get(item[0])
+            if client is None:
+                if rest is None:
+                    rest = []
+                rest.append(item)
+            else:
+                client._on_frame(item[0], item[1])
+                if touched is None:
+                    touched = {}
+                touched[id(client)] = client
+        if touched:
+            for client in touched.values():
+                client._on_frames_done()
+        if rest and self.server is not None:
+            self.server._on_frames(rest)
+
+    def _split(self, batch: list, key_is_pair: bool):
+        """(client items, the rest) of *batch* whose items are cids or (cid, x) pairs."""
+        clients = self.clients
+        if not clients:
+            return (), batch
+        mine = []
+        rest = []
+        for item in batch:
+            cid = item[0] if key_is_pair else item
+            (mine if cid in clients else rest).append(item)
+        return mine, rest
+
+    def _on_open(self, batch: list) -> None:
+        mine, rest = self._split(batch, True)
+        for cid, _listener in mine:
+            client = self.clients.get(cid)
+            if client is not None:
+                client._on_open(cid)
+        if rest and self.server is not None:
+            self.server._on_open(rest)
+
+    def _on_close(self, batch: list) -> None:
+        mine, rest = self._split(batch, True)
+        for cid, reason in mine:
+            client = self.clients.pop(cid, None)
+            if client is not None:
+                client._on_close(cid, reason)
+        if rest and self.server is not None:
+            self.server._on_close(rest)
+
+    def _on_awake(self, batch: list) -> None:
+        mine, rest = self._split(batch, False)
+        if rest and self.server is not None:
+            self.server._on_awake(rest)
+
+    def _on_pause(self, batch: list) -> None:
+        _mine, rest = self._split(batch, False)
+        if rest and self.server is not None:
+            self.server._on_pause(rest)
+
+    def _on_resume(self, batch: list) -> None:
+        _mine, rest = self._split(batch, False)
+        if rest and self.server is not None:
+            self.server._on_resume(rest)

@@ -1,0 +1,755 @@
+"""pushcore.Server: a push gateway on the C-level connection loop.
+
+The server accepts long connections, authenticates devices (HELLO →
+WELCOME), keeps the route table device id → connection, and delivers
+stored, seq-numbered messages (:mod:`pushcore.delivery`). The loop
+(``pushcore._loop.Loop``) does the per-connection work in C: reading and
+splitting frames, answering PING with PONG, the auth and idle timeouts,
+write coalescing. Python sees one batch of frames per loop turn.
+
+Threads. Everything runs on the loop's thread. :meth:`Server.run` blocks
+the calling thread; :meth:`Server.start` runs it in a background thread.
+The methods marked *thread-safe* may be called from any thread: off the
+loop thread they hand the work to the loop (``call_soon_threadsafe``) and
+wait for its result. Hooks are called on the loop thread and must not
+block for long: every connection waits while they run.
+
+See docs/SERVER.md for a user guide.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from typing import Any, Callable, Iterable
+
+from .codec import backend as _codec
+from .delivery import DEFAULT_INLINE_MAX, DEFAULT_PAGE_MAX, Delivery, MessageIds
+from .dispatch import dispatch_for
+from .errors import Reason
+from .store import PRIORITY_HIGH, PRIORITY_LOW, Store, open_store
+from .tokens import AuthError, TokenSigner
+
+__all__ = ["Server", "DEFAULT_STORE_PATH", "parse_priority"]
+
+log = logging.getLogger("pushcore.server")
+
+DEFAULT_STORE_PATH = "pushcore.db"
+SUPPORTED_VERSIONS = (1,)
+
+_HELLO = _codec.HELLO
+_ACK = _codec.ACK
+_FETCH = _codec.FETCH
+_SUBSCRIBE = _codec.SUBSCRIBE
+_UNSUBSCRIBE = _codec.UNSUBSCRIBE
+_UPSTREAM = _codec.UPSTREAM
+_ERROR = _codec.ERROR
+_PING = _codec.PING
+_PONG = _codec.PONG
+
+
+def parse_priority(priority: int | str) -> int:
+    """``PRIORITY_HIGH``/``PRIORITY_LOW`` from an int (1/0) or ``"high"``/``"low"``."""
+    if isinstance(priority, str):
+        try:
+            return {"high": PRIORITY_HIGH, "low": PRIORITY_LOW}[priority.lower()]
+        except KeyError:
+            raise ValueError(f"priority must be 'high' or 'low', got {priority!r}") from None
+    if priority not in (PRIORITY_LOW, PRIORITY_HIGH) or isinstance(priority, bool):
+        raise ValueError(
+            f"priority must be pushcore.PRIORITY_HIGH (1) or PRIORITY_LOW (0), got {priority!r}"
+        )
+    return int(priority)
+
+
+def _expiry_from_ttl(ttl: float | None) -> int:
+    """PUSH expiry (Unix seconds, 0 = never) for a time-to-live of *ttl* seconds."""
+    if ttl is None:
+        return 0
+    if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or not math.isfinite(ttl):
+        raise ValueError(f"ttl must be a finite number of seconds, got {ttl!r}")
+    if ttl <= 0:
+        raise ValueError(f"ttl must be > 0 seconds (None = never expires), got {ttl!r}")
+    return math.ceil(time.time() + ttl)
+
+
+def _servers_tuple(servers: Iterable) -> tuple:
+    """``((host, port, load), ...)`` from tuples or ``"host:port"`` strings."""
+    out = []
+    for entry in servers:
+        if isinstance(entry, str):
+            host, _, port = entry.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"server {entry!r} is not 'host:port'")
+            out.append((host.strip("[]"), int(port), len(out)))
+        else:
+            entry = tuple(entry)
+            if len(entry) == 2:
+                entry = (entry[0], entry[1], len(out))
+            host, port, load = entry
+            out.append((str(host), int(port), int(load)))
+    return tuple(out)
+
+
+class Server:
+    """A push gateway: authenticated long connections, routing, offline store, delivery.
+
+    Parameters
+    ----------
+    host, port
+        where to listen (``port=0``: any free port, see :attr:`address`).
+    secret
+        bytes for the default ``authenticate``: HMAC-SHA256 tokens of
+        :mod:`pushcore.tokens` (at least 16 bytes). Give *secret* or
+        *authenticate*.
+    authenticate
+        ``authenticate(device_id, token, metadata) -> bool``: return True to
+        accept the device; return False or raise
+        :class:`pushcore.tokens.AuthError` (``AUTH_FAILED`` or
+        ``TOKEN_EXPIRED``) to refuse it. *metadata* is a dict: ``peer``
+        (``(host, port)`` of the device), ``versions`` (the protocol versions
+        it speaks), ``last_seq`` and ``heartbeat`` (its HELLO fields). Any
+        other exception refuses with ``INTERNAL_ERROR`` and is logged.
+    on_connect(device_id, metadata), on_disconnect(device_id, reason)
+        a device was welcomed / its connection closed (*reason* is a
+        :class:`pushcore.Reason`: ``PEER_CLOSED``, ``IDLE_TIMEOUT``,
+        ``REPLACED``, ``SHUTTING_DOWN``, …).
+    on_upstream(device_id, payload, topic)
+        an UPSTREAM frame. The device gets its UPSTREAM_ACK once the hook
+        returns; if it raises, no ack is sent (the device may retry).
+    store
+        a :class:`pushcore.store.Store`, or what :func:`pushcore.store.open_store`
+        takes: a SQLite file path (default ``"pushcore.db"``) or ``"memory:"``.
+        A store the server opened is closed when it stops.
+    heartbeat
+        ``(min, max)`` seconds granted in WELCOME. A device silent for
+        ``max + idle_grace`` seconds is closed (``IDLE_TIMEOUT``).
+    auth_timeout
+        seconds a new connection has to send HELLO (else ``AUTH_TIMEOUT``).
+    inline_max, page_max
+        backlog up to *inline_max* messages is pushed right after WELCOME;
+        a larger one is announced with NOTIFY and fetched in pages of at most
+        *page_max*.
+    loop
+        a ``pushcore._loop.Loop`` to run on (default: a new one). Clients may
+        share it (tests, simulators); another Server may not.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        secret: bytes | None = None,
+        authenticate: Callable[[str, bytes, dict], bool] | None = None,
+        on_connect: Callable[[str, dict], Any] | None = None,
+        on_disconnect: Callable[[str, Reason], Any] | None = None,
+        on_upstream: Callable[[str, bytes, str], Any] | None = None,
+        store: Store | str | os.PathLike = DEFAULT_STORE_PATH,
+        heartbeat: tuple[float, float] = (30, 600),
+        idle_grace: float = 30.0,
+        auth_timeout: float = 10.0,
+        inline_max: int = DEFAULT_INLINE_MAX,
+        page_max: int = DEFAULT_PAGE_MAX,
+        versions: Iterable[int] = SUPPORTED_VERSIONS,
+        reuse_port: bool = False,
+        backlog: int = 1024,
+        loop=None,
+        node_id: int | None = None,
+    ) -> None:
+        if authenticate is None:
+            if secret is None:
+                raise ValueError(
+                    "give secret= (bytes, for the default HMAC tokens of pushcore.tokens) "
+                    "or authenticate= (your own check)"
+                )
+            self._signer = TokenSigner(secret)
+            authenticate = self._verify_token
+        heartbeat_min, heartbeat_max = heartbeat
+        if not 0 <= heartbeat_min <= heartbeat_max or heartbeat_max <= 0:
+            raise ValueError(f"heartbeat must be (min, max) with 0 <= min <= max, max > 0; got {heartbeat!r}")
+        if idle_grace < 0 or auth_timeout <= 0:
+            raise ValueError("idle_grace must be >= 0 and auth_timeout > 0")
+        self._host = host
+        self._port = port
+        self._authenticate = authenticate
+        self._custom_auth = authenticate != getattr(self, "_verify_token", None)
+        self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
+        self.on_upstream = on_upstream
+        self._heartbeat_min = heartbeat_min
+        self._heartbeat_max = heartbeat_max
+        # WELCOME carries whole seconds; the idle timeout itself may be finer (tests).
+        self._welcome_min = int(math.floor(heartbeat_min))
+        self._welcome_max = max(1, int(math.ceil(heartbeat_max)))
+        self._idle_timeout = heartbeat_max + idle_grace
+        self._auth_timeout = auth_timeout
+        self._versions = frozenset(versions)
+        if not self._versions:
+            raise ValueError("versions must name at least one protocol version")
+        self._reuse_port = reuse_port
+        self._backlog = backlog
+        if isinstance(store, Store):
+            self.store = store
+            self._owns_store = False
+        else:
+            self.store = open_store(store)
+            self._owns_store = True
+        self._inline_max = inline_max
+        self._page_max = page_max
+        self._message_ids = MessageIds(node_id)
+        self._loop = loop
+        self._owns_loop = loop is None
+        self._delivery: Delivery | None = None
+        self._dispatch = None
+        self._listener = None
+        self._address: tuple[str, int] | None = None
+        self._thread_id: int | None = None  # the loop thread, while running
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._done = threading.Event()
+        self._start_error: BaseException | None = None
+        self._draining = False
+        self._stopped = False
+        self._drain_deadline = None
+        self.stats = {"hello": 0, "welcome": 0, "refused": 0, "replaced": 0, "upstream": 0}
+
+    # -- public properties ----------------------------------------------------
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)`` the server listens on (after :meth:`start` / :meth:`listen`)."""
+        if self._address is None:
+            raise RuntimeError("the server is not listening yet: call start() or listen() first")
+        return self._address
+
+    @property
+    def loop(self):
+        """The ``pushcore._loop.Loop`` the server runs on."""
+        return self._ensure_loop()
+
+    def connected(self, device_id: str) -> bool:
+        """True when *device_id* has an authenticated connection here. Thread-safe."""
+        return self._delivery is not None and device_id in self._delivery.routes
+
+    def device_count(self) -> int:
+        """Number of authenticated connections. Thread-safe."""
+        return 0 if self._delivery is None else len(self._delivery.devices)
+
+    def devices(self) -> list[str]:
+        """Ids of the connected devices. Thread-safe."""
+        return self._call(lambda: list(self._delivery.routes) if self._delivery else [])
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def _ensure_loop(self):
+        if self._loop is None:
+            from ._loop import Loop
+
+            self._loop = Loop()
+        return self._loop
+
+    def listen(self) -> tuple[str, int]:
+        """Open the listening socket (done by :meth:`run` / :meth:`start` if needed)."""
+        if self._address is not None:
+            return self._address
+        loop = self._ensure_loop()
+        self._dispatch = dispatch_for(loop)
+        self._dispatch.set_server(self)
+        self._dispatch.acquire()
+        self._delivery = Delivery(
+            self.store,
+            loop,
+            inline_max=self._inline_max,
+            page_max=self._page_max,
+            message_ids=self._message_ids,
+        )
+        self._listener = loop.listen(
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_port=self._reuse_port,
+            auth_timeout=self._auth_timeout,
+        )
+        self._address = tuple(loop.listen_address(self._listener))
+        return self._address
+
+    def run(self) -> None:
+        """Listen and serve until :meth:`stop` or :meth:`drain` completes (blocking).
+
+        In the main thread, SIGTERM and SIGINT start a graceful drain.
+        """
+        if self._stopped:
+            raise RuntimeError("this server was stopped; make a new one")
+        try:
+            self.listen()
+        except BaseException as exc:
+            self._start_error = exc
+            self._ready.set()
+            raise
+        self._thread_id = threading.get_ident()
+        restore = self._install_signals()
+        self._ready.set()
+        try:
+            if self._owns_loop:
+                self._loop.run()
+        finally:
+            self._restore_signals(restore)
+            self._finish()
+
+    def start(self, timeout: float = 10.0) -> tuple[str, int]:
+        """Run the server in a background thread; return its ``(host, port)`` once listening."""
+        if self._thread is not None:
+            raise RuntimeError("the server is already started")
+        if not self._owns_loop:
+            raise RuntimeError(
+                "start() runs the server's own loop; with a shared loop call listen() and run the loop yourself"
+            )
+        self._thread = threading.Thread(target=self._run_quietly, name="pushcore-server", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError("the server did not start listening in time")
+        if self._start_error is not None:
+            raise self._start_error
+        return self.address
+
+    def _run_quietly(self) -> None:
+        try:
+            self.run()
+        except BaseException:
+            if self._start_error is None:
+                log.exception("pushcore server thread failed")
+
+    def drain(self, redirect: Iterable = (), message: str = "", timeout: float = 10.0) -> None:
+        """Close every connection gracefully and stop. Thread-safe.
+
+        Stops accepting, sends each device GOAWAY ``SHUTTING_DOWN`` with
+        *redirect* (servers to reconnect to: ``"host:port"`` strings or
+        ``(host, port[, load])`` tuples, best first), flushes what is queued,
+        closes, then stops the loop and closes the store it opened. No stored
+        message is lost: unacked messages stay in the store for the device's
+        next connection. Called off the loop thread, it waits (up to
+        *timeout* more seconds) until the server has stopped.
+        """
+        servers = _servers_tuple(redirect)
+        if self._thread_id is None or threading.get_ident() == self._thread_id:
+            self._begin_drain(servers, message, timeout)
+            return
+        self._loop.call_soon_threadsafe(self._begin_drain, servers, message, timeout)
+        self._wait_stopped(timeout + 5.0)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Graceful stop: :meth:`drain` without a redirect list. Thread-safe."""
+        self.drain((), "server stopping", timeout)
+
+    def _wait_stopped(self, timeout: float) -> None:
+        if self._thread is not None and self._thread.ident != threading.get_ident():
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise TimeoutError("the server thread did not stop in time")
+        elif not self._done.wait(timeout):
+            raise TimeoutError("the server did not stop in time")
+
+    def _begin_drain(self, servers: tuple, message: str, timeout: float) -> None:
+        if self._draining or self._delivery is None:
+            if self._delivery is None:  # never listened: nothing to drain
+                self._finish()
+            return
+        self._draining = True
+        loop = self._loop
+        if self._listener is not None:
+            loop.unlisten(self._listener)
+            self._listener = None
+        goaway = _codec.Goaway(Reason.SHUTTING_DOWN, message or "server shutting down", servers).encode()
+        cids = list(self._delivery.devices)
+        if cids:
+            loop.send_many(cids, goaway)
+        for cid in cids:
+            loop.close_conn(cid, Reason.SHUTTING_DOWN)
+        # Connections that have not said HELLO yet are not in the route table: a
+        # HELLO now is refused SHUTTING_DOWN, and closing the loop closes the rest.
+        self._drain_deadline = time.monotonic() + timeout
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        if not self._draining or self._stopped:
+            return
+        if self._delivery.devices and time.monotonic() < self._drain_deadline:
+            self._loop.call_later(0.02, self._check_drained)
+            return
+        for cid in list(self._delivery.devices):  # deadline passed: cut the rest
+            self._loop.abort(cid, Reason.SHUTTING_DOWN)
+        if self._owns_loop:
+            self._loop.stop()
+        else:
+            self._finish()
+
+    def _finish(self) -> None:
+        """Release what the server holds (runs once, after the loop stopped)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._thread_id = None
+        if self._dispatch is not None:
+            self._dispatch.set_server(None)
+            self._dispatch.release()
+        if self._owns_loop and self._loop is not None:
+            self._loop.close()
+        if self._owns_store:
+            self.store.close()
+        self._done.set()
+
+    def _install_signals(self):
+        if threading.current_thread() is not threading.main_thread() or not self._owns_loop:
+            return None
+        previous = {}
+
+        def on_signal(signum, _frame):
+            log.info("pushcore server: signal %d, draining", signum)
+            self._loop.call_soon_threadsafe(self._begin_drain, (), "server shutting down", 10.0)
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, on_signal)
+        return previous
+
+    @staticmethod
+    def _restore_signals(previous) -> None:
+        if previous:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    # -- thread hand-over -----------------------------------------------------
+
+    def _call(self, fn: Callable, *args):
+        """Run *fn* on the loop thread and return its result (directly when already there)."""
+        if self._thread_id is None or threading.get_ident() == self._thread_id:
+            if self._stopped:
+                raise RuntimeError("the server is stopped")
+            return fn(*args)
+        future: concurrent.futures.Future = concurrent.futures.Future()
+
+        def run():
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        self._loop.call_soon_threadsafe(run)
+        return future.result(timeout=30.0)
+
+    # -- sending (thread-safe) ------------------------------------------------
+
+    def _ready_delivery(self) -> Delivery:
+        if self._delivery is None:
+            # Not listening yet: messages are only stored (nobody is connected).
+            self._delivery = Delivery(
+                self.store, None, inline_max=self._inline_max, page_max=self._page_max,
+                message_ids=self._message_ids,
+            )
+        return self._delivery
+
+    def push(
+        self,
+        device_id: str,
+        payload: bytes,
+        *,
+        priority: int | str = PRIORITY_HIGH,
+        ttl: float | None = None,
+        collapse_key: str = "",
+        topic: str = "",
+        message_id: int | None = None,
+    ) -> int:
+        """Store a message for *device_id*, deliver it if possible, and return its seq. Thread-safe.
+
+        High priority goes out at once to a connected device; low priority
+        waits until the device shows it is awake (its next heartbeat or
+        frame). *ttl* (seconds) sets an expiry after which it is not
+        delivered; *collapse_key* replaces a waiting message with the same
+        key.
+        """
+        priority = parse_priority(priority)
+        expiry = _expiry_from_ttl(ttl)
+        return self._call(
+            lambda: self._ready_delivery().push(
+                device_id, payload, priority=priority, expiry=expiry,
+                collapse_key=collapse_key, topic=topic, message_id=message_id,
+            ).seq
+        )
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        priority: int | str = PRIORITY_HIGH,
+        ttl: float | None = None,
+        collapse_key: str = "",
+    ) -> int:
+        """Store the message for every subscriber of *topic* and deliver it; returns how many. Thread-safe.
+
+        One message id for all; each device gets its own seq. Offline
+        subscribers get it on their next connection.
+        """
+        priority = parse_priority(priority)
+        expiry = _expiry_from_ttl(ttl)
+
+        def run():
+            devices = sorted(self.store.subscribers(topic))
+            return self._ready_delivery().push_many(
+                devices, payload, priority=priority, expiry=expiry,
+                collapse_key=collapse_key, topic=topic,
+            )
+
+        return self._call(run)
+
+    def broadcast(
+        self,
+        payload: bytes,
+        *,
+        priority: int | str = PRIORITY_HIGH,
+        ttl: float | None = None,
+        collapse_key: str = "",
+        topic: str = "",
+        durable: bool = False,
+    ) -> int:
+        """Send to every connected device; returns how many. Thread-safe.
+
+        ``durable=False`` (default): one PUSH with seq 0 is encoded once and
+        queued to every connection in one C call; it is not stored, not
+        acked, and goes out at once whatever its priority. ``durable=True``:
+        stored per connected device with its own seq (delivered like
+        :meth:`push`, resent after a reconnect until acked).
+        """
+        priority = parse_priority(priority)
+        expiry = _expiry_from_ttl(ttl)
+
+        def run():
+            delivery = self._ready_delivery()
+            if durable:
+                return delivery.push_many(
+                    list(delivery.routes), payload, priority=priority, expiry=expiry,
+                    collapse_key=collapse_key, topic=topic,
+                )
+            if delivery.transport is None:
+                return 0
+            return delivery.broadcast_ephemeral(
+                payload, priority=priority, expiry=expiry, collapse_key=collapse_key, topic=topic
+            )
+
+        return self._call(run)
+
+    def subscribe(self, device_id: str, *topics: str) -> int:
+        """Subscribe *device_id* to *topics* (stored); returns how many are new. Thread-safe."""
+        return self._call(self.store.subscribe, device_id, topics)
+
+    def unsubscribe(self, device_id: str, *topics: str) -> int:
+        """Unsubscribe *device_id* from *topics*; returns how many ended. Thread-safe."""
+        return self._call(self.store.unsubscribe, device_id, topics)
+
+    def redirect(self, device_id: str, servers: Iterable) -> bool:
+        """Send *device_id* a REDIRECT to *servers* (sorted by load). Thread-safe.
+
+        Returns False when the device is not connected here.
+        """
+        servers = _servers_tuple(servers)
+
+        def run():
+            cid = self._delivery.connection_of(device_id) if self._delivery else None
+            if cid is None:
+                return False
+            self._loop.send(cid, _codec.Redirect(servers).encode())
+            return True
+
+        return self._call(run)
+
+    def disconnect(self, device_id: str, reason: int = Reason.NORMAL, message: str = "") -> bool:
+        """Close *device_id*'s connection with GOAWAY *reason*. Thread-safe."""
+
+        def run():
+            cid = self._delivery.connection_of(device_id) if self._delivery else None
+            if cid is None:
+                return False
+            self._loop.send(cid, _codec.Goaway(int(reason), message, ()).encode())
+            self._loop.close_conn(cid, int(reason))
+            return True
+
+        return self._call(run)
+
+    # -- loop callbacks (loop thread) -----------------------------------------
+
+    def _on_open(self, batch: list) -> None:
+        if self._draining:
+            for cid, _listener in batch:
+                self._loop.close_conn(cid, Reason.SHUTTING_DOWN)
+
+    def _on_close(self, batch: list) -> None:
+        detach = self._delivery.detach
+        hook = self.on_disconnect
+        for cid, reason in batch:
+            device_id = detach(cid)
+            if device_id is not None and hook is not None:
+                self._call_hook(hook, device_id, _reason(reason))
+
+    def _on_awake(self, batch: list) -> None:
+        self._delivery.awake(batch)
+
+    def _on_pause(self, batch: list) -> None:
+        pass  # the loop stops reading a paused connection; nothing to do at this level
+
+    def _on_resume(self, batch: list) -> None:
+        pass
+
+    def _on_frames(self, batch: list) -> None:
+        delivery = self._delivery
+        acks: dict[int, int] | None = None
+        for cid, frame in batch:
+            kind = frame.TYPE
+            try:
+                if kind == _ACK:
+                    if acks is None:
+                        acks = {}
+                    if frame.seq > acks.get(cid, 0):
+                        acks[cid] = frame.seq
+                elif kind == _HELLO:
+                    self._hello(cid, frame)
+                elif kind == _FETCH:
+                    delivery.fetch(cid, frame.after_seq, frame.max_count)
+                elif kind == _UPSTREAM:
+                    self._upstream(cid, frame)
+                elif kind == _SUBSCRIBE or kind == _UNSUBSCRIBE:
+                    device_id = delivery.device_of(cid)
+                    if device_id is not None:
+                        if kind == _SUBSCRIBE:
+                            self.store.subscribe(device_id, frame.topics)
+                        else:
+                            self.store.unsubscribe(device_id, frame.topics)
+                elif kind == _ERROR:
+                    # The device reports an error and closes; close our side too.
+                    self._loop.close_conn(cid, Reason.PEER_CLOSED)
+                elif kind == _PING or kind == _PONG:
+                    pass  # answered in C; never expected here
+                else:
+                    self._refuse(
+                        cid, Reason.INVALID_VALUE,
+                        f"frame type {kind} is sent by servers, not devices",
+                    )
+            except Exception:
+                log.exception("pushcore server: handling %r on connection %#x failed", frame, cid)
+                self._refuse(cid, Reason.INTERNAL_ERROR, "the server failed to handle a frame")
+        if acks:
+            delivery.ack(acks)
+
+    def _refuse(self, cid: int, reason: int, message: str) -> None:
+        """Send ERROR *reason* and close the connection after it."""
+        self.stats["refused"] += 1
+        loop = self._loop
+        loop.send(cid, _codec.ErrorFrame(int(reason), message).encode())
+        loop.close_conn(cid, int(reason))
+
+    def _verify_token(self, device_id: str, token: bytes, metadata: dict) -> bool:
+        self._signer.verify(device_id, token)
+        return True
+
+    def _metadata(self, cid: int, hello) -> dict:
+        try:
+            peer = self._loop.conn_info(cid).get("peer")
+        except Exception:  # a closed cid: the hook still gets the HELLO fields
+            peer = None
+        return {
+            "peer": peer,
+            "versions": tuple(hello.versions),
+            "last_seq": hello.last_seq,
+            "heartbeat": hello.heartbeat,
+        }
+
+    def _hello(self, cid: int, hello) -> None:
+        self.stats["hello"] += 1
+        delivery = self._delivery
+        if delivery.device_of(cid) is not None:
+            self._refuse(cid, Reason.INVALID_VALUE, "HELLO sent twice on one connection")
+            return
+        if self._draining:
+            self._refuse(cid, Reason.SHUTTING_DOWN, "server shutting down")
+            return
+        common = self._versions.intersection(hello.versions)
+        if not common:
+            self._refuse(
+                cid, Reason.UNSUPPORTED_VERSION,
+                f"server speaks protocol versions {sorted(self._versions)}, "
+                f"device offered {list(hello.versions)}",
+            )
+            return
+        device_id = hello.device_id
+        if not device_id:
+            self._refuse(cid, Reason.AUTH_FAILED, "HELLO has an empty device id")
+            return
+        metadata = self._metadata(cid, hello) if (self._custom_auth or self.on_connect) else {}
+        try:
+            accepted = self._authenticate(device_id, hello.token, metadata)
+        except AuthError as exc:
+            self._refuse(cid, exc.reason, exc.message)
+            return
+        except Exception:
+            log.exception("pushcore server: authenticate hook failed for %r", device_id)
+            self._refuse(cid, Reason.INTERNAL_ERROR, "authentication failed on the server")
+            return
+        if accepted is not True:
+            self._refuse(cid, Reason.AUTH_FAILED, "device refused")
+            return
+        loop = self._loop
+        old = delivery.attach(cid, device_id, hello.last_seq)
+        if old is not None:
+            self.stats["replaced"] += 1
+            loop.send(old, _codec.Goaway(Reason.REPLACED, "a newer connection took over", ()).encode())
+            loop.close_conn(old, Reason.REPLACED)
+            if self.on_disconnect is not None:
+                self._call_hook(self.on_disconnect, device_id, Reason.REPLACED)
+        loop.authenticate(cid, idle_timeout=self._idle_timeout)
+        loop.send(
+            cid,
+            _codec.Welcome(
+                max(common), self._welcome_min, self._welcome_max, int(time.time() * 1000)
+            ).encode(),
+        )
+        delivery.resume(cid)
+        self.stats["welcome"] += 1
+        if self.on_connect is not None:
+            self._call_hook(self.on_connect, device_id, metadata)
+
+    def _upstream(self, cid: int, frame) -> None:
+        device_id = self._delivery.device_of(cid)
+        if device_id is None:
+            return
+        self.stats["upstream"] += 1
+        hook = self.on_upstream
+        if hook is not None:
+            try:
+                hook(device_id, frame.payload, frame.topic)
+            except Exception:
+                log.exception("pushcore server: on_upstream hook failed for %r", device_id)
+                return
+        self._loop.send(cid, _codec.UpstreamAck(frame.upstream_id).encode())
+
+    @staticmethod
+    def _call_hook(hook: Callable, *args) -> None:
+        try:
+            hook(*args)
+        except Exception:
+            log.exception("pushcore server: hook %r failed", hook)
+
+    def __repr__(self) -> str:
+        where = f"{self._address[0]}:{self._address[1]}" if self._address else "not listening"
+        return f"<pushcore.Server {where} devices={self.device_count()}>"
+
+
+def _reason(code: int):
+    try:
+        return Reason(code)
+    except ValueError:
+        return code

@@ -1,0 +1,181 @@
+"""Helpers for the Server / Client tests: a raw protocol device, a message collector, waits.
+
+Everything talks over real sockets on 127.0.0.1; timeouts are short and
+bounded so a broken build fails fast instead of hanging.
+"""
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+
+from pushcore import protocol
+from pushcore.heartbeat import HeartbeatPolicy
+from pushcore.server import Server
+from pushcore.tokens import mint
+
+SECRET = b"pushcore-test-secret-0123456789"
+TIMEOUT = 10.0  # upper bound for anything expected to happen "soon"
+
+
+def token(device_id: str, ttl: float | None = None, **kw) -> bytes:
+    return mint(SECRET, device_id, ttl, **kw)
+
+
+def wait_for(predicate, timeout: float = TIMEOUT, what: str = "condition") -> None:
+    """Poll *predicate* until true; fail the test after *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.005)
+
+
+def fast_heartbeat(**kw) -> HeartbeatPolicy:
+    """The published policy scaled down: floor 0.42 s, +0.12 s steps, cap 1.2 s."""
+    kw.setdefault("scale", 0.002)
+    return HeartbeatPolicy(**kw)
+
+
+def make_server(**kw) -> Server:
+    kw.setdefault("secret", SECRET)
+    kw.setdefault("store", "memory:")
+    kw.setdefault("heartbeat", (0, 5))
+    kw.setdefault("idle_grace", 5.0)
+    kw.setdefault("auth_timeout", 5.0)
+    return Server("127.0.0.1", kw.pop("port", 0), **kw)
+
+
+@contextlib.contextmanager
+def running_server(**kw):
+    server = make_server(**kw)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop(timeout=5.0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RawDevice:
+    """A device speaking the wire protocol by hand over a blocking socket."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.sock = socket.create_connection(address, timeout=TIMEOUT)
+        self.decoder = protocol.Decoder()
+        self.frames: list = []
+        self.closed = False
+
+    def send(self, *frames) -> None:
+        self.sock.sendall(b"".join(f.encode() if hasattr(f, "encode") else f for f in frames))
+
+    def hello(self, device_id: str, tok: bytes | None = None, last_seq: int = 0, versions=(1,), heartbeat: int = 0):
+        if tok is None:
+            tok = token(device_id)
+        self.send(protocol.Hello(versions, device_id, tok, last_seq, heartbeat))
+        return self.expect(protocol.WELCOME, protocol.ERROR)
+
+    def recv(self, timeout: float = TIMEOUT):
+        """The next frame, or None once the server closed the connection."""
+        deadline = time.monotonic() + timeout
+        while not self.frames:
+            if self.closed:
+                return None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError("no frame from the server in time")
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                self.closed = True
+                continue
+            self.frames.extend(self.decoder.feed(data))
+        return self.frames.pop(0)
+
+    def expect(self, *types, timeout: float = TIMEOUT):
+        frame = self.recv(timeout)
+        assert frame is not None, f"connection closed while expecting types {types}"
+        assert frame.TYPE in types, f"expected a frame of type {types}, got {frame!r}"
+        return frame
+
+    def until_closed(self, timeout: float = TIMEOUT) -> list:
+        """Every frame up to the server's close."""
+        out = []
+        while True:
+            frame = self.recv(timeout)
+            if frame is None:
+                return out
+            out.append(frame)
+
+    def silent_for(self, seconds: float) -> bool:
+        """True when nothing arrives (and the connection stays open) for *seconds*."""
+        if self.frames:
+            return False
+        self.sock.settimeout(seconds)
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            return True
+        if not data:
+            self.closed = True
+            return False
+        self.frames.extend(self.decoder.feed(data))
+        return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Collector:
+    """``on_message`` that records ``(seq, payload)`` and lets a test wait for counts."""
+
+    def __init__(self) -> None:
+        self.messages: list = []
+        self.lock = threading.Lock()
+
+    def __call__(self, push) -> None:
+        with self.lock:
+            self.messages.append((push.seq, bytes(push.payload)))
+
+    @property
+    def seqs(self) -> list[int]:
+        with self.lock:
+            return [seq for seq, _ in self.messages]
+
+    @property
+    def payloads(self) -> list[bytes]:
+        with self.lock:
+            return [payload for _, payload in self.messages]
+
+    def wait(self, count: int, timeout: float = TIMEOUT) -> None:
+        wait_for(lambda: len(self.messages) >= count, timeout, f"{count} messages (have {len(self.messages)})")
+
+
+class SilentListener:
+    """Accepts TCP connections (the kernel completes the handshake) and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.address = self.sock.getsockname()[:2]
+
+    def close(self) -> None:
+        self.sock.close()
