@@ -245,7 +245,8 @@ class Client:
         return self.inbox.last_seq
 
     @property
-    def connected(self) -> bool:
+    def is_connected(self) -> bool:
+        """True while a server has welcomed the client (``await client.connected()`` waits for it)."""
         return self.state is ClientState.CONNECTED
 
     @property

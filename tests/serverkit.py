@@ -179,3 +179,35 @@ class SilentListener:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class ScriptedServer:
+    """A hand-written gateway for client tests: accepts connections and lets the test
+    read their frames and write any bytes (duplicates, silence, ...)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(TIMEOUT)
+        self.address = self.sock.getsockname()[:2]
+
+    def accept(self) -> RawDevice:
+        """The next connection, wrapped like a RawDevice (recv/expect/send)."""
+        conn, _ = self.sock.accept()
+        peer = RawDevice.__new__(RawDevice)
+        peer.sock = conn
+        peer.decoder = protocol.Decoder()
+        peer.frames = []
+        peer.closed = False
+        return peer
+
+    def welcome(self, peer: RawDevice, heartbeat=(0, 0)):
+        """Read the HELLO on *peer* and answer WELCOME; returns the HELLO."""
+        hello = peer.expect(protocol.HELLO)
+        peer.send(protocol.Welcome(1, heartbeat[0], heartbeat[1], int(time.time() * 1000)))
+        return hello
+
+    def close(self) -> None:
+        self.sock.close()
