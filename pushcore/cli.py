@@ -6,6 +6,8 @@ Each subcommand's work lives in its own module (``pushcore.demo``,
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import Sequence
 
 __all__ = ["build_parser", "main"]
@@ -60,4 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pushcore`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    try:
+        status = args.handler(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`pushcore demo | head`): stop quietly, and point
+        # stdout at /dev/null so the interpreter's final flush does not complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return status
