@@ -61,8 +61,8 @@ def test_decode(benchmark, case):
     assert case.normalize(decoded) == case.normalize(case.decode())
 
 
-PUSHCORE_MODULES = {c.encoder: c for c in CASES if c.operation == "push"
-                    and c.encoder.startswith("pushcore-")}
+PUSHCORE_PUSH_CASES = {c.encoder: c for c in CASES if c.operation == "push"
+                       and c.encoder.startswith("pushcore-")}
 
 
 def _module(encoder: str):
@@ -71,7 +71,7 @@ def _module(encoder: str):
     return select_backend(encoder.removeprefix("pushcore-"))[1]
 
 
-@pytest.mark.parametrize("encoder", sorted(PUSHCORE_MODULES))
+@pytest.mark.parametrize("encoder", sorted(PUSHCORE_PUSH_CASES))
 def test_push_object_encode(benchmark, encoder):
     """The object path: build a ``Push`` and encode it (vs the ``encode_push`` hot path)."""
     codec = _module(encoder)
@@ -79,14 +79,14 @@ def test_push_object_encode(benchmark, encoder):
     benchmark.group = "push encode (Push object)"
     frame = benchmark(lambda: codec.Push(n.seq, n.message_id, n.payload, n.priority, n.expiry,
                                          "", n.topic).encode())
-    assert frame == PUSHCORE_MODULES[encoder].frame
+    assert frame == PUSHCORE_PUSH_CASES[encoder].frame
 
 
-@pytest.mark.parametrize("encoder", sorted(PUSHCORE_MODULES))
+@pytest.mark.parametrize("encoder", sorted(PUSHCORE_PUSH_CASES))
 def test_stream_decoder_feed_batch(benchmark, encoder):
     """The streaming path: 100 pushes arriving in one read, through ``Decoder.feed``."""
     codec = _module(encoder)
-    chunk = PUSHCORE_MODULES[encoder].frame * 100
+    chunk = PUSHCORE_PUSH_CASES[encoder].frame * 100
     benchmark.group = "push decode x100 (Decoder.feed, one chunk)"
     benchmark.extra_info["bytes"] = len(chunk)
     frames = benchmark(lambda: codec.Decoder().feed(chunk))

@@ -16,7 +16,7 @@ Optional competitors (slixmpp, msgpack) are left out when not installed;
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from operator import attrgetter, itemgetter
 from typing import Any, Callable
 
@@ -88,7 +88,6 @@ class Case:
     frame: bytes = b""
     baseline: bool = False  # the XMPP row that ratios of this operation are taken against
     note: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Own copy: several cases start from one namespace, and each binds its own ``frame``.
