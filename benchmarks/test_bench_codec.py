@@ -58,7 +58,7 @@ def test_decode(benchmark, case):
     benchmark.group = f"{case.operation} decode"
     benchmark.extra_info["bytes"] = len(case.frame)
     decoded = benchmark(_compile(case.decode_expr, case.namespace))
-    assert case.normalize(decoded) == case.normalize(case.decode())
+    assert case.accepts(decoded)
 
 
 PUSHCORE_PUSH_CASES = {c.encoder: c for c in CASES if c.operation == "push"

@@ -103,6 +103,10 @@ class Case:
     def decode(self) -> Any:
         return eval(self.decode_expr, self.namespace)  # noqa: S307
 
+    def accepts(self, decoded: Any) -> bool:
+        """Whether *decoded* (a result of ``decode_expr``) holds the expected fields."""
+        return _matches(self.normalize(decoded), self.expected)
+
     def check(self) -> None:
         """Encode, decode, and compare with ``expected``; bind ``frame``."""
         if not self.timed:
@@ -110,8 +114,7 @@ class Case:
         self.frame = self.encode()
         self.namespace["frame"] = self.frame
         got = self.normalize(self.decode())
-        ok = _matches(got, self.expected)
-        if not ok:
+        if not _matches(got, self.expected):
             raise CaseCheckError(
                 f"{self.operation}/{self.encoder}: decode gave {got!r}, expected {self.expected!r}"
             )
