@@ -254,6 +254,15 @@ class Client:
         """The ``pushcore._loop.Loop`` the client runs on."""
         return self._ensure_loop()
 
+    def conn_info(self) -> dict | None:
+        """The loop's ``conn_info`` of the live connection (bytes, PONGs, peer, ...), or None.
+
+        Call it on the loop's thread (from a callback, or while no thread runs the loop).
+        """
+        if self._cid is None:
+            return None
+        return self._loop.conn_info(self._cid)
+
     @property
     def topics(self) -> list[str]:
         return list(self._topics)
