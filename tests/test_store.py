@@ -11,6 +11,7 @@ from pushcore.store import (
     PRIORITY_HIGH,
     PRIORITY_LOW,
     MemoryStore,
+    NewMessage,
     SQLiteStore,
     Store,
     StoredMessage,
@@ -326,6 +327,58 @@ def test_append_many_is_all_or_nothing(store):
         store.append_many(["a", "full", "b"], message_id=1, payload=b"", priority=1, now=T0)
     assert store.last_seq("a") == 0 and store.range("a", now=T0) == []
     assert store.stats().messages == 0
+
+
+# ---- append_batch ----------------------------------------------------------------------------
+
+
+def test_append_batch_stores_different_messages_in_order(store):
+    put(store, "b", 1)
+    out = store.append_batch(
+        [
+            NewMessage("a", 1, b"one", PRIORITY_HIGH),
+            NewMessage("b", 2, b"two", PRIORITY_LOW, expiry=int(T0) + 60, topic="t"),
+            NewMessage("a", 3, b"three", PRIORITY_HIGH, collapse_key="k"),
+            NewMessage("a", 4, b"four", PRIORITY_HIGH, collapse_key="k"),
+        ],
+        now=T0,
+    )
+    assert [(m.seq, m.message_id, m.payload) for m in out] == [
+        (1, 1, b"one"), (2, 2, b"two"), (2, 3, b"three"), (3, 4, b"four"),
+    ]
+    assert out[1].expiry == int(T0) + 60 and out[1].topic == "t" and out[1].priority == 0
+    # the collapse key applies within the batch, in order
+    assert store.range("a", 0, 10, now=T0) == [out[0], out[3]]
+    assert store.stats().collapsed == 1
+    assert store.append_batch([], now=T0) == []
+
+
+def test_append_batch_applies_the_cap_in_order(make_store):
+    store = make_store(max_messages=2)
+    out = store.append_batch([NewMessage("d", i, b"", 1) for i in range(5)], now=T0)
+    assert store.range("d", 0, 10, now=T0) == out[3:]
+    assert store.stats().dropped_by_cap == 3
+
+
+def test_append_batch_is_all_or_nothing(store):
+    store.advance_seq("full", 2**63 - 2)  # room for exactly one more
+    batch = [NewMessage("a", 1, b"", 1), NewMessage("full", 2, b"", 1), NewMessage("full", 3, b"", 1)]
+    with pytest.raises(StoreError, match="exhausted"):
+        store.append_batch(batch, now=T0)
+    assert store.last_seq("a") == 0 and store.last_seq("full") == 2**63 - 2
+    assert store.stats().messages == 0
+    with pytest.raises(ValueError, match="priority"):
+        store.append_batch([NewMessage("a", 1, b"", 1), NewMessage("a", 1, b"", 5)], now=T0)
+    assert store.stats().messages == 0
+
+
+def test_append_batch_bad_items(store):
+    with pytest.raises(TypeError, match="NewMessage"):
+        store.append_batch([("a", 1, b"", 1)])
+    with pytest.raises(TypeError, match="append\\(\\)"):
+        store.append_batch(NewMessage("a", 1, b"", 1))
+    with pytest.raises(ValueError, match="device_id"):
+        store.append_batch([NewMessage("", 1, b"", 1)])
 
 
 # ---- stats -----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from pushcore.store import MemoryStore, SQLiteStore, StoredMessage
+from pushcore.store import MemoryStore, NewMessage, SQLiteStore, StoredMessage
 
 CAP = 4
 T0 = 1_700_000_000.0
@@ -124,6 +124,29 @@ class StoreMachine(RuleBasedStateMachine):
         expected = [self.model.append(d, template, self.now) for d in dict.fromkeys(devices)]
         for store in self.stores:
             assert store.append_many(devices, **fields, now=self.now) == expected
+
+    @rule(
+        items=st.lists(
+            st.tuples(DEVICES, st.sampled_from(["", "k"]), st.sampled_from([None, 2])),
+            max_size=5,
+        )
+    )
+    def append_batch(self, items):
+        batch = [
+            NewMessage(device, i, b"b%d" % i, i % 2, 0 if e is None else int(self.now) + e, key)
+            for i, (device, key, e) in enumerate(items)
+        ]
+        expected = [
+            self.model.append(
+                m.device_id,
+                StoredMessage(0, m.message_id, m.payload, m.priority, m.expiry, m.collapse_key,
+                              m.topic, self.now),
+                self.now,
+            )
+            for m in batch
+        ]
+        for store in self.stores:
+            assert store.append_batch(batch, now=self.now) == expected
 
     @rule(device=DEVICES, back=st.integers(min_value=-2, max_value=6))
     def ack(self, device, back):

@@ -63,21 +63,23 @@ class MemoryStore(Store):
 
     # -- messages --
 
-    def _append(self, device_ids, fields: MessageFields, now: float) -> list[StoredMessage]:
+    def _append(self, pairs, now: float) -> list[StoredMessage]:
         devices = self._devices
         boxes = []
-        for device_id in device_ids:
+        planned: dict[str, int] = {}  # seqs each device will take, checked before any change
+        for device_id, _ in pairs:
             box = devices.get(device_id)
             if box is None:
                 box = devices[device_id] = _Device()
-            if box.last_seq >= MAX_SEQ:
+            planned[device_id] = planned.get(device_id, 0) + 1
+            if box.last_seq > MAX_SEQ - planned[device_id]:
                 raise StoreError(f"seq counter of device {device_id!r} is exhausted (2**63-1)")
             boxes.append(box)
         collapsed = dropped = expired = 0
-        key = fields.collapse_key
         cap = self._max_messages
         out = []
-        for device_id, box in zip(device_ids, boxes):
+        for (device_id, fields), box in zip(pairs, boxes):
+            key = fields.collapse_key
             if key:
                 old = box.collapse.get(key)
                 if old is not None:

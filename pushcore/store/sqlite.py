@@ -230,30 +230,34 @@ class SQLiteStore(Store):
 
     # -- messages --
 
-    def _append(self, device_ids, fields: MessageFields, now: float) -> list[StoredMessage]:
-        key = fields.collapse_key
+    def _append(self, pairs, now: float) -> list[StoredMessage]:
         cap = self._max_messages
-        row_tail = (
-            _signed(fields.message_id),
-            fields.payload,
-            fields.priority,
-            fields.expiry,
-            key,
-            fields.topic,
-            now,
-        )
         collapsed = dropped = expired = 0
         out = []
         with self._write() as db:
             execute = db.execute
-            for device_id in device_ids:
+            for device_id, fields in pairs:
                 row = execute(_NEXT_SEQ, (device_id,)).fetchone()
                 if row is None:
                     raise StoreError(f"seq counter of device {device_id!r} is exhausted (2**63-1)")
                 seq = row[0]
+                key = fields.collapse_key
                 if key:
                     collapsed += execute(_COLLAPSE, (device_id, key)).rowcount
-                execute(_INSERT, (device_id, seq) + row_tail)
+                execute(
+                    _INSERT,
+                    (
+                        device_id,
+                        seq,
+                        _signed(fields.message_id),
+                        fields.payload,
+                        fields.priority,
+                        fields.expiry,
+                        key,
+                        fields.topic,
+                        now,
+                    ),
+                )
                 # Cheap cap check: stored count <= seq span; count only when the span is over.
                 oldest = execute(_OLDEST_SEQ, (device_id,)).fetchone()[0]
                 if seq - oldest + 1 > cap:
