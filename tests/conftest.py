@@ -44,3 +44,81 @@ def cython_codec():
 def both_codecs(python_codec, cython_codec):
     """``(python_module, cython_module)`` for differential tests."""
     return python_codec, cython_codec
+
+
+# ---------------------------------------------------------------------------
+# Connection loop (loop helper): leak check after every test, and a factory
+# for Loops whose handler batches are recorded.
+
+class LoopEvents:
+    """Every handler batch a Loop delivered, flattened per handler."""
+
+    def __init__(self, loop) -> None:
+        self.loop = loop
+        self.frames: list = []     # (cid, frame)
+        self.opened: list = []     # (cid, listener_id)
+        self.closed: list = []     # (cid, reason)
+        self.paused: list = []     # cid
+        self.resumed: list = []    # cid
+        self.awake: list = []      # cid
+        self.batches = {"frames": 0, "open": 0, "close": 0, "awake": 0}
+        loop.set_handlers(
+            on_frames=self._on("frames", self.frames), on_open=self._on("open", self.opened),
+            on_close=self._on("close", self.closed), on_pause=self.paused.extend,
+            on_resume=self.resumed.extend, on_awake=self._on("awake", self.awake),
+        )
+
+    def _on(self, name, target):
+        def handler(batch):
+            self.batches[name] += 1
+            target.extend(batch)
+        return handler
+
+    def reason_of(self, cid):
+        """The reason on_close reported for *cid* (None if not closed)."""
+        for c, reason in self.closed:
+            if c == cid:
+                return reason
+        return None
+
+    def run_until(self, predicate, timeout: float = 5.0) -> None:
+        """Run turns until ``predicate()``; fail the test after *timeout* seconds."""
+        from pushcore.loop import run_until
+
+        assert run_until(self.loop, predicate, timeout), f"condition not met within {timeout}s"
+
+
+@pytest.fixture
+def make_loop():
+    """``make_loop(**Loop_kwargs) -> (loop, LoopEvents)``; closed after the test."""
+    from pushcore._loop import Loop
+
+    made = []
+
+    def factory(**kwargs):
+        loop = Loop(**kwargs)
+        made.append(loop)
+        return loop, LoopEvents(loop)
+
+    yield factory
+    for loop in made:
+        if not loop.running:
+            loop.close()
+
+
+@pytest.fixture(autouse=True)
+def _loop_leak_check():
+    """After each test: every Loop was closed and no pool chunk leaked."""
+    try:
+        from pushcore import _loop
+    except ImportError:  # the extension is not built: the loop tests fail on their own
+        yield
+        return
+    leaked_before = _loop._leaked_chunks()
+    yield
+    live = _loop._live_loops()
+    for loop in live:
+        if not loop.running:
+            loop.close()
+    assert not live, f"{len(live)} Loop(s) left open by the test (call loop.close())"
+    assert _loop._leaked_chunks() == leaked_before, "pool chunks leaked (still in use when a Loop closed)"
