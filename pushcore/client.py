@@ -214,6 +214,8 @@ class Client:
         self._dispatch = None
         self._loop_thread: int | None = None  # thread running the loop, when known
         self._thread: threading.Thread | None = None
+        self._running = False  # run() is driving the client's own loop
+        self._aio_driver = None  # the asyncio driver, inside "async with"
 
         self.state = ClientState.IDLE
         self.error: BaseException | None = None  # why the client FAILED
@@ -306,10 +308,12 @@ class Client:
         if not self._owns_loop:
             raise RuntimeError("run() runs the client's own loop; with a shared loop call connect() and run the loop")
         self._loop_thread = threading.get_ident()
+        self._running = True
         try:
             self.connect()
             self._loop.run()
         finally:
+            self._running = False
             self._loop_thread = None
             self._cleanup()
         if self.error is not None:
@@ -403,7 +407,7 @@ class Client:
         self._fail_upstreams("client stopped")
         self._fail_waiters(ConnectError("the client was stopped before it connected"))
         self._set_state(ClientState.STOPPED)
-        if self._owns_loop and self._loop_thread is not None:
+        if self._running:
             # let the close flush on the next turn, then stop the loop
             loop.call_later(0.05, loop.stop)
 
@@ -454,13 +458,14 @@ class Client:
         return await asyncio.wait_for(waiter, timeout)
 
     async def __aenter__(self) -> "Client":
+        """Drive the client's own loop from the running asyncio loop and connect."""
         from .loop import attach_asyncio
 
         if not self._owns_loop:
             raise RuntimeError("async with uses the client's own loop; do not pass loop=")
         loop = self._ensure_loop()
         self._loop_thread = threading.get_ident()
-        self._aio_handle = attach_asyncio(loop, asyncio.get_running_loop())
+        self._aio_driver = attach_asyncio(loop, asyncio.get_running_loop())
         self.connect()
         try:
             await self.connected()
@@ -471,13 +476,13 @@ class Client:
 
     async def __aexit__(self, *exc_info) -> None:
         self._stop_now()
-        await asyncio.sleep(0.05)  # let the loop flush the close
-        handle = getattr(self, "_aio_handle", None)
-        if handle is not None:
-            detach = getattr(handle, "detach", None) or getattr(handle, "close", None)
-            if detach is not None:
-                detach()
-            self._aio_handle = None
+        # let the driver run the turns that flush the ACK and the close
+        deadline = time.monotonic() + 2.0
+        while self._loop is not None and self._loop.stats()["open"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if self._aio_driver is not None:
+            self._aio_driver.detach()
+            self._aio_driver = None
         self._loop_thread = None
         self._cleanup()
 
@@ -583,7 +588,7 @@ class Client:
         self._set_state(ClientState.FAILED, reason)
         self._fail_waiters(exc)
         self._fail_upstreams(str(exc))
-        if self._owns_loop and self._loop_thread is not None:
+        if self._running:
             self._loop.call_later(0.05, self._loop.stop)
 
     def _schedule_retry(self, delay: float | None = None) -> None:
@@ -645,7 +650,7 @@ class Client:
             self._stopping = True
             self._set_state(ClientState.REPLACED, Reason.REPLACED)
             self._fail_waiters(ConnectError("another connection of this device took over"))
-            if self._owns_loop and self._loop_thread is not None:
+            if self._running:
                 self._loop.call_later(0.05, self._loop.stop)
             return
         self._set_state(ClientState.DISCONNECTED, reason)

@@ -393,3 +393,40 @@ def test_constructor_checks():
         Client("d", b"t")
     with pytest.raises(ValueError):
         Client("d", b"t", ["127.0.0.1:1"], backoff=(2, 1))
+
+
+def test_asyncio_form(server):
+    import asyncio
+
+    got = Collector()
+    received = []
+    server.on_upstream = lambda d, payload, topic: received.append(payload)
+
+    async def main():
+        async with make_client([addr(server)], on_message=got) as client:
+            assert client.is_connected
+            assert await client.connected(timeout=1) is client
+            server.push("d1", b"to asyncio")
+            for _ in range(500):
+                if got.messages:
+                    break
+                await asyncio.sleep(0.01)
+            upstream_id = await asyncio.wait_for(asyncio.wrap_future(client.upstream(b"from asyncio")), 5)
+            return client, upstream_id
+
+    client, upstream_id = asyncio.run(main())
+    assert got.payloads == [b"to asyncio"]
+    assert upstream_id == 1 and received == [b"from asyncio"]
+    assert client.state is ClientState.STOPPED
+    wait_for(lambda: not server.connected("d1"))
+
+
+def test_asyncio_form_raises_when_refused(server):
+    import asyncio
+
+    async def main():
+        async with make_client([addr(server)], tok=b"bad"):
+            pass
+
+    with pytest.raises(AuthError):
+        asyncio.run(main())
