@@ -83,27 +83,31 @@ class Server:
         self.args = args
         self.transports: list[asyncio.Transport] = []
         self.ready = 0
+        self.closed = 0      # connections that were ready and closed since
         self.all_ready = asyncio.get_running_loop().create_future()
 
     def connection_ready(self, transport: asyncio.Transport) -> None:
         self.transports.append(transport)
         self.ready += 1
-        if self.args.mode == "idle" and self.ready % 1000 == 0:
-            print(f"authenticated {self.ready}", flush=True)
-        if self.ready == self.args.conns and not self.all_ready.done():
+        live = self.ready - self.closed
+        if self.args.mode == "idle" and live % 1000 == 0:
+            print(f"authenticated {live}", flush=True)
+        if live == self.args.conns and not self.all_ready.done():
             self.all_ready.set_result(None)
+            if self.args.mode == "idle":
+                asyncio.get_running_loop().call_later(
+                    0.5, lambda: print(json.dumps({"authenticated": self.ready}), flush=True))
 
 
 class BenchProtocol(asyncio.Protocol):
     """One connection: HELLO -> WELCOME, then PING -> PONG (fanout ignores input)."""
 
-    __slots__ = ("server", "transport", "buffer", "device_id", "authenticated")
+    __slots__ = ("server", "transport", "buffer", "authenticated")
 
     def __init__(self, server: Server):
         self.server = server
         self.transport = None
         self.buffer = bytearray()
-        self.device_id = ""
         self.authenticated = False
 
     def connection_made(self, transport):
@@ -111,6 +115,12 @@ class BenchProtocol(asyncio.Protocol):
         if not self.server.args.handshake:
             self.authenticated = True
             self.server.connection_ready(transport)
+
+    def connection_lost(self, exc):
+        if self.authenticated:
+            self.server.closed += 1
+            if self.server.args.mode == "fanout":   # closed ones must not be written to
+                self.server.transports.remove(self.transport)
 
     def data_received(self, data):
         if self.authenticated and data == PING:   # the common case: one whole PING
@@ -121,10 +131,8 @@ class BenchProtocol(asyncio.Protocol):
             if frame_type == PING_TYPE and self.authenticated:
                 self.transport.write(PONG)
             elif frame_type == HELLO_TYPE and not self.authenticated:
-                # keep what a gateway keeps: who this is
-                n_versions = body[0]
-                id_len = body[1 + n_versions]
-                self.device_id = body[2 + n_versions:2 + n_versions + id_len].decode()
+                # (like the pushcore server, keep no per-device state beyond
+                # the connection itself)
                 self.authenticated = True
                 self.transport.write(WELCOME)
                 self.server.connection_ready(self.transport)

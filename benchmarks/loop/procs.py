@@ -11,6 +11,7 @@ import os
 import select
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,11 +28,13 @@ class Child:
         full_env.setdefault("PYTHONWARNINGS", "ignore::RuntimeWarning")
         if env:
             full_env.update(env)
+        # stderr goes to a file: a chatty child must never block on a full pipe
+        self._stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             self.argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self._stderr,
             env=full_env,
         )
         self._buf = b""
@@ -74,10 +77,10 @@ class Child:
             if line.startswith("{"):
                 return json.loads(line)
 
-    def stderr_tail(self) -> str:
-        if self.proc.poll() is None:
-            return ""
-        return self.proc.stderr.read().decode(errors="replace")[-2000:]
+    def stderr_tail(self, limit: int = 2000) -> str:
+        """The last *limit* characters the child wrote to stderr so far."""
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")[-limit:]
 
     def close_stdin(self) -> None:
         try:
@@ -106,7 +109,7 @@ class Child:
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
                     self.proc.wait()
-        for f in (self.proc.stdout, self.proc.stderr, self.proc.stdin):
+        for f in (self.proc.stdout, self.proc.stdin, self._stderr):
             try:
                 f.close()
             except OSError:
@@ -173,3 +176,30 @@ def wait_for_quiet(max_busy: float = 0.15, patience: float = 60.0) -> float:
     while busy > max_busy and time.monotonic() < deadline:
         busy = busy_fraction(1.0)
     return busy
+
+
+def rss_breakdown(pid: int) -> dict[str, int]:
+    """Resident bytes of *pid* by kind of mapping: heap (brk), anon (mmap), file, other.
+
+    Tells where RSS growth lives: malloc'd small objects grow the heap, big
+    allocations and pymalloc arenas are anonymous mmaps.
+    """
+    out = {"heap": 0, "anon": 0, "file": 0, "other": 0}
+    kind = "other"
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            first = line.split(None, 1)[0]
+            if "-" in first and not first.endswith(":"):
+                parts = line.split()
+                name = parts[5] if len(parts) > 5 else ""
+                if name == "[heap]":
+                    kind = "heap"
+                elif name == "":
+                    kind = "anon"
+                elif name.startswith("/"):
+                    kind = "file"
+                else:
+                    kind = "other"
+            elif first == "Rss:":
+                out[kind] += int(line.split()[1]) * 1024
+    return out

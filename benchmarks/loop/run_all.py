@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import cbuild  # noqa: E402
-from procs import Child, cpu_seconds, python_child, rss_bytes, wait_for_quiet  # noqa: E402
+from procs import Child, cpu_seconds, python_child, rss_breakdown, rss_bytes, wait_for_quiet  # noqa: E402
 from wire import FRAME_SIZE, hello_frame, push_frames  # noqa: E402
 
 FANOUT_BASELINE = "uvloop, 1 frame/turn"
@@ -64,19 +64,19 @@ def have_pushcore_loop() -> bool:
 def fanout_servers(frames_file: Path, conns: int, with_pushcore: bool) -> list[tuple[str, object, bool]]:
     """(implementation name, server factory, client sends HELLO first)."""
     c_server = cbuild.build("c_fanout_server")
-    common = ["--mode", "fanout", "--conns", conns, "--frames-file", frames_file]
+    common = ["--mode", "fanout", "--conns", conns, "--frames-file", frames_file, "--handshake"]
     servers = [
         ("C, 1 send per delivery",
          lambda: Child([c_server, "-n", conns, "-k", 1, "-F", frames_file], "c k=1"), False),
         ("C, 16 frames per send",
          lambda: Child([c_server, "-n", conns, "-k", 16, "-F", frames_file], "c k=16"), False),
         ("asyncio, 1 frame/turn",
-         lambda: python_child("aio_servers.py", ["--impl", "asyncio", *common], "asyncio"), False),
+         lambda: python_child("aio_servers.py", ["--impl", "asyncio", *common], "asyncio"), True),
         ("uvloop, 1 frame/turn",
-         lambda: python_child("aio_servers.py", ["--impl", "uvloop", *common], "uvloop"), False),
+         lambda: python_child("aio_servers.py", ["--impl", "uvloop", *common], "uvloop"), True),
         ("uvloop, 16 frames/turn",
          lambda: python_child("aio_servers.py", ["--impl", "uvloop", *common, "--burst", 16],
-                              "uvloop burst"), False),
+                              "uvloop burst"), True),
     ]
     if with_pushcore:
         pc = ["--mode", "fanout", "--conns", conns, "--frames-file", frames_file]
@@ -169,15 +169,21 @@ def run_idle(name: str, start_server, conns: int, timeout: float) -> Row:
             client.json_line(10)
         time.sleep(0.5)
         before = rss_bytes(server.pid)
+        parts_before = rss_breakdown(server.pid)
         with Child([client_exe, "idle", "-n", conns, "-p", port, "-t", timeout, "-H", hello],
                    "idle client") as client:
             client.expect("handshaken", timeout)
-            time.sleep(1.0)   # idle: nothing in flight, timers settled
+            server_report = server.json_line(timeout)   # all authenticated, 0.5 s later
+            time.sleep(0.5)   # idle: nothing in flight, timers settled
             after = rss_bytes(server.pid)
+            parts_after = rss_breakdown(server.pid)
             client.close_stdin()
             result = client.json_line(10)
     growth = (after - before) / conns
-    detail = {"rss_before": before, "rss_after": after, "client": result}
+    detail = {"rss_before": before, "rss_after": after, "client": result,
+              "growth_per_conn_by_kind": {k: (parts_after[k] - parts_before[k]) / conns
+                                          for k in parts_after},
+              "server": server_report}
     return Row("idle memory", name, growth, "bytes/conn", higher_is_better=False, detail=detail)
 
 
