@@ -55,9 +55,11 @@ shown, never acked, never deduplicated, lost if the device is offline) and
 its bytes are encoded once and handed to ``send_many`` for every connected
 device in one C call; it goes out at once whatever its priority.
 
-Memory per connection: two dict entries (device id → cid, cid → device id)
-sharing the device id string, plus the tag in C. Connections catching up a
-large backlog are also in a set while they fetch.
+Memory per connection (the idle budget is 300 bytes in the server process,
+the loop's C struct included): one dict entry device id → cid, one slot in a
+list indexed by the connection's fd pointing at the same device id string,
+and the tag in C — about 70 bytes plus the device id. Connections catching
+up a large backlog are also in a set while they fetch.
 """
 from __future__ import annotations
 
@@ -74,6 +76,7 @@ DEFAULT_INLINE_MAX = 16  # waiting messages pushed inline on HELLO / wake-up; mo
 DEFAULT_PAGE_MAX = 256  # most messages answered to one FETCH
 
 _encode_push = _codec.encode_push
+_FD_MASK = 0xFFFFFFFF  # cid = (generation << 32) | fd
 
 
 def _encode_notify(latest_seq: int) -> bytes:
@@ -136,21 +139,33 @@ class Delivery:
         self.page_max = page_max
         self.message_ids = message_ids or MessageIds()
         self.routes: dict[str, int] = {}  # device id -> cid of its authenticated connection
-        self.devices: dict[int, str] = {}  # cid -> device id (authenticated connections only)
+        # cid -> device id without a second dict: the device id at index fd
+        # (cid & 0xFFFFFFFF; fds are small and dense), checked against routes.
+        self._by_fd: list[str | None] = []
         self.fetching: set[int] = set()  # cids catching up a large backlog through FETCH
 
     # -- routes ---------------------------------------------------------------
 
     def device_of(self, cid: int) -> str | None:
         """The device authenticated on *cid*, or None."""
-        return self.devices.get(cid)
+        fd = cid & _FD_MASK
+        by_fd = self._by_fd
+        if fd < len(by_fd):
+            device_id = by_fd[fd]
+            if device_id is not None and self.routes.get(device_id) == cid:
+                return device_id
+        return None
 
     def connection_of(self, device_id: str) -> int | None:
         """The cid holding *device_id*, or None when it is offline (here)."""
         return self.routes.get(device_id)
 
+    def connections(self) -> list[int]:
+        """The cids of every authenticated connection."""
+        return list(self.routes.values())
+
     def __len__(self) -> int:
-        return len(self.devices)
+        return len(self.routes)
 
     def attach(self, cid: int, device_id: str, last_seq: int) -> int | None:
         """Record that *cid* is now *device_id*, which has every seq up to *last_seq*.
@@ -161,12 +176,16 @@ class Delivery:
         """
         old = self.routes.get(device_id)
         if old is not None and old != cid:
-            del self.devices[old]
+            self._by_fd[old & _FD_MASK] = None
             self.fetching.discard(old)
         else:
             old = None
         self.routes[device_id] = cid
-        self.devices[cid] = device_id
+        fd = cid & _FD_MASK
+        by_fd = self._by_fd
+        if fd >= len(by_fd):
+            by_fd.extend([None] * (fd + 1 - len(by_fd)))
+        by_fd[fd] = device_id
         store = self.store
         if last_seq:
             if last_seq > store.last_seq(device_id):
@@ -177,18 +196,18 @@ class Delivery:
 
     def resume(self, cid: int) -> None:
         """Send what waits after the seq given to :meth:`attach` (inline, or NOTIFY)."""
-        device_id = self.devices.get(cid)
+        device_id = self.device_of(cid)
         if device_id is not None:
             self._catch_up(cid, device_id, self.transport.get_tag(cid))
 
     def detach(self, cid: int) -> str | None:
         """Forget *cid*; returns its device id if it was the device's current connection."""
-        device_id = self.devices.pop(cid, None)
+        device_id = self.device_of(cid)
         if device_id is None:
             return None
+        self._by_fd[cid & _FD_MASK] = None
         self.fetching.discard(cid)
-        if self.routes.get(device_id) == cid:
-            del self.routes[device_id]
+        del self.routes[device_id]
         return device_id
 
     # -- sending --------------------------------------------------------------
@@ -313,7 +332,7 @@ class Delivery:
         message_id: int | None = None,
     ) -> int:
         """Send one unstored PUSH (seq 0) to every connected device; returns how many."""
-        cids = list(self.devices)
+        cids = list(self.routes.values())
         if not cids:
             return 0
         if message_id is None:
@@ -326,12 +345,12 @@ class Delivery:
 
     def awake(self, cids: Iterable[int]) -> None:
         """These connections showed activity: send the low priority messages waiting for them."""
-        devices = self.devices
+        device_of = self.device_of
         fetching = self.fetching
         store = self.store
         get_tag = self.transport.get_tag
         for cid in cids:
-            device_id = devices.get(cid)
+            device_id = device_of(cid)
             if device_id is None or cid in fetching:
                 continue
             tag = get_tag(cid)
@@ -344,11 +363,11 @@ class Delivery:
         An ACK is never taken beyond what was sent on the connection, so a
         confused device cannot delete messages it never received.
         """
-        devices = self.devices
+        device_of = self.device_of
         get_tag = self.transport.get_tag
         store = self.store
         for cid, seq in acks.items():
-            device_id = devices.get(cid)
+            device_id = device_of(cid)
             if device_id is None:
                 continue
             seq = min(seq, get_tag(cid))
@@ -362,7 +381,7 @@ class Delivery:
         waiting, else the last seq this answer covers (the device then has
         everything and new messages stream again).
         """
-        device_id = self.devices.get(cid)
+        device_id = self.device_of(cid)
         if device_id is None:
             return
         limit = min(max_count, self.page_max) if max_count > 0 else self.page_max

@@ -238,7 +238,7 @@ class Server:
 
     def device_count(self) -> int:
         """Number of authenticated connections. Thread-safe."""
-        return 0 if self._delivery is None else len(self._delivery.devices)
+        return 0 if self._delivery is None else len(self._delivery)
 
     def devices(self) -> list[str]:
         """Ids of the connected devices. Thread-safe."""
@@ -365,7 +365,7 @@ class Server:
             loop.unlisten(self._listener)
             self._listener = None
         goaway = _codec.Goaway(Reason.SHUTTING_DOWN, message or "server shutting down", servers).encode()
-        cids = list(self._delivery.devices)
+        cids = self._delivery.connections()
         if cids:
             loop.send_many(cids, goaway)
         for cid in cids:
@@ -378,10 +378,10 @@ class Server:
     def _check_drained(self) -> None:
         if not self._draining or self._stopped:
             return
-        if self._delivery.devices and time.monotonic() < self._drain_deadline:
+        if len(self._delivery) and time.monotonic() < self._drain_deadline:
             self._loop.call_later(0.02, self._check_drained)
             return
-        for cid in list(self._delivery.devices):  # deadline passed: cut the rest
+        for cid in self._delivery.connections():  # deadline passed: cut the rest
             self._loop.abort(cid, Reason.SHUTTING_DOWN)
         if self._owns_loop:
             self._loop.stop()
