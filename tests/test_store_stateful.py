@@ -232,6 +232,12 @@ class StoreMachine(RuleBasedStateMachine):
                 assert store.subscribers(topic) == {d for t, d in m.subs if t == topic}
             for device in ("a", "b", "c"):
                 assert store.topics(device) == {t for t, d in m.subs if d == device}
+        # the SQLite store's per-device `stored` column must equal its real row count
+        drift = self.sqlite._db.execute(
+            "SELECT count(*) FROM devices WHERE stored != "
+            "(SELECT count(*) FROM messages WHERE messages.device = devices.device)"
+        ).fetchone()[0]
+        assert drift == 0
 
 
 StoreMachine.TestCase.settings = settings(max_examples=75, stateful_step_count=40, deadline=None)

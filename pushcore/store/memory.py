@@ -25,19 +25,22 @@ _MIN_HEAP_LIMIT = 1024
 class _Device:
     """One device's counter and stored messages."""
 
-    __slots__ = ("last_seq", "seqs", "messages", "collapse")
+    __slots__ = ("last_seq", "seqs", "messages", "collapse", "expiring")
 
     def __init__(self) -> None:
         self.last_seq = 0
         self.seqs: list[int] = []  # stored seqs, ascending
         self.messages: dict[int, StoredMessage] = {}
         self.collapse: dict[str, int] = {}  # collapse key -> seq of the one message holding it
+        self.expiring = 0  # stored messages with an expiry: the cap skips its expiry scan at 0
 
     def remove(self, seq: int) -> StoredMessage:
         """Forget the stored message *seq* (present) everywhere but in ``seqs``."""
         message = self.messages.pop(seq)
         if message.collapse_key:
             del self.collapse[message.collapse_key]
+        if message.expiry:
+            self.expiring -= 1
         return message
 
     def remove_one(self, seq: int) -> None:
@@ -101,6 +104,7 @@ class MemoryStore(Store):
             if key:
                 box.collapse[key] = seq
             if fields.expiry:
+                box.expiring += 1
                 heapq.heappush(self._expiry_heap, (fields.expiry, device_id, seq))
                 if len(self._expiry_heap) > self._heap_limit:
                     self._rebuild_expiry_heap()
@@ -116,7 +120,7 @@ class MemoryStore(Store):
 
     def _make_room(self, box: _Device, now: float) -> tuple[int, int]:
         """Apply the cap policy to *box*: expired first, then the oldest."""
-        expired = [s for s in box.seqs if box.messages[s].expired(now)]
+        expired = [s for s in box.seqs if box.messages[s].expired(now)] if box.expiring else []
         for seq in expired:
             box.remove(seq)
         if expired:

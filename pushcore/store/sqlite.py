@@ -9,16 +9,22 @@ at a cost per commit (see benchmarks/store_bench.py).
 
 Layout (``PRAGMA user_version`` = 1)::
 
-    devices(device TEXT PRIMARY KEY, last_seq INTEGER)    -- the seq counters
+    devices(device TEXT PRIMARY KEY, last_seq INTEGER, stored INTEGER)
+        -- the seq counter, and how many messages the device has stored
     messages(device, seq, message_id, payload, priority, expiry,
              collapse_key, topic, created, PRIMARY KEY (device, seq))
         + index (device, collapse_key) where collapse_key != ''
-        + index (expiry) where expiry != 0
+        + index (expiry, device) where expiry != 0       -- purge_expired
+        + index (device, expiry) where expiry != 0       -- the cap's expired-first step
     subscriptions(topic, device, PRIMARY KEY (topic, device))
         + index (device, topic)
 
 The counter lives apart from the messages, so acking every message (or
-dropping them) never lets a seq come back, also across restarts. Each call
+dropping them) never lets a seq come back, also across restarts. ``stored``
+is kept equal to the device's row count in ``messages`` by every statement
+that adds or deletes rows (in the same transaction), so the cap check and
+``stats()`` never count rows: an append is two statements, also for a
+device sitting at its cap. Each call
 is one transaction (``BEGIN IMMEDIATE``: it takes the write lock up front,
 so several processes may share one file and wait up to *timeout* seconds
 for each other instead of failing on a lock upgrade). The same SQL strings
@@ -43,6 +49,7 @@ from .base import (
 __all__ = ["SQLiteStore"]
 
 SCHEMA_VERSION = 1
+_MIN_SQLITE = (3, 35, 0)
 _SYNCHRONOUS = ("NORMAL", "FULL")
 _U64 = 2**64
 _I64_MAX = 2**63 - 1
@@ -50,7 +57,8 @@ _I64_MAX = 2**63 - 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
     device   TEXT PRIMARY KEY,
-    last_seq INTEGER NOT NULL
+    last_seq INTEGER NOT NULL,
+    stored   INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages (
     device       TEXT NOT NULL,
@@ -66,7 +74,10 @@ CREATE TABLE IF NOT EXISTS messages (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_by_collapse_key
     ON messages (device, collapse_key) WHERE collapse_key != '';
-CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages (expiry) WHERE expiry != 0;
+CREATE INDEX IF NOT EXISTS messages_by_expiry
+    ON messages (expiry, device) WHERE expiry != 0;
+CREATE INDEX IF NOT EXISTS messages_by_device_expiry
+    ON messages (device, expiry) WHERE expiry != 0;
 CREATE TABLE IF NOT EXISTS subscriptions (
     topic  TEXT NOT NULL,
     device TEXT NOT NULL,
@@ -76,15 +87,15 @@ CREATE INDEX IF NOT EXISTS subscriptions_by_device ON subscriptions (device, top
 """
 
 # Statements (kept as constants: identical strings hit the prepared-statement cache).
-_NEXT_SEQ = (
-    "INSERT INTO devices (device, last_seq) VALUES (?, 1) "
-    "ON CONFLICT (device) DO UPDATE SET last_seq = last_seq + 1 "
-    f"WHERE last_seq < {_I64_MAX} RETURNING last_seq"
+_NEXT_SEQ = (  # counts the row about to be inserted in `stored` already
+    "INSERT INTO devices (device, last_seq, stored) VALUES (?, 1, 1) "
+    "ON CONFLICT (device) DO UPDATE SET last_seq = last_seq + 1, stored = stored + 1 "
+    f"WHERE last_seq < {_I64_MAX} RETURNING last_seq, stored"
 )
+_SET_STORED = "UPDATE devices SET stored = ? WHERE device = ?"
+_SUBTRACT_STORED = "UPDATE devices SET stored = stored - ? WHERE device = ?"
 _COLLAPSE = "DELETE FROM messages WHERE device = ? AND collapse_key = ? AND collapse_key != ''"
 _INSERT = "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_OLDEST_SEQ = "SELECT min(seq) FROM messages WHERE device = ?"
-_COUNT_DEVICE = "SELECT count(*) FROM messages WHERE device = ?"
 _DELETE_EXPIRED_OF_DEVICE = (
     "DELETE FROM messages WHERE device = ? AND expiry != 0 AND expiry <= ?"
 )
@@ -100,14 +111,19 @@ _BACKLOG = (
 )
 _LAST_SEQ = "SELECT last_seq FROM devices WHERE device = ?"
 _ADVANCE_SEQ = (
-    "INSERT INTO devices (device, last_seq) VALUES (?1, ?2) "
+    "INSERT INTO devices (device, last_seq, stored) VALUES (?1, ?2, 0) "
     "ON CONFLICT (device) DO UPDATE SET last_seq = max(last_seq, ?2) RETURNING last_seq"
+)
+_EXPIRED_PER_DEVICE = (
+    "SELECT count(*), device FROM messages INDEXED BY messages_by_expiry "
+    "WHERE expiry != 0 AND expiry <= ? GROUP BY device"
 )
 _PURGE = "DELETE FROM messages WHERE expiry != 0 AND expiry <= ?"
 _DEVICES_WITH_BACKLOG = (
-    "SELECT DISTINCT device FROM messages WHERE expiry = 0 OR expiry > ? ORDER BY device"
+    "SELECT device FROM devices WHERE stored > 0 AND EXISTS (SELECT 1 FROM messages "
+    "WHERE messages.device = devices.device AND (expiry = 0 OR expiry > ?)) ORDER BY device"
 )
-_SIZES = "SELECT count(*), count(DISTINCT device) FROM messages"
+_SIZES = "SELECT coalesce(sum(stored), 0), count(*) FILTER (WHERE stored > 0) FROM devices"
 _SUBSCRIBE = "INSERT OR IGNORE INTO subscriptions (topic, device) VALUES (?, ?)"
 _UNSUBSCRIBE = "DELETE FROM subscriptions WHERE topic = ? AND device = ?"
 _SUBSCRIBERS = "SELECT device FROM subscriptions WHERE topic = ?"
@@ -153,6 +169,11 @@ class SQLiteStore(Store):
             raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
             raise ValueError(f"timeout must be seconds >= 0, got {timeout!r}")
+        if sqlite3.sqlite_version_info < _MIN_SQLITE:
+            raise StoreError(
+                f"SQLiteStore needs SQLite >= 3.35 (UPSERT ... RETURNING); this Python links "
+                f"SQLite {sqlite3.sqlite_version}"
+            )
         self.path = path
         self.synchronous = synchronous
         try:
@@ -240,10 +261,15 @@ class SQLiteStore(Store):
                 row = execute(_NEXT_SEQ, (device_id,)).fetchone()
                 if row is None:
                     raise StoreError(f"seq counter of device {device_id!r} is exhausted (2**63-1)")
-                seq = row[0]
+                seq, stored = row
                 key = fields.collapse_key
+                changed = False
                 if key:
-                    collapsed += execute(_COLLAPSE, (device_id, key)).rowcount
+                    gone = execute(_COLLAPSE, (device_id, key)).rowcount
+                    if gone:
+                        collapsed += gone
+                        stored -= gone
+                        changed = True
                 execute(
                     _INSERT,
                     (
@@ -258,12 +284,14 @@ class SQLiteStore(Store):
                         now,
                     ),
                 )
-                # Cheap cap check: stored count <= seq span; count only when the span is over.
-                oldest = execute(_OLDEST_SEQ, (device_id,)).fetchone()[0]
-                if seq - oldest + 1 > cap:
-                    e, d = self._make_room(db, device_id, now)
+                if stored > cap:
+                    e, d = self._make_room(db, device_id, stored, now)
                     expired += e
                     dropped += d
+                    stored -= e + d
+                    changed = True
+                if changed:
+                    execute(_SET_STORED, (stored, device_id))
                 out.append(
                     StoredMessage(
                         seq,
@@ -281,14 +309,14 @@ class SQLiteStore(Store):
         self._expired += expired
         return out
 
-    def _make_room(self, db, device_id: str, now: float) -> tuple[int, int]:
-        """Apply the cap policy to one device: expired first, then the oldest."""
-        count = db.execute(_COUNT_DEVICE, (device_id,)).fetchone()[0]
-        cap = self._max_messages
-        if count <= cap:
-            return 0, 0
+    def _make_room(self, db, device_id: str, stored: int, now: float) -> tuple[int, int]:
+        """Apply the cap policy to a device holding *stored* (> cap) messages.
+
+        Deletes its expired messages first, then its oldest; returns
+        ``(expired deleted, dropped by the cap)``. The caller fixes ``stored``.
+        """
         expired = db.execute(_DELETE_EXPIRED_OF_DEVICE, (device_id, now)).rowcount
-        excess = count - expired - cap
+        excess = stored - expired - self._max_messages
         if excess <= 0:
             return expired, 0
         cut = db.execute(_NTH_OLDEST_SEQ, (device_id, excess - 1)).fetchone()[0]
@@ -300,7 +328,10 @@ class SQLiteStore(Store):
 
     def _ack(self, device_id, seq) -> int:
         with self._write() as db:
-            return db.execute(_DELETE_UP_TO, (device_id, seq)).rowcount
+            removed = db.execute(_DELETE_UP_TO, (device_id, seq)).rowcount
+            if removed:
+                db.execute(_SUBTRACT_STORED, (removed, device_id))
+            return removed
 
     def _last_seq(self, device_id) -> int:
         row = self._db.execute(_LAST_SEQ, (device_id,)).fetchone()
@@ -317,6 +348,10 @@ class SQLiteStore(Store):
 
     def _purge_expired(self, now) -> int:
         with self._write() as db:
+            per_device = db.execute(_EXPIRED_PER_DEVICE, (now,)).fetchall()
+            if not per_device:
+                return 0
+            db.executemany(_SUBTRACT_STORED, per_device)
             return db.execute(_PURGE, (now,)).rowcount
 
     def _devices_with_backlog(self, now) -> list[str]:
