@@ -409,6 +409,10 @@ class Server:
         previous = {}
 
         def on_signal(signum, _frame):
+            if self._draining:
+                # a second signal while draining: stop waiting for slow devices
+                log.warning("pushcore server: signal %d again, stopping now", signum)
+                raise KeyboardInterrupt
             log.info("pushcore server: signal %d, draining", signum)
             self._loop.call_soon_threadsafe(self._begin_drain, (), "server shutting down", 10.0)
 

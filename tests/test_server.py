@@ -326,7 +326,8 @@ SIGTERM_SERVER = textwrap.dedent(
     from pushcore.server import Server
     server = Server("127.0.0.1", 0, secret=%r, store="memory:")
     server.listen()
-    print(server.address[1], flush=True)
+    # printed from inside run(): the SIGTERM handler is installed by then
+    server.loop.call_soon(lambda: print(server.address[1], flush=True))
     server.run()
     print("drained", flush=True)
     """
