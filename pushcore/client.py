@@ -551,7 +551,7 @@ class Client:
             host, port = self._candidates.pop(0)
             try:
                 cid = loop.connect(host, port)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 log.info("pushcore client %s: connect %s:%d failed: %s", self.device_id, host, port, exc)
                 continue
             self._probes[cid] = (host, port)

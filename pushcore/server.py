@@ -355,9 +355,10 @@ class Server:
             raise TimeoutError("the server did not stop in time")
 
     def _begin_drain(self, servers: tuple, message: str, timeout: float) -> None:
-        if self._draining or self._delivery is None:
-            if self._delivery is None:  # never listened: nothing to drain
-                self._finish()
+        if self._draining or self._stopped:
+            return
+        if self._address is None:  # never listened: nothing to drain
+            self._finish()
             return
         self._draining = True
         loop = self._loop

@@ -353,3 +353,18 @@ def test_sigterm_drains_gracefully():
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_push_before_start_is_stored_and_stop_without_start_is_clean():
+    server = make_server()
+    assert server.push("d1", b"queued early") == 1
+    server.start()
+    with RawDevice(server.address) as dev:
+        dev.hello("d1")
+        assert dev.expect(protocol.PUSH).payload == b"queued early"
+    server.stop()
+    with pytest.raises(RuntimeError):
+        server.push("d1", b"too late")
+    idle = make_server()
+    idle.stop()  # never started: nothing to drain, store closed
+    assert idle.store.closed
