@@ -32,6 +32,7 @@ from .delivery import DEFAULT_INLINE_MAX, DEFAULT_PAGE_MAX, Delivery, MessageIds
 from .dispatch import dispatch_for
 from .errors import Reason
 from .store import PRIORITY_HIGH, PRIORITY_LOW, Store, open_store
+from .store.base import MAX_SEQ
 from .tokens import AuthError, TokenSigner
 
 __all__ = ["Server", "DEFAULT_STORE_PATH", "parse_priority"]
@@ -629,11 +630,14 @@ class Server:
                     self._upstream(cid, frame)
                 elif kind == _SUBSCRIBE or kind == _UNSUBSCRIBE:
                     device_id = delivery.device_of(cid)
-                    if device_id is not None:
-                        if kind == _SUBSCRIBE:
-                            self.store.subscribe(device_id, frame.topics)
-                        else:
-                            self.store.unsubscribe(device_id, frame.topics)
+                    if device_id is None:
+                        continue
+                    if "" in frame.topics:
+                        self._refuse(cid, Reason.INVALID_VALUE, "a topic must not be empty")
+                    elif kind == _SUBSCRIBE:
+                        self.store.subscribe(device_id, frame.topics)
+                    else:
+                        self.store.unsubscribe(device_id, frame.topics)
                 elif kind == _ERROR:
                     # The device reports an error and closes; close our side too.
                     self._loop.close_conn(cid, Reason.PEER_CLOSED)
@@ -693,6 +697,9 @@ class Server:
         device_id = hello.device_id
         if not device_id:
             self._refuse(cid, Reason.AUTH_FAILED, "HELLO has an empty device id")
+            return
+        if hello.last_seq > MAX_SEQ:
+            self._refuse(cid, Reason.INVALID_VALUE, f"last_seq must be < 2**63, got {hello.last_seq}")
             return
         metadata = self._metadata(cid, hello) if (self._custom_auth or self.on_connect) else {}
         try:

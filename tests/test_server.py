@@ -368,3 +368,25 @@ def test_push_before_start_is_stored_and_stop_without_start_is_clean():
     idle = make_server()
     idle.stop()  # never started: nothing to drain, store closed
     assert idle.store.closed
+
+
+def test_bad_input_from_a_device_gets_a_reason_and_a_close():
+    reasons = []
+    with running_server(on_disconnect=lambda d, r: reasons.append(r)) as server:
+        with RawDevice(server.address) as dev:
+            dev.hello("d1")
+            dev.send(b"\x00\x00")  # type 0 does not exist
+            assert dev.expect(protocol.ERROR).code == Reason.UNKNOWN_TYPE
+            assert dev.until_closed() == []
+        wait_for(lambda: reasons == [Reason.UNKNOWN_TYPE])
+        with RawDevice(server.address) as dev:
+            dev.hello("d2")
+            dev.send(protocol.Subscribe(("ok", "")))
+            assert dev.expect(protocol.ERROR).code == Reason.INVALID_VALUE
+            assert dev.until_closed() == []
+        assert server.store.topics("d2") == set()
+        with RawDevice(server.address) as dev:
+            error = dev.hello("d3", last_seq=2**64 - 1)
+            assert (error.TYPE, error.code) == (protocol.ERROR, Reason.INVALID_VALUE)
+        with RawDevice(server.address) as dev:  # the server is still fine
+            assert dev.hello("d4").TYPE == protocol.WELCOME
