@@ -118,8 +118,10 @@ del _header, _type, _flags
 # ValueError / TypeError naming the field (CODEC.md).
 # --------------------------------------------------------------------------
 
-# One-byte varints are by far the most common: precompute them.
+# One-byte varints are by far the most common: precompute them, and every
+# header byte.
 _SMALL_UVARINTS = [bytes((i,)) for i in range(0x80)]
+_HEADER_BYTES = [bytes((i,)) for i in range(0x100)]
 
 
 def _check_uint(value: Any, limit: int, name: str) -> int:
@@ -135,6 +137,8 @@ def _uvarint_bytes(value: int) -> bytes:
     """Minimal unsigned LEB128 form of a non-negative int (range already checked)."""
     if value < 0x80:
         return _SMALL_UVARINTS[value]
+    if value < 0x4000:
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -220,7 +224,7 @@ def _frame_bytes(frame_type: int, flags: int, body: bytes) -> bytes:
             f"{_TYPE_NAMES[frame_type]} body is {len(body)} bytes; a frame body may be at most "
             f"{_MAX_BODY_LENGTH} bytes"
         )
-    return bytes(((frame_type << 4) | flags,)) + _uvarint_bytes(len(body)) + body
+    return b"".join((_HEADER_BYTES[(frame_type << 4) | flags], _uvarint_bytes(len(body)), body))
 
 
 def _as_tuple(values: Iterable, name: str) -> tuple:
@@ -694,7 +698,11 @@ def _read_u64le(buf: bytes, pos: int, end: int, what: str) -> tuple[int, int]:
 
 def _read_bytes(buf: bytes, pos: int, end: int, what: str) -> tuple[bytes, int]:
     """A ``bytes`` field: uvarint length, then that many bytes."""
-    length, pos = _read_uvarint(buf, pos, end, what + " length")
+    if pos < end and buf[pos] < 0x80:          # fast path: a 1-byte length
+        length = buf[pos]
+        pos += 1
+    else:
+        length, pos = _read_uvarint(buf, pos, end, what + " length")
     if length > end - pos:
         raise _truncated(what, length, end - pos)
     return buf[pos:pos + length], pos + length
@@ -910,9 +918,11 @@ def _parse_prefix(buf: bytes | bytearray, pos: int, end: int, max_frame_size: in
     header_error = _HEADER_ERRORS[buf[pos]]
     if header_error is not None:
         raise ProtocolError(*header_error)
+    cursor = pos + 1
+    if cursor < end and buf[cursor] < 0x80 and buf[cursor] <= max_frame_size:
+        return cursor + 1, buf[cursor]          # fast path: a 1-byte length within the limit
     length = 0
     shift = 0
-    cursor = pos + 1
     for index in range(_LENGTH_VARINT_MAX_BYTES):
         if cursor >= end:
             return None
@@ -948,7 +958,8 @@ def decode(data: Any, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> _Frame
     An incomplete frame is ``TRUNCATED``; bytes after the frame are
     ``TRAILING_BYTES`` (checked after the frame itself decoded cleanly).
     """
-    _check_max_frame_size(max_frame_size)
+    if type(max_frame_size) is not int or max_frame_size < 0:
+        _check_max_frame_size(max_frame_size)
     buf = data if type(data) is bytes else memoryview(data).tobytes()
     end = len(buf)
     if end == 0:
