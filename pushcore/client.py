@@ -659,9 +659,6 @@ class Client:
         else:
             self._schedule_retry()
 
-    def _on_frames_done(self) -> None:
-        pass  # ACKs are flushed by count or by the ack timer
-
     def _on_frame(self, cid: int, frame) -> None:
         if cid == self._cid:
             self._handle(frame)

@@ -40,7 +40,6 @@ class ClientSide(Protocol):
     def _on_frame(self, cid: int, frame) -> None: ...
     def _on_open(self, cid: int) -> None: ...
     def _on_close(self, cid: int, reason: int) -> None: ...
-    def _on_frames_done(self) -> None: ...
 
 
 # One dispatcher per loop object. Keyed by id() with the loop kept alive by the
@@ -100,7 +99,6 @@ class LoopDispatch:
                 self.server._on_frames(batch)
             return
         rest = None
-        touched = None
         for item in batch:
             client = clients.get(item[0])
             if client is None:
@@ -109,12 +107,6 @@ class LoopDispatch:
                 rest.append(item)
             else:
                 client._on_frame(item[0], item[1])
-                if touched is None:
-                    touched = {}
-                touched[id(client)] = client
-        if touched:
-            for client in touched.values():
-                client._on_frames_done()
         if rest and self.server is not None:
             self.server._on_frames(rest)
 
