@@ -448,8 +448,10 @@ cdef class Loop:
         self.epfd = -1
         self.evfd = -1
         self.closed = True      # until everything below is in place
-        if not 0 < max_frame_size < 2**32:
-            raise ValueError("max_frame_size must be in 1 .. 2**32-1")
+        # a partial frame is buffered whole (header + length + body) in a
+        # uint32-sized buffer: keep the largest frame well inside that
+        if not 0 < max_frame_size <= 2**31:
+            raise ValueError("max_frame_size must be in 1 .. 2**31")
         if not 64 <= chunk_size <= 1 << 24 or chunks_per_slab < 1 or max_empty_slabs < 0:
             raise ValueError("chunk_size must be in 64 .. 16 MiB, chunks_per_slab >= 1")
         if not 1024 <= read_buffer_size <= 1 << 24 or read_budget < 1 or max_events < 1:
