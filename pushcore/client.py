@@ -296,7 +296,6 @@ class Client:
         loop = self._ensure_loop()
         if self._dispatch is None:
             self._dispatch = dispatch_for(loop)
-            self._dispatch.acquire()
         self._stopping = False
         self._begin_cycle()
 
@@ -413,9 +412,10 @@ class Client:
 
     def _cleanup(self) -> None:
         if self._dispatch is not None:
-            for cid in [c for c, owner in self._dispatch.clients.items() if owner is self]:
-                del self._dispatch.clients[cid]
-            self._dispatch.release()
+            clients = self._dispatch.clients
+            for cid in [self._cid, *self._probes]:
+                if cid is not None and clients.get(cid) is self:
+                    del clients[cid]
             self._dispatch = None
         if self._owns_loop and self._loop is not None:
             self._loop.close()

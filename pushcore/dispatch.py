@@ -18,6 +18,7 @@ in one thread.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Protocol
 
 __all__ = ["LoopDispatch", "dispatch_for"]
@@ -42,17 +43,17 @@ class ClientSide(Protocol):
     def _on_close(self, cid: int, reason: int) -> None: ...
 
 
-# One dispatcher per loop object. Keyed by id() with the loop kept alive by the
-# dispatcher itself (a Cython extension type may not support weak references);
-# LoopDispatch.release() drops the entry when the last user lets go.
-_dispatchers: dict[int, "LoopDispatch"] = {}
+# One dispatcher per loop object, forgotten with the loop (the Loop type supports
+# weak references; the dispatcher itself keeps none to the loop, and the loop's
+# handlers keep the dispatcher alive exactly as long as the loop).
+_dispatchers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def dispatch_for(loop) -> "LoopDispatch":
     """The dispatcher of *loop*, installing its handlers the first time."""
-    dispatch = _dispatchers.get(id(loop))
-    if dispatch is None or dispatch.loop is not loop:
-        dispatch = _dispatchers[id(loop)] = LoopDispatch(loop)
+    dispatch = _dispatchers.get(loop)
+    if dispatch is None:
+        dispatch = _dispatchers[loop] = LoopDispatch(loop)
     return dispatch
 
 
@@ -60,10 +61,8 @@ class LoopDispatch:
     """Routes one loop's callbacks to its server and its clients (see the module doc)."""
 
     def __init__(self, loop) -> None:
-        self.loop = loop
         self.server: ServerSide | None = None
         self.clients: dict[int, ClientSide] = {}
-        self._users = 0
         loop.set_handlers(
             on_frames=self._on_frames,
             on_open=self._on_open,
@@ -74,16 +73,6 @@ class LoopDispatch:
         )
 
     # -- membership -----------------------------------------------------------
-
-    def acquire(self) -> None:
-        """A Server or Client starts using this loop."""
-        self._users += 1
-
-    def release(self) -> None:
-        """A Server or Client is done with this loop; the last one removes the dispatcher."""
-        self._users -= 1
-        if self._users <= 0 and _dispatchers.get(id(self.loop)) is self:
-            del _dispatchers[id(self.loop)]
 
     def set_server(self, server: ServerSide | None) -> None:
         if server is not None and self.server is not None and self.server is not server:

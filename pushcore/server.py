@@ -261,7 +261,6 @@ class Server:
         loop = self._ensure_loop()
         self._dispatch = dispatch_for(loop)
         self._dispatch.set_server(self)
-        self._dispatch.acquire()
         self._delivery = Delivery(
             self.store,
             loop,
@@ -398,7 +397,6 @@ class Server:
         self._thread_id = None
         if self._dispatch is not None:
             self._dispatch.set_server(None)
-            self._dispatch.release()
         if self._owns_loop and self._loop is not None:
             self._loop.close()
         if self._owns_store:
