@@ -220,6 +220,8 @@ int main(int argc, char **argv) {
                 measuring = 1;
                 pongs_at_start = pongs;
                 measure_start = t;
+                printf("measuring\n");    /* the driver samples the server's CPU time here */
+                fflush(stdout);
             }
             if (measuring && t >= measure_end) {
                 measure_end = t;

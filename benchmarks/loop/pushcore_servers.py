@@ -49,7 +49,7 @@ def raise_fd_limit() -> None:
 class BenchServer:
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.loop = Loop()
+        self.loop = Loop(**args.loop_options)
         self.cids: list[int] = []
         self.closed: dict[int, int] = {}   # reason -> count
         self.authenticated = 0
@@ -159,7 +159,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--conns", type=int, default=1000)
     p.add_argument("--frames-file", help="fanout: F frames of 105 bytes back to back")
     p.add_argument("--burst", type=int, default=1, help="fanout: send_many calls per loop turn")
+    p.add_argument("--loop-option", action="append", default=[], metavar="NAME=INT",
+                   help="a Loop constructor option (e.g. max_empty_slabs=64); default: none, "
+                        "the recorded figures use the Loop's defaults")
     args = p.parse_args(argv)
+    args.loop_options = {}
+    for opt in args.loop_option:
+        name, _, value = opt.partition("=")
+        args.loop_options[name] = int(value)
     if args.mode == "fanout" and not args.frames_file:
         p.error("fanout needs --frames-file")
     return args

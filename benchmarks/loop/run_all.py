@@ -104,6 +104,8 @@ def run_fanout(name: str, start_server, send_hello: bool, conns: int, frames: in
             rc = client.wait(5)
         server_result = server.json_line(10) if rc == 0 else {}
         server_result["cpu_seconds"] = cpu_seconds(server.pid) - cpu0
+        server_result["cpu_us_per_delivery"] = (server_result["cpu_seconds"]
+                                                / max(1, result["deliveries"]) * 1e6)
     detail = {"client": result, "server": server_result}
     if rc != 0 or not result.get("exact"):
         return Row("fanout", name, None, "deliveries/s", note=f"FAILED rc={rc}", detail=detail)
@@ -130,11 +132,14 @@ def run_ping(name: str, start_server, conns: int, seconds: float, timeout: float
         port = server.expect("listening", 15)
         argv = [client_exe, "ping", "-n", conns, "-p", port, "-d", seconds, "-w", 0.5,
                 "-t", timeout, "-H", hello_frame().hex()]
-        cpu0 = cpu_seconds(server.pid)
         with Child(argv, "count_client") as client:
+            client.expect("measuring", timeout)
+            cpu0 = cpu_seconds(server.pid)
             result = client.json_line(timeout + 10)
+            cpu1 = cpu_seconds(server.pid)
             rc = client.wait(5)
-        result["server_cpu_seconds"] = cpu_seconds(server.pid) - cpu0
+        # server CPU time per round trip over the measured window
+        result["server_cpu_us_per_rt"] = (cpu1 - cpu0) / max(1, result["round_trips"]) * 1e6
     if rc != 0:
         return Row("ping", name, None, "round trips/s", note=f"FAILED rc={rc}", detail=result)
     return Row("ping", name, result["rate"], "round trips/s", detail=result)
@@ -252,26 +257,39 @@ def fmt_value(r: Row) -> str:
     return f"{r.value:,.0f} {r.unit}"
 
 
+def server_cpu(r: Row) -> str:
+    """Server CPU time per operation: steadier than a rate on a shared machine."""
+    if r.value is None:
+        return ""
+    if r.benchmark == "fanout":
+        us = r.detail.get("server", {}).get("cpu_us_per_delivery")
+        return "" if us is None else f"{us:.2f} us/delivery"
+    if r.benchmark == "ping":
+        us = r.detail.get("server_cpu_us_per_rt")
+        return "" if us is None else f"{us:.2f} us/round trip"
+    return ""
+
+
 def table(rows: list[Row], markdown: bool) -> str:
     rat = ratios(rows)
-    header = ("benchmark", "implementation", "result", "ratio")
+    header = ("benchmark", "implementation", "result", "ratio", "server CPU")
     body = []
     for i, r in enumerate(rows):
         ratio = rat[i]
         base = {"fanout": FANOUT_BASELINE, "ping": PING_BASELINE,
                 "idle memory": IDLE_BASELINE}[r.benchmark]
         ratio_s = "" if ratio is None else f"{ratio:.2f}x {base.split(',')[0]}"
-        body.append((r.benchmark, r.implementation, fmt_value(r), ratio_s))
+        body.append((r.benchmark, r.implementation, fmt_value(r), ratio_s, server_cpu(r)))
     if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|---|---|---:|---:|"]
+        lines = ["| " + " | ".join(header) + " |", "|---|---|---:|---:|---:|"]
         lines += ["| " + " | ".join(row) + " |" for row in body]
         return "\n".join(lines)
-    widths = [max(len(x[i]) for x in [header, *body]) for i in range(4)]
+    widths = [max(len(x[i]) for x in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
     lines.append("  ".join("-" * w for w in widths))
     for row in body:
         lines.append("  ".join([row[0].ljust(widths[0]), row[1].ljust(widths[1]),
-                                row[2].rjust(widths[2]), row[3].rjust(widths[3])]))
+                                *(c.rjust(w) for c, w in zip(row[2:], widths[2:]))]))
     return "\n".join(lines)
 
 
