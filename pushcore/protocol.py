@@ -89,28 +89,27 @@ _U32_LIMIT = 1 << 32          # u32le (expiry)
 _MAX_PORT = 65535
 _MIN_VERSIONS = 1
 _MAX_VERSIONS = 8
-_MAX_BODY_LENGTH = (1 << 32) - 1   # largest body an encoder writes
+_MAX_BODY_LENGTH = (1 << 32) - 1   # largest body an encoder writes (CODEC.md: 2**32 - 1)
 _LENGTH_VARINT_MAX_BYTES = 5       # the body length varint (§1)
 _FIELD_VARINT_MAX_BYTES = 10       # every other uvarint (§2)
 
 _U32LE = struct.Struct("<I")
 _U64LE = struct.Struct("<Q")
 
-# Header byte (type << 4 | flags) -> error, precomputed for all 256 values:
-# None when the header is valid, else (reason, message).
-_HEADER_ERRORS: list[tuple[Reason, str] | None] = []
-for _header in range(256):
-    _type, _flags = _header >> 4, _header & 0x0F
-    if _type == 0:
-        _HEADER_ERRORS.append((Reason.UNKNOWN_TYPE,
-                               f"header byte 0x{_header:02x} has frame type 0, which is not a frame type"))
-    elif _flags & ~_DEFINED_FLAGS.get(_type, 0):
-        _HEADER_ERRORS.append((Reason.BAD_FLAGS,
-                               f"header byte 0x{_header:02x}: {_TYPE_NAMES[_type]} does not define flag bits "
-                               f"0x{_flags & ~_DEFINED_FLAGS.get(_type, 0):x}"))
-    else:
-        _HEADER_ERRORS.append(None)
-del _header, _type, _flags
+def _header_error(header: int) -> tuple[Reason, str] | None:
+    """Why a header byte is refused (PROTOCOL.md §1), or None when it is valid."""
+    frame_type, flags = header >> 4, header & 0x0F
+    if frame_type == 0:
+        return Reason.UNKNOWN_TYPE, f"header byte 0x{header:02x} has frame type 0, which is not a frame type"
+    undefined = flags & ~_DEFINED_FLAGS.get(frame_type, 0)
+    if undefined:
+        return Reason.BAD_FLAGS, (f"header byte 0x{header:02x}: {_TYPE_NAMES[frame_type]} does not define "
+                                  f"flag bits 0x{undefined:x}")
+    return None
+
+
+# Precomputed for all 256 header bytes: the decoder's first check is one lookup.
+_HEADER_ERRORS = [_header_error(header) for header in range(256)]
 
 
 # --------------------------------------------------------------------------
@@ -1002,8 +1001,9 @@ class Decoder:
         # are known; else 0.
         self._body_start = 0
         self._frame_size = 0
-        # The ProtocolError that failed this decoder, if any.
-        self._failure: ProtocolError | None = None
+        # (code, message) of the error that failed this decoder, if any; not
+        # the exception itself, whose traceback would keep buffers alive.
+        self._failure: tuple[Reason, str] | None = None
 
     @property
     def pending(self) -> int:
@@ -1017,17 +1017,15 @@ class Decoder:
         completed earlier in this call.
         """
         if self._failure is not None:
-            raise ProtocolError(
-                self._failure.code,
-                f"the decoder already failed ({self._failure.message}); open a new connection",
-            )
+            code, message = self._failure
+            raise ProtocolError(code, f"the decoder already failed ({message}); open a new connection")
         buf = data if type(data) is bytes else memoryview(data).tobytes()
         frames: list = []
         try:
             pos = self._finish_partial(buf, frames) if self._partial else 0
             self._decode_whole_frames(buf, pos, frames)
         except ProtocolError as exc:
-            self._failure = exc
+            self._failure = (exc.code, exc.message)
             self._partial = bytearray()
             self._body_start = self._frame_size = 0
             exc.frames = frames
