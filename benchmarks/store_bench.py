@@ -7,6 +7,8 @@ messages per second. Workloads, all on fresh stores:
                    (one transaction per call for SQLite; with FULL sync each commit is an
                    fsync, so FULL runs 1/20 of the messages here);
 * ``append+ck``    the same with a collapse key shared by every 10th message;
+* ``append@cap``   single appends to 10 devices with ``max_messages=100``:
+                   after the first 1,000 every append drops the oldest;
 * ``append_batch`` BATCH different messages per call (``append_batch``), as
                    a server gathering one loop turn's messages would;
 * ``append_many``  fan-out: one call stores a message for every device
@@ -64,6 +66,13 @@ def workloads(make_store, n_messages: int, n_devices: int, single_append_share: 
             key = "score" if i % 10 == 0 else ""
             append_(devices[i % n_devices], message_id=i, payload=PAYLOAD, priority=1,
                     collapse_key=key, now=T0)
+        store.close()
+        return n_single, n_single
+
+    def append_at_cap():
+        store = make_store(max_messages=100)
+        for i in range(n_single):
+            store.append(devices[i % 10], message_id=i, payload=PAYLOAD, priority=1, now=T0)
         store.close()
         return n_single, n_single
 
@@ -127,6 +136,7 @@ def workloads(make_store, n_messages: int, n_devices: int, single_append_share: 
     return [
         ("append", None, lambda _: append()),
         ("append+ck", None, lambda _: append_collapse()),
+        ("append@cap", None, lambda _: append_at_cap()),
         ("append_batch", None, lambda _: append_batch()),
         ("append_many", None, lambda _: append_many()),
         ("range+ack", range_ack_setup, range_ack),
@@ -145,10 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     counter = iter(range(10**9))
 
     def sqlite_factory(sync: str):
-        return lambda: SQLiteStore(os.path.join(workdir, f"b{next(counter)}.db"), synchronous=sync)
+        return lambda **options: SQLiteStore(
+            os.path.join(workdir, f"b{next(counter)}.db"), synchronous=sync, **options
+        )
 
     stores = [  # (name, factory, share of messages for the one-commit-per-message workloads)
-        ("memory", lambda: MemoryStore(), 1.0),
+        ("memory", MemoryStore, 1.0),
         ("sqlite NORMAL", sqlite_factory("NORMAL"), 1.0),
         ("sqlite FULL", sqlite_factory("FULL"), 1 / 20),
     ]

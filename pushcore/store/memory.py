@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_right
 
-from .base import MAX_SEQ, DEFAULT_MAX_MESSAGES, MessageFields, Store, StoreError, StoredMessage
+from .base import DEFAULT_MAX_MESSAGES, MAX_SEQ, Store, StoredMessage, StoreError
 
 __all__ = ["MemoryStore"]
 

@@ -24,10 +24,14 @@ dropping them) never lets a seq come back, also across restarts. ``stored``
 is kept equal to the device's row count in ``messages`` by every statement
 that adds or deletes rows (in the same transaction), so the cap check and
 ``stats()`` never count rows: an append is two statements, also for a
-device sitting at its cap. Each call
-is one transaction (``BEGIN IMMEDIATE``: it takes the write lock up front,
-so several processes may share one file and wait up to *timeout* seconds
-for each other instead of failing on a lock upgrade). The same SQL strings
+device sitting at its cap.
+
+Each writing call is one transaction (``BEGIN IMMEDIATE``: it takes the
+write lock up front, so several processes may share one file and wait up to
+*timeout* seconds for each other instead of failing on a lock upgrade). A
+commit costs far more than a row, hence ``append_batch`` / ``append_many``.
+Worker processes each open their own store after ``fork()``; a store object
+must not cross a fork. The same SQL strings
 are reused so the sqlite3 module's statement cache keeps them prepared.
 ``message_id`` (u64) is stored as the signed 64-bit integer with the same
 bits, since SQLite integers are signed.
@@ -40,7 +44,6 @@ from contextlib import contextmanager
 
 from .base import (
     DEFAULT_MAX_MESSAGES,
-    MessageFields,
     Store,
     StoreError,
     StoredMessage,
