@@ -365,13 +365,22 @@ class Delivery:
         """
         device_of = self.device_of
         get_tag = self.transport.get_tag
-        store = self.store
+        trims = []
         for cid, seq in acks.items():
             device_id = device_of(cid)
             if device_id is None:
                 continue
             seq = min(seq, get_tag(cid))
             if seq > 0:
+                trims.append((device_id, seq))
+        if not trims:
+            return
+        store = self.store
+        ack_many = getattr(store, "ack_many", None)
+        if ack_many is not None and len(trims) > 1:
+            ack_many(trims)  # one transaction for the whole turn
+        else:
+            for device_id, seq in trims:
                 store.ack(device_id, seq)
 
     def fetch(self, cid: int, after_seq: int, max_count: int) -> None:
