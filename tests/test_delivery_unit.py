@@ -229,3 +229,14 @@ def test_message_ids_are_unique_and_increasing():
     assert all(0 <= i < 2**64 for i in out)
     with pytest.raises(ValueError):
         MessageIds(node=1024)
+
+
+def test_acks_of_one_turn_for_many_devices(delivery, wire, store):
+    connect(delivery, 1, "a")
+    connect(delivery, 2, "b")
+    for _ in range(3):
+        delivery.push("a", b"x")
+        delivery.push("b", b"y")
+    delivery.ack({1: 3, 2: 2, 99: 5})  # 99: not an authenticated connection, ignored
+    assert store.range("a", 0) == []
+    assert [m.seq for m in store.range("b", 0)] == [3]
