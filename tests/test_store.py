@@ -681,3 +681,64 @@ def test_sqlite_in_memory_database_works(tmp_path):
         assert seqs(put(store, "d", 2)) == [1, 2]
     assert not any(tmp_path.iterdir())
     assert not os.path.exists(":memory:")
+
+
+def _run_child(code: str, *args: str):
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+from pushcore.store import SQLiteStore
+store = SQLiteStore(sys.argv[1])
+for i in range(50):
+    store.append("d", message_id=i, payload=b"p%d" % i, priority=1, now=1.7e9)
+store.subscribe("d", ["news"])
+store.ack("d", 10)
+print("written", flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # no close(), no checkpoint: a crash
+"""
+
+
+def test_sqlite_commits_survive_a_killed_process(tmp_path):
+    path = tmp_path / "crash.db"
+    child = _run_child(_KILLED_WRITER, str(path))
+    out, err = child.communicate(timeout=60)
+    assert out == b"written\n", err.decode()
+    assert child.returncode == -9
+    with SQLiteStore(path) as store:
+        assert seqs(store.range("d", 0, 100, now=T0)) == list(range(11, 51))
+        assert store.range("d", 0, 1, now=T0)[0].payload == b"p10"
+        assert store.last_seq("d") == 50
+        assert store.subscribers("news") == {"d"}
+        assert seqs(put(store, "d", 1)) == [51]
+
+
+_CONCURRENT_WRITER = """
+import sys
+from pushcore.store import SQLiteStore
+store = SQLiteStore(sys.argv[1], timeout=30)
+tag = int(sys.argv[2])
+for i in range(150):
+    store.append("d", message_id=tag, payload=b"", priority=1, now=1.7e9)
+store.close()
+"""
+
+
+def test_two_processes_append_to_one_file_without_reusing_seqs(tmp_path):
+    path = tmp_path / "shared.db"
+    SQLiteStore(path).close()  # create the schema once
+    children = [_run_child(_CONCURRENT_WRITER, str(path), str(tag)) for tag in (1, 2)]
+    for child in children:
+        _, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err.decode()
+    with SQLiteStore(path) as store:
+        stored = store.range("d", 0, 1000, now=T0)
+        assert seqs(stored) == list(range(1, 301))
+        assert sorted(m.message_id for m in stored) == [1] * 150 + [2] * 150
+        assert store.stats().messages == 300

@@ -49,6 +49,22 @@ carries the waiting low-priority messages before it (the device is being
 woken anyway). ``last_seq(device) > highest seq sent`` tells cheaply whether
 anything waits.
 
+**How a server drives it** (one possible mapping of the protocol):
+
+* publish to a device: ``m = append(...)`` (or ``append_batch`` for a loop
+  turn's worth, ``append_many`` for a topic's subscribers); if the device
+  is online and ``m.priority`` is high (or it is awake), push
+  ``range(device, sent_upto)`` so waiting low-priority ones go first;
+* HELLO with ``last_seq``: the device has everything up to it, so
+  ``ack(device, last_seq)``; if ``last_seq > last_seq(device)`` the store
+  lost state: ``advance_seq(device, last_seq)``. Then
+  ``page = range(device, last_seq, INLINE_MAX + 1)``: push it when
+  ``len(page) <= INLINE_MAX``, else NOTIFY ``last_seq(device)``;
+* FETCH ``(after_seq, max_count)``: push ``range(device, after_seq, max_count)``
+  (cap *max_count* at a server page size);
+* ACK ``seq``: ``ack(device, seq)``; SUBSCRIBE / UNSUBSCRIBE: ``subscribe`` /
+  ``unsubscribe``; a periodic ``purge_expired()``.
+
 **Counters** in :meth:`Store.stats` (``dropped_by_cap``, ``collapsed``,
 ``expired``) count since this store object was opened (process-lifetime
 counters, as Prometheus expects); ``messages`` and ``devices`` are current.
