@@ -65,7 +65,7 @@ from .serverlist import (
 )
 from .tokens import AuthError
 
-__all__ = ["Client", "ClientState", "ConnectError", "NotConnected"]
+__all__ = ["Client", "ClientState", "ConnectError", "NotConnected", "backoff_delay"]
 
 log = logging.getLogger("pushcore.client")
 
@@ -100,6 +100,17 @@ class ConnectError(PushcoreError):
 
 class NotConnected(PushcoreError, ConnectionError):
     """The client has no live connection (an UPSTREAM was pending when it closed, or none is up)."""
+
+
+def backoff_delay(attempt: int, initial: float, maximum: float, rand: Callable[[float, float], float] = random.uniform) -> float:
+    """Seconds to wait before reconnect attempt *attempt* (0-based): jittered exponential.
+
+    The ceiling doubles from *initial* up to *maximum*; the delay is drawn
+    from [ceiling/2, ceiling] so a crowd of devices cut off together does not
+    come back in lock-step (a reconnect storm), yet none waits for nothing.
+    """
+    ceiling = min(maximum, initial * (2 ** min(attempt, 60)))
+    return rand(ceiling / 2, ceiling)
 
 
 def _refusal(code: int, message: str) -> PushcoreError:
@@ -595,9 +606,7 @@ class Client:
         if self._stopping:
             return
         if delay is None:
-            initial, maximum = self._backoff
-            ceiling = min(maximum, initial * (2 ** min(self._attempt, 30)))
-            delay = random.uniform(ceiling / 2, ceiling)
+            delay = backoff_delay(self._attempt, *self._backoff)
             self._attempt += 1
         self._set_state(ClientState.BACKOFF)
         self._retry_timer = self._loop.call_later(delay, self._retry)

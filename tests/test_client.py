@@ -430,3 +430,15 @@ def test_asyncio_form_raises_when_refused(server):
 
     with pytest.raises(AuthError):
         asyncio.run(main())
+
+
+def test_backoff_is_exponential_jittered_and_capped():
+    from pushcore.client import backoff_delay
+
+    lowest = [backoff_delay(a, 0.5, 60.0, rand=lambda lo, hi: lo) for a in range(10)]
+    highest = [backoff_delay(a, 0.5, 60.0, rand=lambda lo, hi: hi) for a in range(10)]
+    assert highest == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]
+    assert lowest == [h / 2 for h in highest]
+    delays = {backoff_delay(3, 0.5, 60.0) for _ in range(50)}
+    assert all(2.0 <= d <= 4.0 for d in delays) and len(delays) > 1  # jittered
+    assert backoff_delay(10_000, 0.5, 60.0) <= 60.0
