@@ -161,6 +161,34 @@ def test_ack_trims_and_is_idempotent(store):
     assert seqs(store.range("other", 0, 100, now=T0)) == [1, 2]
 
 
+def test_ack_many_trims_several_devices_at_once(store):
+    put(store, "a", 5)
+    put(store, "b", 3)
+    put(store, "c", 2)
+    assert store.ack_many([("a", 2), ("b", 9), ("a", 4), ("c", 0), ("nobody", 3)]) == 7
+    assert seqs(store.range("a", now=T0)) == [5]
+    assert store.range("b", now=T0) == []
+    assert seqs(store.range("c", now=T0)) == [1, 2]
+    assert store.ack_many([("a", 4)]) == 0
+    assert store.ack_many([]) == 0
+    assert store.stats().messages == 3
+
+
+def test_ack_many_bad_arguments(store):
+    put(store, "a", 2)
+    for bad, error in (
+        ("a1", TypeError),
+        ([("a", 1, 2)], TypeError),
+        (["a"], TypeError),
+        ([("a", -1)], ValueError),
+        ([("a", 1), ("", 1)], ValueError),
+        ([("a", 1), (None, 0)], TypeError),
+    ):
+        with pytest.raises(error):
+            store.ack_many(bad)
+    assert store.backlog("a", now=T0) == 2  # nothing applied
+
+
 def test_ack_beyond_last_seq_removes_all_and_keeps_counter(store):
     put(store, "d", 3)
     assert store.ack("d", 2**64 - 1) == 3

@@ -155,6 +155,13 @@ class StoreMachine(RuleBasedStateMachine):
         for store in self.stores:
             assert store.ack(device, seq) == expected
 
+    @rule(acks=st.lists(st.tuples(DEVICES, st.integers(min_value=0, max_value=4)), max_size=4))
+    def ack_many(self, acks):
+        pairs = [(d, max(0, self.model.last.get(d, 0) - back)) for d, back in acks]
+        expected = sum(self.model.ack(d, seq) for d, seq in pairs)
+        for store in self.stores:
+            assert store.ack_many(pairs) == expected
+
     @rule(device=DEVICES, ahead=st.integers(min_value=0, max_value=5))
     def advance_seq(self, device, ahead):
         seq = self.model.last.get(device, 0) + ahead - 2

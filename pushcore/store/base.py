@@ -440,6 +440,26 @@ class Store(abc.ABC):
                 return 0
             return self._ack(device_id, min(seq, MAX_SEQ))
 
+    def ack_many(self, acks: Iterable[tuple[str, int]]) -> int:
+        """Apply several ``(device_id, seq)`` acks at once (one loop turn's); return the total removed.
+
+        Same rules as :meth:`ack`, in one transaction (SQLite) / one lock hold.
+        """
+        if isinstance(acks, (str, bytes)):
+            raise TypeError("acks must be an iterable of (device_id, seq) pairs")
+        pairs = []
+        for item in acks:
+            if not isinstance(item, tuple) or len(item) != 2:
+                raise TypeError(f"each ack must be a (device_id, seq) tuple, not {item!r}")
+            seq = check_seq("seq", item[1])
+            if seq:
+                pairs.append((check_device_id(item[0]), min(seq, MAX_SEQ)))
+            else:
+                check_device_id(item[0])
+        with self._lock:
+            self._check_open()
+            return self._ack_many(pairs) if pairs else 0
+
     def last_seq(self, device_id: str) -> int:
         """The highest seq ever given to *device_id* (0 for a device never seen)."""
         device_id = check_device_id(device_id)
@@ -558,6 +578,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def _ack(self, device_id: str, seq: int) -> int: ...
+
+    def _ack_many(self, acks: list[tuple[str, int]]) -> int:
+        """Apply each ack (seq >= 1); backends with transactions override this to use one."""
+        return sum(self._ack(device_id, seq) for device_id, seq in acks)
 
     @abc.abstractmethod
     def _last_seq(self, device_id: str) -> int: ...

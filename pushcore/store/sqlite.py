@@ -336,6 +336,16 @@ class SQLiteStore(Store):
                 db.execute(_SUBTRACT_STORED, (removed, device_id))
             return removed
 
+    def _ack_many(self, acks) -> int:
+        total = 0
+        with self._write() as db:
+            for device_id, seq in acks:
+                removed = db.execute(_DELETE_UP_TO, (device_id, seq)).rowcount
+                if removed:
+                    db.execute(_SUBTRACT_STORED, (removed, device_id))
+                    total += removed
+        return total
+
     def _last_seq(self, device_id) -> int:
         row = self._db.execute(_LAST_SEQ, (device_id,)).fetchone()
         return 0 if row is None else row[0]
