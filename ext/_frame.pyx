@@ -61,6 +61,17 @@ cdef extern from *:
     int pc_propagate_error() except -1
 
 
+__all__ = [
+    "PROTOCOL_VERSION", "DEFAULT_MAX_FRAME_SIZE", "PRIORITY_LOW", "PRIORITY_HIGH",
+    "HELLO", "WELCOME", "PING", "PONG", "PUSH", "NOTIFY", "FETCH", "ACK",
+    "SUBSCRIBE", "UNSUBSCRIBE", "UPSTREAM", "UPSTREAM_ACK", "REDIRECT", "GOAWAY",
+    "ERROR", "PING_BYTES", "PONG_BYTES",
+    "Hello", "Welcome", "Ping", "Pong", "Push", "Notify", "Fetch", "Ack",
+    "Subscribe", "Unsubscribe", "Upstream", "UpstreamAck", "Redirect", "Goaway",
+    "ErrorFrame",
+    "encode", "decode", "encode_push", "encode_ack", "Decoder",
+]
+
 # ----------------------------------------------------------------------------
 # constants (docs/CODEC.md)
 
@@ -218,10 +229,13 @@ cdef int parse_length(const unsigned char* p, Py_ssize_t n, unsigned long long* 
 # ----------------------------------------------------------------------------
 # argument checks shared by the constructors and the encoders
 
-cdef u64 _u64(object value, str name) except? 0xFFFFFFFFFFFFFFFF:
+cdef inline u64 _u64(object value, str name) except? 0xFFFFFFFFFFFFFFFF:
     """*value* as an unsigned 64-bit int; ValueError when out of range."""
     if not PyLong_Check(value):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    # Cython's own conversion reads the int's digits inline (fast for 64-bit
+    # ids, unlike PyLong_AsUnsignedLongLong); a try block costs a few
+    # instructions when nothing is raised.
     try:
         return <u64>value
     except OverflowError:
@@ -1480,7 +1494,8 @@ cdef class Decoder:
         cdef unsigned char b
         cdef Reader r
         if self._failed:
-            raise _error_class(self._failed, self._failed_message, [])
+            raise _error_class(self._failed, f"the decoder already failed ({self._failed_message}); "
+                                             f"open a new connection", [])
         while pos < n:
             if self._state == AT_HEADER:
                 b = data[pos]
