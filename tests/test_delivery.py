@@ -44,18 +44,24 @@ def assert_exactly_once(collector: Collector, n: int) -> None:
 
 
 class Pusher(threading.Thread):
-    """Pushes m1..mN to ``target()`` at a steady pace; seq i carries payload m<i>."""
+    """Pushes m1..mN to ``target()`` at a steady pace; seq i carries payload m<i>.
 
-    def __init__(self, target, n: int, pace: float = 0.001) -> None:
+    Each push holds ``lock``, so a test that swaps the target server under the
+    same lock never leaves a push half-way to a server being stopped.
+    """
+
+    def __init__(self, target, n: int, pace: float = 0.001, lock=None) -> None:
         super().__init__(daemon=True)
         self.target, self.n, self.pace = target, n, pace
+        self.lock = lock or threading.Lock()
         self.pushed = 0
         self.error = None
 
     def run(self) -> None:
         try:
             while self.pushed < self.n:
-                seq = self.target().push("d1", b"m%d" % (self.pushed + 1))
+                with self.lock:
+                    seq = self.target().push("d1", b"m%d" % (self.pushed + 1))
                 assert seq == self.pushed + 1, (seq, self.pushed)
                 self.pushed += 1
                 time.sleep(self.pace)
@@ -93,14 +99,8 @@ def test_exactly_once_across_graceful_server_restarts(tmp_path):
     host, port = current["server"].start()
     client = device([f"{host}:{port}"], got)
     client.start()
-    pusher = Pusher(lambda: current["server"], n, pace=0.002)
     lock = threading.Lock()
-
-    def target():
-        with lock:
-            return current["server"]
-
-    pusher.target = target
+    pusher = Pusher(lambda: current["server"], n, pace=0.002, lock=lock)
     pusher.start()
     for restart_after in (50, 130):
         got.wait(restart_after)
@@ -183,15 +183,10 @@ def test_exactly_once_across_a_drain_to_another_server(tmp_path):
     b.start()
     lock = threading.Lock()
     current = {"server": a}
-
-    def target():
-        with lock:
-            return current["server"]
-
     got = Collector()
     client = device([addr(a)], got)
     client.start()
-    pusher = Pusher(target, n, pace=0.002)
+    pusher = Pusher(lambda: current["server"], n, pace=0.002, lock=lock)
     pusher.start()
     got.wait(70)
     with lock:
