@@ -32,7 +32,7 @@ from pushcore._frame cimport (
 )
 from pushcore._pool cimport (
     pc_chunk, pc_chunk_get, pc_big_get, pc_chunk_put, pc_chunk_put_list, pc_pool,
-    pc_pool_destroy, pc_pool_init, pool_stats_dict,
+    pc_pool_decay, pc_pool_destroy, pc_pool_init, pool_stats_dict,
 )
 
 import collections
@@ -121,6 +121,7 @@ cdef enum:
     WHEEL_MASK = WHEEL_SLOTS - 1
     IOV_BATCH = 1024          # Linux IOV_MAX
     LISTENER_RETRY_MS = 100   # back-off after accept() ran out of fds/memory
+    POOL_DECAY_MS = 1000      # give back pool slabs unused for this long
     MAX_TIMEOUT_MS = 1000000000   # ~11.6 days: keeps wrap-safe 32-bit ms arithmetic valid
 
 # what an epoll event's data.u64 names (kind << 32 | index)
@@ -174,7 +175,9 @@ REASON_NAMES = {
 }
 
 DEFAULT_MAX_FRAME_SIZE = 65536
-DEFAULT_CHUNK_SIZE = 16384
+DEFAULT_CHUNK_SIZE = 4064      # + its 32-byte header = one 4 KiB page
+DEFAULT_CHUNKS_PER_SLAB = 32   # 128 KiB slabs
+DEFAULT_MAX_EMPTY_SLABS = 2
 DEFAULT_HIGH_WATER = 256 * 1024
 DEFAULT_LOW_WATER = 64 * 1024
 DEFAULT_WRITE_CAP = 4 * 1024 * 1024
@@ -415,6 +418,7 @@ cdef class Loop:
     cdef uint64_t wheel_count
     cdef uint64_t now_ms
     cdef double now_s
+    cdef uint64_t last_decay
     cdef Listener* listeners
     cdef int nlisteners
     cdef int paused_listeners
@@ -440,7 +444,8 @@ cdef class Loop:
     cdef object __weakref__
 
     def __cinit__(self, *, max_frame_size=DEFAULT_MAX_FRAME_SIZE,
-                  chunk_size=DEFAULT_CHUNK_SIZE, chunks_per_slab=16, max_empty_slabs=4,
+                  chunk_size=DEFAULT_CHUNK_SIZE, chunks_per_slab=DEFAULT_CHUNKS_PER_SLAB,
+                  max_empty_slabs=DEFAULT_MAX_EMPTY_SLABS,
                   read_buffer_size=65536, read_budget=262144, max_events=1024,
                   close_timeout=5.0, linger=1.0):
         cdef epoll_event ev
@@ -478,6 +483,7 @@ cdef class Loop:
         self.now_ms = monotonic_ms()
         self.now_s = monotonic_s()
         self.cur_tick = self.now_ms // TICK_MS
+        self.last_decay = self.now_ms
         self.epfd = epoll_create1(EPOLL_CLOEXEC)
         if self.epfd < 0:
             err = errno
@@ -1380,6 +1386,13 @@ cdef class Loop:
                 best = w
         if self.paused_listeners and (best < 0 or best > LISTENER_RETRY_MS):
             best = LISTENER_RETRY_MS
+        if self.pool.empty_slabs > self.pool.max_empty_slabs:
+            # cached slabs to give back: wake for the next decay
+            w = <int64_t>(self.last_decay + POOL_DECAY_MS) - <int64_t>self.now_ms
+            if w < 0:
+                w = 0
+            if best < 0 or w < best:
+                best = w
         if best > 0x7FFFFFFF:
             best = 0x7FFFFFFF
         return <int>best
@@ -1437,26 +1450,40 @@ cdef class Loop:
         return 0
 
     cdef int _deliver(self, int which) except -1:
+        # the batch list is swapped out before the call: a handler may queue
+        # more items (they go to the next turn)
         cdef list batch
         if which == 0:
+            if not self.b_open:
+                return 0
             batch, self.b_open = self.b_open, []
             cb = self.on_open
         elif which == 1:
+            if not self.b_frames:
+                return 0
             batch, self.b_frames = self.b_frames, []
             cb = self.on_frames
         elif which == 2:
+            if not self.b_awake:
+                return 0
             batch, self.b_awake = self.b_awake, []
             cb = self.on_awake
         elif which == 3:
+            if not self.b_pause:
+                return 0
             batch, self.b_pause = self.b_pause, []
             cb = self.on_pause
         elif which == 4:
+            if not self.b_resume:
+                return 0
             batch, self.b_resume = self.b_resume, []
             cb = self.on_resume
         else:
+            if not self.b_close:
+                return 0
             batch, self.b_close = self.b_close, []
             cb = self.on_close
-        if batch and cb is not None:
+        if cb is not None:
             self._call(cb, batch)
         return 0
 
@@ -1526,6 +1553,9 @@ cdef class Loop:
                 self.cur_tick = self.now_ms // TICK_MS
             if self.paused_listeners:
                 self._resume_listeners()
+            if self.now_ms - self.last_decay >= POOL_DECAY_MS:
+                pc_pool_decay(&self.pool, self.pool.max_empty_slabs)
+                self.last_decay = self.now_ms
             self._run_callbacks()
             self._deliver(0)    # on_open before the first frames of a new connection
             self._deliver(1)    # on_frames

@@ -24,6 +24,7 @@ cdef extern from "pc_pool.h" nogil:
         uint64_t high_water
         uint64_t slabs
         uint64_t empty_slabs
+        uint64_t empty_low
         uint64_t acquired
         uint64_t slabs_released
         uint64_t big_in_use
@@ -36,6 +37,8 @@ cdef extern from "pc_pool.h" nogil:
     pc_chunk* pc_big_get(pc_pool* p, uint32_t cap)
     void pc_chunk_put(pc_pool* p, pc_chunk* c)
     void pc_chunk_put_list(pc_pool* p, pc_chunk* c)
+    uint64_t pc_pool_trim(pc_pool* p, uint64_t keep)
+    uint64_t pc_pool_decay(pc_pool* p, uint64_t keep)
     uint64_t pc_pool_destroy(pc_pool* p)
 
 
@@ -49,6 +52,7 @@ cdef inline dict pool_stats_dict(pc_pool* p):
         "high_water": p.high_water,
         "total_allocated": p.in_use + p.free,
         "slabs": p.slabs,
+        "empty_slabs": p.empty_slabs,
         "acquired": p.acquired,
         "slabs_released": p.slabs_released,
         "big_in_use": p.big_in_use,

@@ -11,7 +11,7 @@ from libc.string cimport memcpy
 
 from pushcore._pool cimport (
     pc_chunk, pc_pool, pc_pool_init, pc_chunk_get, pc_big_get, pc_chunk_put,
-    pc_pool_destroy, pool_stats_dict,
+    pc_pool_decay, pc_pool_destroy, pc_pool_trim, pool_stats_dict,
 )
 
 DEFAULT_CHUNK_SIZE = 16384
@@ -23,8 +23,9 @@ cdef class ChunkPool:
     """A slab pool of fixed-size chunks.
 
     ``chunk_size`` data bytes per chunk (rounded up to a multiple of 16),
-    ``chunks_per_slab`` chunks per malloc'd slab, and at most
-    ``max_empty_slabs`` wholly free slabs kept for reuse (more are freed).
+    ``chunks_per_slab`` chunks per mmap'd slab. Wholly free slabs are cached;
+    :meth:`release` (this class only: the loop decays instead) unmaps those
+    beyond ``max_empty_slabs`` at once.
     """
 
     cdef pc_pool pool
@@ -74,6 +75,15 @@ cdef class ChunkPool:
         cdef pc_chunk* c = self._chunk(handle)
         self.handles.discard(handle)
         pc_chunk_put(&self.pool, c)
+        pc_pool_trim(&self.pool, self.pool.max_empty_slabs)
+
+    def trim(self, keep=0):
+        """Unmap empty slabs beyond *keep* now; returns how many."""
+        return pc_pool_trim(&self.pool, keep)
+
+    def decay(self, keep=0):
+        """Unmap the empty slabs unused since the previous decay(), beyond *keep*."""
+        return pc_pool_decay(&self.pool, keep)
 
     def write(self, handle, const unsigned char[::1] data not None):
         """Append *data* to the chunk; ``ValueError`` if it does not fit."""

@@ -5,9 +5,16 @@
  * drained, so an idle connection holds none. Chunks are carved from slabs of
  * `chunks_per_slab` chunks; each slab keeps its own free list and sits on one
  * of three lists (partial / full / empty). Allocation prefers partial slabs so
- * memory concentrates in few slabs, and a slab that becomes entirely free is
- * returned to the allocator once more than `max_empty_slabs` are cached: a
- * burst (a broadcast fan-out) does not pin its peak memory forever.
+ * memory concentrates in few slabs.
+ *
+ * Slabs come straight from mmap, so a slab given back really leaves the
+ * process (glibc's heap would keep it resident) and pages of a slab that were
+ * never touched cost nothing. Wholly free slabs are cached, not unmapped at
+ * once: a fan-out that needs the same slabs every loop turn must not mmap and
+ * fault them in again each time. The owner calls pc_pool_decay() now and then
+ * (the loop: once a second); it unmaps the empty slabs that stayed unused for
+ * the whole period, beyond `max_empty_slabs`, so a burst does not pin its
+ * peak for long.
  *
  * Buffers larger than a chunk (a frame bigger than the chunk size being read)
  * come from malloc as "big" chunks with the same header (slab == NULL); they
@@ -24,6 +31,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 typedef struct pc_chunk pc_chunk;
 typedef struct pc_slab pc_slab;
@@ -43,6 +51,7 @@ enum { PC_SLAB_PARTIAL = 0, PC_SLAB_FULL = 1, PC_SLAB_EMPTY = 2 };
 struct pc_slab {
     pc_slab *prev, *next;   /* links in the list named by `list` */
     pc_chunk *free;         /* this slab's free chunks */
+    size_t bytes;           /* mapping size */
     uint32_t nfree;
     uint32_t nchunks;
     int list;
@@ -60,6 +69,7 @@ typedef struct {
     uint64_t high_water;     /* max in_use ever */
     uint64_t slabs;          /* slabs currently allocated */
     uint64_t empty_slabs;    /* slabs on the empty list */
+    uint64_t empty_low;      /* fewest empty slabs since the last decay */
     uint64_t acquired;       /* chunks handed out, cumulative */
     uint64_t slabs_released; /* slabs given back to the allocator, cumulative */
     uint64_t big_in_use;     /* big chunks handed out */
@@ -71,7 +81,10 @@ static inline void pc_slab_unlink(pc_pool *p, pc_slab *s) {
     if (s->prev) s->prev->next = s->next; else p->heads[s->list] = s->next;
     if (s->next) s->next->prev = s->prev;
     s->prev = s->next = NULL;
-    if (s->list == PC_SLAB_EMPTY) p->empty_slabs--;
+    if (s->list == PC_SLAB_EMPTY) {
+        p->empty_slabs--;
+        if (p->empty_slabs < p->empty_low) p->empty_low = p->empty_slabs;
+    }
 }
 
 static inline void pc_slab_link(pc_pool *p, pc_slab *s, int list) {
@@ -96,18 +109,25 @@ static inline void pc_pool_init(pc_pool *p, uint32_t chunk_size,
     p->max_empty_slabs = max_empty_slabs;
 }
 
+static inline size_t pc_slab_header(void) {
+    return (sizeof(pc_slab) + 15u) & ~(size_t)15u;
+}
+
 static inline pc_slab *pc_slab_new(pc_pool *p) {
-    size_t header = (sizeof(pc_slab) + 15u) & ~(size_t)15u;
-    pc_slab *s = (pc_slab *)malloc(header + (size_t)p->unit * p->chunks_per_slab);
+    size_t bytes = pc_slab_header() + (size_t)p->unit * p->chunks_per_slab;
+    pc_slab *s;
     uint32_t i;
-    if (!s) return NULL;
+    bytes = (bytes + 4095u) & ~(size_t)4095u;
+    s = (pc_slab *)mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (s == (pc_slab *)MAP_FAILED) return NULL;
     s->prev = s->next = NULL;
     s->free = NULL;
+    s->bytes = bytes;
     s->nchunks = p->chunks_per_slab;
     s->nfree = p->chunks_per_slab;
     /* thread the free list back to front so chunks go out in address order */
     for (i = p->chunks_per_slab; i-- > 0;) {
-        pc_chunk *c = (pc_chunk *)((char *)s + header + (size_t)p->unit * i);
+        pc_chunk *c = (pc_chunk *)((char *)s + pc_slab_header() + (size_t)p->unit * i);
         c->slab = s;
         c->cap = p->chunk_size;
         c->next = s->free;
@@ -117,6 +137,14 @@ static inline pc_slab *pc_slab_new(pc_pool *p) {
     p->free += p->chunks_per_slab;
     pc_slab_link(p, s, PC_SLAB_EMPTY);
     return s;
+}
+
+static inline void pc_slab_unmap(pc_pool *p, pc_slab *s) {
+    pc_slab_unlink(p, s);
+    p->free -= s->nchunks;
+    p->slabs--;
+    p->slabs_released++;
+    munmap(s, s->bytes);
 }
 
 /* One chunk with start == end == 0, or NULL when memory is exhausted. */
@@ -162,7 +190,8 @@ static inline pc_chunk *pc_big_get(pc_pool *p, uint32_t cap) {
     return c;
 }
 
-/* Give a chunk (pooled or big) back. */
+/* Give a chunk (pooled or big) back. A slab that becomes wholly free is
+ * cached on the empty list (see pc_pool_decay / pc_pool_trim). */
 static inline void pc_chunk_put(pc_pool *p, pc_chunk *c) {
     pc_slab *s = c->slab;
     if (!s) {
@@ -178,18 +207,35 @@ static inline void pc_chunk_put(pc_pool *p, pc_chunk *c) {
     p->free++;
     if (s->nfree == s->nchunks) {
         pc_slab_unlink(p, s);
-        if (p->empty_slabs >= p->max_empty_slabs) {
-            p->free -= s->nchunks;
-            p->slabs--;
-            p->slabs_released++;
-            free(s);
-        } else {
-            pc_slab_link(p, s, PC_SLAB_EMPTY);
-        }
+        pc_slab_link(p, s, PC_SLAB_EMPTY);
     } else if (s->list == PC_SLAB_FULL) {
         pc_slab_unlink(p, s);
         pc_slab_link(p, s, PC_SLAB_PARTIAL);
     }
+}
+
+/* Unmap empty slabs beyond `keep`, now. Returns how many were unmapped. */
+static inline uint64_t pc_pool_trim(pc_pool *p, uint64_t keep) {
+    uint64_t n = 0;
+    while (p->empty_slabs > keep) {
+        pc_slab_unmap(p, p->heads[PC_SLAB_EMPTY]);
+        n++;
+    }
+    return n;
+}
+
+/* Unmap the empty slabs that stayed unused since the previous call, keeping
+ * at least `keep` empty ones. Call it periodically. */
+static inline uint64_t pc_pool_decay(pc_pool *p, uint64_t keep) {
+    uint64_t idle = p->empty_low < p->empty_slabs ? p->empty_low : p->empty_slabs;
+    uint64_t n = 0;
+    while (idle > keep && p->empty_slabs > keep) {
+        pc_slab_unmap(p, p->heads[PC_SLAB_EMPTY]);
+        idle--;
+        n++;
+    }
+    p->empty_low = p->empty_slabs;
+    return n;
 }
 
 /* Give back a whole queue linked through `next`. */
@@ -210,12 +256,12 @@ static inline uint64_t pc_pool_destroy(pc_pool *p) {
         pc_slab *s = p->heads[i];
         while (s) {
             pc_slab *next = s->next;
-            free(s);
+            munmap(s, s->bytes);
             s = next;
         }
         p->heads[i] = NULL;
     }
-    p->slabs = p->empty_slabs = 0;
+    p->slabs = p->empty_slabs = p->empty_low = 0;
     p->in_use = p->free = 0;
     return leaked;
 }

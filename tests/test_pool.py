@@ -58,6 +58,23 @@ def test_partial_slabs_preferred_over_new_ones():
         assert s["slabs"] == 0 and s["free"] == 0 and s["in_use"] == 0
 
 
+def test_decay_unmaps_only_slabs_unused_for_a_whole_period():
+    with ChunkPool(chunk_size=64, chunks_per_slab=2, max_empty_slabs=100) as pool:
+        hs = [pool.acquire() for _ in range(8)]  # 4 slabs
+        for h in hs:
+            pool.release(h)  # max_empty_slabs=100: all 4 stay cached
+        assert pool.stats()["empty_slabs"] == 4
+        assert pool.decay() == 0  # first period: none was seen idle for a whole period
+        again = [pool.acquire() for _ in range(2)]  # one slab in use again
+        assert pool.decay() == 3  # the three never touched since the last decay
+        for h in again:
+            pool.release(h)
+        s = pool.stats()
+        assert s["slabs"] == 1 and s["empty_slabs"] == 1
+        assert pool.decay(keep=1) == 0 and pool.trim() == 1
+        assert pool.stats()["slabs"] == 0
+
+
 def test_big_buffers_are_counted_apart():
     with ChunkPool(chunk_size=64) as pool:
         h = pool.acquire(big_size=100_000)
