@@ -233,6 +233,11 @@ class Server:
         """The ``pushcore._loop.Loop`` the server runs on."""
         return self._ensure_loop()
 
+    @property
+    def stopped(self) -> bool:
+        """True once the server has stopped (after a drain completed). Thread-safe."""
+        return self._stopped
+
     def connected(self, device_id: str) -> bool:
         """True when *device_id* has an authenticated connection here. Thread-safe."""
         return self._delivery is not None and device_id in self._delivery.routes
@@ -285,11 +290,16 @@ class Server:
         """
         if self._stopped:
             raise RuntimeError("this server was stopped; make a new one")
+        if not self._owns_loop:
+            raise RuntimeError(
+                "run() runs the server's own loop; with a shared loop call listen() and run the loop yourself"
+            )
         try:
             self.listen()
         except BaseException as exc:
             self._start_error = exc
             self._ready.set()
+            self._finish()  # release the store and loop it opened
             raise
         self._thread_id = threading.get_ident()
         restore = self._install_signals()

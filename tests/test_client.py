@@ -380,9 +380,10 @@ def test_server_and_clients_on_one_loop_in_one_thread():
         loop.run_once(0.05)
     assert got.payloads == [b"same thread"]
     client.stop()
-    server.stop()
-    for _ in range(5):
+    server.stop()  # on a shared loop: starts the drain; the loop runs it
+    while not server.stopped and time.monotonic() < deadline:
         loop.run_once(0.02)
+    assert server.stopped and server.store.closed
     loop.close()
 
 

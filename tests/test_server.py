@@ -390,3 +390,11 @@ def test_bad_input_from_a_device_gets_a_reason_and_a_close():
             assert (error.TYPE, error.code) == (protocol.ERROR, Reason.INVALID_VALUE)
         with RawDevice(server.address) as dev:  # the server is still fine
             assert dev.hello("d4").TYPE == protocol.WELCOME
+
+
+def test_busy_port_raises_and_releases_the_store(tmp_path):
+    with running_server() as server:
+        busy = make_server(port=server.address[1], store=str(tmp_path / "busy.db"))
+        with pytest.raises(OSError):
+            busy.start()
+        assert busy.stopped and busy.store.closed
