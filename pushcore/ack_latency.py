@@ -1,0 +1,153 @@
+"""Push→ack latency: from a message's append to the store until a device's ACK covers it.
+
+The store sees both ends of a message's life on a gateway: ``append`` gives
+it a seq, and the device's cumulative ``ACK n`` removes every seq up to
+``n``. :class:`PushAckTracker` keeps, per device, the append times of the
+messages not acked yet (a deque of ``(seq, time)``, in seq order) and, on
+each ack, observes ``now - append time`` for every message it covers into a
+:class:`pushcore.metrics.Histogram`.
+
+:func:`track_store` connects a tracker to a live store without touching the
+server: it gives the store object a subclass of its own class whose
+``_append``/``_ack``/``_ack_many`` primitives (the backend contract of
+:mod:`pushcore.store.base`) report to the tracker after doing their work.
+Every path that stores or acks a message goes through those primitives, so
+pushes, publishes, durable broadcasts and acks of any origin are counted.
+The primitives run under the store's lock, which also guards the tracker's
+per-device state.
+
+The latency includes the time a device was offline: it is the delivery
+latency a user sees, not the network round trip. Messages removed without an
+ack (cap, expiry) are forgotten when a later ack passes them, or dropped
+from the tracker when a device has more than ``max_pending`` waiting.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Callable
+
+from .metrics import LATENCY_BUCKETS, Histogram
+
+__all__ = ["PushAckTracker", "track_store"]
+
+
+class PushAckTracker:
+    """Pairs appends with acks per device and feeds the latencies to a histogram."""
+
+    def __init__(
+        self,
+        histogram: Histogram | None = None,
+        *,
+        max_pending: int = 1000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be >= 1, got {max_pending}")
+        self.histogram = histogram if histogram is not None else Histogram(
+            "pushcore_push_ack_seconds",
+            "Seconds from a message's append to the store until the device acked it.",
+            buckets=LATENCY_BUCKETS,
+        )
+        self.max_pending = max_pending
+        self._clock = clock
+        self._pending: dict[str, deque] = {}
+        self.appended = 0  # messages seen appended
+        self.acked = 0  # messages whose ack was observed
+        self.forgotten = 0  # pending entries dropped (over max_pending)
+
+    def pushed(self, device_id: str, seq: int, when: float | None = None) -> None:
+        """Message *seq* of *device_id* was stored at *when* (default: now)."""
+        if when is None:
+            when = self._clock()
+        pending = self._pending.get(device_id)
+        if pending is None:
+            pending = self._pending[device_id] = deque()
+        pending.append((seq, when))
+        self.appended += 1
+        if len(pending) > self.max_pending:
+            pending.popleft()
+            self.forgotten += 1
+
+    def acked_up_to(self, device_id: str, seq: int, when: float | None = None) -> int:
+        """*device_id* acked every seq up to *seq*; returns how many latencies were observed."""
+        pending = self._pending.get(device_id)
+        if not pending:
+            return 0
+        if when is None:
+            when = self._clock()
+        latencies = []
+        while pending and pending[0][0] <= seq:
+            latencies.append(when - pending.popleft()[1])
+        if not pending:
+            del self._pending[device_id]
+        if latencies:
+            self.histogram.observe_many(latencies)
+            self.acked += len(latencies)
+        return len(latencies)
+
+    @property
+    def waiting(self) -> int:
+        """Messages appended and not acked yet (as far as the tracker knows)."""
+        return sum(len(p) for p in self._pending.values())
+
+
+def _timed_subclass(cls: type) -> type:
+    """A subclass of the store class *cls* whose primitives also report to the tracker.
+
+    Single inheritance on purpose: an object can only switch (``__class__ =``)
+    to a class with the same layout, which a direct subclass adding no
+    storage has.
+    """
+
+    class AckTimed(cls):
+        __slots__ = ()
+        _push_ack_tracker: PushAckTracker
+
+        def _append(self, pairs, now):
+            stored = super()._append(pairs, now)
+            tracker = self._push_ack_tracker
+            when = tracker._clock()
+            for (device_id, _fields), message in zip(pairs, stored):
+                tracker.pushed(device_id, message.seq, when)
+            return stored
+
+        def _ack(self, device_id, seq):
+            removed = super()._ack(device_id, seq)
+            self._push_ack_tracker.acked_up_to(device_id, seq)
+            return removed
+
+        def _ack_many(self, acks):
+            removed = super()._ack_many(acks)
+            tracker = self._push_ack_tracker
+            when = tracker._clock()
+            for device_id, seq in acks:
+                tracker.acked_up_to(device_id, seq, when)
+            return removed
+
+    AckTimed.__name__ = AckTimed.__qualname__ = f"AckTimed{cls.__name__}"
+    AckTimed._is_ack_timed = True
+    return AckTimed
+
+
+_timed_classes: dict[type, type] = {}
+
+
+def track_store(store, tracker: PushAckTracker):
+    """Make *store* (a :class:`pushcore.store.Store`) report to *tracker*; returns the store.
+
+    The store object keeps its identity, state and behaviour; only its class
+    becomes a subclass that also reports. Calling it again replaces the
+    tracker.
+    """
+    cls = type(store)
+    if not getattr(cls, "_is_ack_timed", False):
+        timed = _timed_classes.get(cls)
+        if timed is None:
+            timed = _timed_classes[cls] = _timed_subclass(cls)
+        with store._lock:
+            store._push_ack_tracker = tracker
+            store.__class__ = timed
+    else:
+        store._push_ack_tracker = tracker
+    return store

@@ -1,0 +1,269 @@
+"""The metrics of one gateway (:class:`pushcore.Server`), read at scrape time.
+
+Nothing here runs per frame. The C loop counts connections, frames, bytes,
+errors and queue sizes in C (``loop.stats()``); the server counts HELLOs and
+refusals; the store knows its backlog. :class:`GatewayMetrics` reads all of
+them when Prometheus scrapes and turns them into metric families. The loop
+may only be touched from its own thread, so the reading is handed to the
+loop with ``call_soon_threadsafe`` and the scrape waits (a loop turn: well
+under a millisecond on an idle gateway).
+
+The push→ack latency histogram comes from :mod:`pushcore.ack_latency`
+(attached to the server's store by :meth:`GatewayMetrics.track_push_ack`).
+
+Metric names (all prefixed ``pushcore_``) are listed in docs/OPERATIONS.md.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import resource
+import time
+from typing import Callable
+
+from .ack_latency import PushAckTracker, track_store
+from .errors import Reason, reason_name
+from .metrics import LATENCY_BUCKETS, MetricFamily, Registry
+
+__all__ = ["GatewayMetrics", "call_on_loop", "LoopUnavailable", "ERROR_REASONS", "AUTH_REASONS"]
+
+# Close reasons that mean something went wrong (not an orderly close, a
+# replaced connection or a shutdown): they make up pushcore_errors_total.
+ERROR_REASONS = frozenset(
+    {
+        Reason.FRAME_TOO_LARGE, Reason.UNKNOWN_TYPE, Reason.TRUNCATED, Reason.VARINT_OVERRUN,
+        Reason.INVALID_UTF8, Reason.TRAILING_BYTES, Reason.BAD_FLAGS, Reason.INVALID_VALUE,
+        Reason.NOT_AUTHENTICATED, Reason.AUTH_FAILED, Reason.TOKEN_EXPIRED,
+        Reason.UNSUPPORTED_VERSION, Reason.AUTH_TIMEOUT, Reason.IDLE_TIMEOUT,
+        Reason.SLOW_CONSUMER, Reason.OVERLOADED, Reason.PEER_RESET, Reason.INTERNAL_ERROR,
+        Reason.CONNECT_FAILED,
+    }
+)
+# Close reasons that are a refused or missing authentication.
+AUTH_REASONS = frozenset(
+    {Reason.AUTH_FAILED, Reason.TOKEN_EXPIRED, Reason.UNSUPPORTED_VERSION,
+     Reason.NOT_AUTHENTICATED, Reason.AUTH_TIMEOUT}
+)
+
+# server.stats keys -> (metric name, help)
+_SERVER_COUNTERS = {
+    "hello": ("pushcore_hellos_total", "HELLO frames received."),
+    "welcome": ("pushcore_welcomes_total", "Devices welcomed (authenticated sessions started)."),
+    "refused": ("pushcore_refusals_total", "Frames or sessions refused by the server with an ERROR."),
+    "replaced": ("pushcore_replaced_total", "Connections replaced by a newer one of the same device."),
+    "upstream": ("pushcore_upstream_total", "UPSTREAM messages received from devices."),
+}
+
+# loop.stats() counters exposed one to one: key -> (metric name, help)
+_LOOP_COUNTERS = {
+    "accepted": ("pushcore_connections_accepted_total", "Connections accepted."),
+    "frames_in": ("pushcore_frames_received_total", "Frames received (PING included)."),
+    "frames_out": ("pushcore_frames_sent_total", "Frames queued for sending."),
+    "bytes_in": ("pushcore_bytes_received_total", "Bytes read from sockets."),
+    "bytes_out": ("pushcore_bytes_sent_total", "Bytes written to sockets."),
+    "pings_answered": ("pushcore_pings_answered_total", "PINGs answered with PONG (in C)."),
+    "pauses": ("pushcore_send_pauses_total", "Times a connection's send queue went over the high watermark."),
+    "callback_errors": ("pushcore_callback_errors_total", "Exceptions raised by Python handlers on the loop."),
+    "accept_errors": ("pushcore_accept_errors_total", "Failed accept() calls (e.g. out of file descriptors)."),
+    "turns": ("pushcore_loop_turns_total", "Turns of the connection loop."),
+}
+
+
+class LoopUnavailable(RuntimeError):
+    """The server's loop is not running (not started, stopped, or busy beyond the timeout)."""
+
+
+def call_on_loop(loop, fn: Callable, timeout: float = 5.0):
+    """Run *fn()* on the thread running *loop* and return its result (or raise its exception).
+
+    For callers on another thread (an HTTP handler); calling it from the
+    loop's own thread would wait for itself.
+    """
+    future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def run():
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn())
+        except BaseException as exc:  # handed to the waiting thread
+            future.set_exception(exc)
+
+    try:
+        loop.call_soon_threadsafe(run)
+    except Exception as exc:
+        raise LoopUnavailable(f"the server's loop is closed ({exc})") from None
+    try:
+        return future.result(timeout)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise LoopUnavailable(f"the server's loop did not answer within {timeout} s") from None
+
+
+def _reason_label(code: int) -> str:
+    return reason_name(code)
+
+
+class GatewayMetrics:
+    """A :class:`Registry` with a collector over one server's loop, counters and store.
+
+    ``registry`` may be shared with other instruments (the admin API adds
+    its request counters). Call :meth:`track_push_ack` to get the push→ack
+    latency histogram (it hooks the server's store).
+    """
+
+    def __init__(self, server, registry: Registry | None = None, *, timeout: float = 5.0) -> None:
+        self.server = server
+        self.registry = registry if registry is not None else Registry()
+        self.timeout = timeout
+        self.push_ack = self.registry.histogram(
+            "pushcore_push_ack_seconds",
+            "Seconds from a message's append to the store until the device acked it "
+            "(includes time offline).",
+            buckets=LATENCY_BUCKETS,
+        )
+        self.tracker: PushAckTracker | None = None
+        self._started = time.time()
+        self.registry.add_collector(self.collect)
+
+    def track_push_ack(self, max_pending: int = 1000) -> PushAckTracker:
+        """Feed :attr:`push_ack` from the server's store (see :mod:`pushcore.ack_latency`)."""
+        if self.tracker is None:
+            self.tracker = PushAckTracker(self.push_ack, max_pending=max_pending)
+            track_store(self.server.store, self.tracker)
+        return self.tracker
+
+    # -- reading ----------------------------------------------------------------
+
+    def snapshot(self) -> dict | None:
+        """The loop-side numbers, read on the loop thread; None when the loop is not running."""
+        server = self.server
+
+        def read():
+            loop = server.loop
+            return {
+                "loop": loop.stats(),
+                "pool": loop.pool_stats(),
+                "server": dict(server.stats),
+                "devices": server.device_count(),
+            }
+
+        try:
+            loop = server.loop
+        except Exception:
+            return None
+        if getattr(loop, "closed", False):
+            return None
+        try:
+            return call_on_loop(loop, read, self.timeout)
+        except LoopUnavailable:
+            return None
+
+    def collect(self) -> list[MetricFamily]:
+        """Every gateway family (called by the registry at each scrape)."""
+        families: list[MetricFamily] = []
+        snap = self.snapshot()
+        up = MetricFamily("pushcore_up", "gauge", "1 when the gateway's loop answered this scrape.")
+        families.append(up.add(1 if snap is not None else 0))
+        if snap is not None:
+            families.extend(self._loop_families(snap))
+        families.extend(self._store_families())
+        families.extend(self._process_families())
+        return families
+
+    def _loop_families(self, snap: dict) -> list[MetricFamily]:
+        stats = snap["loop"]
+        out = [
+            MetricFamily("pushcore_devices_connected", "gauge",
+                         "Authenticated device sessions.").add(snap["devices"]),
+            MetricFamily("pushcore_connections_open", "gauge",
+                         "Open connections (authenticated or not).").add(stats.get("open", 0)),
+            MetricFamily("pushcore_send_queue_bytes", "gauge",
+                         "Bytes queued for sending, all connections.").add(stats.get("send_queue_bytes", 0)),
+            MetricFamily("pushcore_receive_queue_bytes", "gauge",
+                         "Bytes of partial frames buffered, all connections.").add(
+                stats.get("recv_partial_bytes", 0)),
+        ]
+        for key, (name, help_text) in _LOOP_COUNTERS.items():
+            if key in stats:
+                out.append(MetricFamily(name, "counter", help_text).add(stats[key]))
+        closed_by = stats.get("closed_by_reason", {}) or {}
+        closed = MetricFamily("pushcore_connections_closed_total", "counter",
+                              "Connections closed, by reason.")
+        errors = MetricFamily("pushcore_errors_total", "counter",
+                              "Connections closed because something went wrong, by reason.")
+        auth = MetricFamily("pushcore_auth_failures_total", "counter",
+                            "Sessions refused or never authenticated, by reason.")
+        for code in sorted(closed_by):
+            n = closed_by[code]
+            label = {"reason": _reason_label(code)}
+            closed.add(n, label)
+            if code in ERROR_REASONS:
+                errors.add(n, label)
+            if code in AUTH_REASONS:
+                auth.add(n, label)
+        detected = MetricFamily("pushcore_protocol_errors_total", "counter",
+                                "Protocol and session errors detected by the C loop, by reason.")
+        for code, n in sorted((stats.get("errors_by_code", {}) or {}).items()):
+            detected.add(n, {"reason": _reason_label(code)})
+        out += [closed, errors, auth, detected]
+        for key, n in snap["server"].items():
+            name, help_text = _SERVER_COUNTERS.get(
+                key, (f"pushcore_server_{key}_total", f"Server counter {key!r}."))
+            out.append(MetricFamily(name, "counter", help_text).add(n))
+        pool = snap["pool"]
+        chunk = pool.get("chunk_size", 0)
+        out.append(MetricFamily("pushcore_buffer_chunks_in_use", "gauge",
+                                "Pooled I/O buffer chunks holding bytes in flight.").add(pool.get("in_use", 0)))
+        out.append(MetricFamily("pushcore_buffer_bytes", "gauge",
+                                "Bytes of pooled I/O buffers allocated (chunks and large frames).").add(
+            pool.get("total_allocated", 0) * chunk + pool.get("big_bytes", 0)))
+        return out
+
+    def _store_families(self) -> list[MetricFamily]:
+        try:
+            stats = self.server.store.stats()
+        except Exception:
+            return []
+        out = [
+            MetricFamily("pushcore_store_messages", "gauge",
+                         "Messages stored, waiting for an ack (the backlog).").add(stats.messages),
+            MetricFamily("pushcore_store_devices_with_backlog", "gauge",
+                         "Devices with at least one stored message.").add(stats.devices),
+            MetricFamily("pushcore_store_dropped_by_cap_total", "counter",
+                         "Oldest messages dropped to respect the per-device cap.").add(stats.dropped_by_cap),
+            MetricFamily("pushcore_store_collapsed_total", "counter",
+                         "Messages replaced by a newer one with the same collapse key.").add(stats.collapsed),
+            MetricFamily("pushcore_store_expired_total", "counter",
+                         "Expired messages deleted.").add(stats.expired),
+        ]
+        if self.tracker is not None:
+            out.append(MetricFamily("pushcore_messages_stored_total", "counter",
+                                    "Messages appended to the store.").add(self.tracker.appended))
+            out.append(MetricFamily("pushcore_messages_acked_total", "counter",
+                                    "Stored messages acked by their device.").add(self.tracker.acked))
+        return out
+
+    def _process_families(self) -> list[MetricFamily]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        out = [
+            MetricFamily("pushcore_process_cpu_seconds_total", "counter",
+                         "User and system CPU time of the process.").add(usage.ru_utime + usage.ru_stime),
+            MetricFamily("pushcore_process_start_time_seconds", "gauge",
+                         "When the metrics were set up, Unix seconds.").add(self._started),
+        ]
+        try:
+            with open("/proc/self/statm") as f:
+                resident_pages = int(f.read().split()[1])
+            out.append(MetricFamily("pushcore_process_resident_memory_bytes", "gauge",
+                                    "Resident memory of the process.").add(
+                resident_pages * os.sysconf("SC_PAGE_SIZE")))
+            out.append(MetricFamily("pushcore_process_open_fds", "gauge",
+                                    "Open file descriptors of the process.").add(
+                len(os.listdir("/proc/self/fd"))))
+        except (OSError, ValueError, IndexError):
+            pass
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        out.append(MetricFamily("pushcore_process_max_fds", "gauge",
+                                "The process's file descriptor limit (soft).").add(soft))
+        return out
