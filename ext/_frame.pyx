@@ -96,6 +96,12 @@ REDIRECT = PC_REDIRECT
 GOAWAY = PC_GOAWAY
 ERROR = PC_ERROR
 
+# the default limit as a C constant, and the very object used as the default
+# argument (so decode() can skip converting it)
+cdef enum:
+    DEFAULT_FRAME_LIMIT = 65536
+cdef object _DEFAULT_MAX_FRAME_SIZE = DEFAULT_MAX_FRAME_SIZE
+
 PING_BYTES = b"\x30\x00"
 PONG_BYTES = b"\x40\x00"
 
@@ -1336,7 +1342,19 @@ cdef object decode_body(unsigned char header, const unsigned char* body, Py_ssiz
 # ----------------------------------------------------------------------------
 # one-shot decode
 
-cdef object _decode_one(const unsigned char* p, Py_ssize_t n, long long max_frame_size):
+cdef u64 _max_frame_size(object value) except? 0:
+    """A ``max_frame_size`` argument as a C limit (any int >= 0; huge ones
+    mean "no limit" since a length varint cannot exceed 2**35 - 1)."""
+    if not PyLong_Check(value):
+        raise TypeError(f"max_frame_size must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"max_frame_size must be >= 0, got {value}")
+    if value > 0xFFFFFFFFFFFFFFFF:
+        return 0xFFFFFFFFFFFFFFFFULL
+    return <u64>value
+
+
+cdef object _decode_one(const unsigned char* p, Py_ssize_t n, u64 max_frame_size):
     cdef int code, k
     cdef u64 length
     cdef Reader r
@@ -1350,7 +1368,7 @@ cdef object _decode_one(const unsigned char* p, Py_ssize_t n, long long max_fram
         raise _error_class(PC_R_VARINT_OVERRUN, "the body length varint is longer than 5 bytes")
     if k == 0:
         raise _error_class(PC_R_TRUNCATED, "the data ends inside the body length")
-    if length > <u64>max_frame_size:
+    if length > max_frame_size:
         raise _error_class(PC_R_FRAME_TOO_LARGE,
                            f"body length {length} is over the maximum frame size {max_frame_size}")
     if length > <u64>(n - 1 - k):
@@ -1365,21 +1383,21 @@ cdef object _decode_one(const unsigned char* p, Py_ssize_t n, long long max_fram
     return frame
 
 
-def decode(data, *, long long max_frame_size=DEFAULT_MAX_FRAME_SIZE):
+def decode(data, *, max_frame_size=DEFAULT_MAX_FRAME_SIZE):
     """Decode exactly one whole frame from *data* (any bytes-like object).
 
     An incomplete frame is TRUNCATED, bytes after it TRAILING_BYTES; a body
     longer than *max_frame_size* is FRAME_TOO_LARGE.
     """
     cdef Py_buffer view
-    if max_frame_size < 0:
-        raise ValueError(f"max_frame_size must be >= 0, got {max_frame_size}")
+    cdef u64 limit = DEFAULT_FRAME_LIMIT
+    if max_frame_size is not _DEFAULT_MAX_FRAME_SIZE:
+        limit = _max_frame_size(max_frame_size)
     if PyBytes_CheckExact(data):
-        return _decode_one(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data),
-                           max_frame_size)
+        return _decode_one(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), limit)
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
     try:
-        return _decode_one(<const unsigned char*>view.buf, view.len, max_frame_size)
+        return _decode_one(<const unsigned char*>view.buf, view.len, limit)
     finally:
         PyBuffer_Release(&view)
 
@@ -1412,7 +1430,8 @@ cdef class Decoder:
     cdef int _length_bytes          # bytes of the length varint seen
     cdef DecoderState _state
     cdef unsigned char _header
-    cdef u64 _max
+    cdef u64 _max                   # the limit in C
+    cdef object _max_frame_size     # and as given
     cdef int _failed                # 0, or the reason code the decoder failed with
     cdef str _failed_message
 
@@ -1422,11 +1441,8 @@ cdef class Decoder:
         self._state = AT_HEADER
 
     def __init__(self, max_frame_size=DEFAULT_MAX_FRAME_SIZE):
-        if not PyLong_Check(max_frame_size):
-            raise TypeError(f"max_frame_size must be an int, not {type(max_frame_size).__name__}")
-        if max_frame_size < 0:
-            raise ValueError(f"max_frame_size must be >= 0, got {max_frame_size}")
-        self._max = _u64(max_frame_size, "max_frame_size")
+        self._max = _max_frame_size(max_frame_size)
+        self._max_frame_size = max_frame_size
 
     def __dealloc__(self):
         free(self._buf)
@@ -1434,7 +1450,7 @@ cdef class Decoder:
     @property
     def max_frame_size(self):
         """The largest body length accepted."""
-        return self._max
+        return self._max_frame_size
 
     @property
     def pending(self):

@@ -343,3 +343,22 @@ def test_valid_streams_decode_to_the_frames_encoded(both_codecs, items, cuts):
     cy_calls, cy_code, cy_pending = feed_calls(cy, split(stream, cuts), 65536)
     assert (cy_code, cy_pending) == (None, 0)
     assert_same_frames(frames, flatten(cy_calls))
+
+
+@pytest.mark.parametrize("limit", [0, 1, 65536, 2**35, 2**64 - 1, 2**64, 2**70, -1, 1.5, "10", None])
+def test_max_frame_size_arguments_agree(both_codecs, limit):
+    """Both backends accept and refuse the same limits, and apply them alike."""
+    py, cy = both_codecs
+
+    def outcome(codec):
+        try:
+            decoder = codec.Decoder(limit)
+        except (TypeError, ValueError) as exc:
+            with pytest.raises(type(exc)):
+                codec.decode(PING, max_frame_size=limit)
+            return type(exc).__name__
+        ack = b"\x80\x01\x05"                          # a 1-byte body
+        per_call, code, _ = feed_calls(codec, [ack], limit)
+        return decoder.max_frame_size, code, len(flatten(per_call)), decode_outcome(codec, ack, limit)[0]
+
+    assert outcome(cy) == outcome(py)
