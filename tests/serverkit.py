@@ -211,3 +211,29 @@ class ScriptedServer:
 
     def close(self) -> None:
         self.sock.close()
+
+
+import pytest  # noqa: E402  (fixtures below)
+
+
+@pytest.fixture(autouse=True)
+def stop_what_the_test_started(monkeypatch):
+    """Stop every Server and Client a test started, even when it failed half-way,
+    so one failure does not leave threads and Loops behind for the next tests."""
+    from pushcore.client import Client
+
+    started = []
+    for cls in (Server, Client):
+        original = cls.start
+
+        def start(self, *args, _original=original, **kwargs):
+            started.append(self)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "start", start)
+    yield
+    for thing in reversed(started):
+        try:
+            thing.stop()
+        except Exception:
+            pass

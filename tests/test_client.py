@@ -25,6 +25,7 @@ from serverkit import (
     wait_for,
 )
 from test_client_serverlist import UNRESOLVABLE, ListServer
+from serverkit import stop_what_the_test_started  # noqa: F401  (autouse: stops leftovers)
 
 
 def addr(server_or_address) -> str:

@@ -26,6 +26,7 @@ from serverkit import (
     token,
     wait_for,
 )
+from serverkit import stop_what_the_test_started  # noqa: F401  (autouse: stops leftovers)
 
 
 def addr(server) -> str:
@@ -142,20 +143,25 @@ def test_exactly_once_across_server_kills(tmp_path):
     """SIGKILL the gateway process mid-stream (SQLite store), restart it, twice."""
     n = 300
     path = str(tmp_path / "s.db")
-    port = free_port()
+    # The client knows three addresses: if another process on the machine takes the
+    # port of the killed gateway before it restarts, the gateway comes back on the next.
+    ports = [free_port() for _ in range(3)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
 
     def spawn():
-        proc = subprocess.Popen(
-            [sys.executable, "-c", KILLABLE_SERVER % SECRET, str(port), path, str(n)],
-            stdout=subprocess.PIPE, text=True, env=env,
-        )
-        assert proc.stdout.readline().strip() == "ready"
-        return proc
+        for port in ports:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", KILLABLE_SERVER % SECRET, str(port), path, str(n)],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+            )
+            if proc.stdout.readline().strip() == "ready":
+                return proc
+            proc.wait()
+        raise AssertionError("no port left to restart the gateway on")
 
     got = Collector()
     proc = spawn()
-    client = device([f"127.0.0.1:{port}"], got)
+    client = device([f"127.0.0.1:{port}" for port in ports], got)
     try:
         client.start()
         for kill_after in (60, 160):

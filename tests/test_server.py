@@ -17,6 +17,7 @@ from pushcore.store import SQLiteStore
 from pushcore.tokens import AuthError, mint
 
 from serverkit import SECRET, RawDevice, make_server, running_server, token, wait_for
+from serverkit import stop_what_the_test_started  # noqa: F401  (autouse: stops leftovers)
 
 
 def test_welcome_chooses_the_version_and_grants_heartbeat_bounds():

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from serverkit import free_port
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -31,13 +30,14 @@ def test_help(script):
 
 @pytest.fixture
 def gateway(tmp_path):
-    port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, str(EXAMPLES / "gateway_custom_auth.py"), "--port", str(port),
+        [sys.executable, str(EXAMPLES / "gateway_custom_auth.py"), "--port", "0",
          "--device", "alice=s3cret", "--store", str(tmp_path / "gw.db")],
         stdout=subprocess.PIPE, text=True, env=ENV,
     )
-    assert proc.stdout.readline().startswith("gateway listening on 127.0.0.1:")
+    banner = proc.stdout.readline()  # "gateway listening on 127.0.0.1:<port> for 1 device(s)"
+    assert banner.startswith("gateway listening on 127.0.0.1:")
+    port = int(banner.split()[3].rpartition(":")[2])
     yield port, proc
     if proc.poll() is None:
         proc.kill()
