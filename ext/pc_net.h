@@ -145,9 +145,12 @@ static inline int pc_connect(const pc_addr *a, const pc_addr *src, int *failed) 
     return fd;
 }
 
-/* writev() that never raises SIGPIPE. */
+/* writev() that never raises SIGPIPE (plain send() for one buffer: the
+ * kernel then skips copying a msghdr and an iovec array in). */
 static inline ssize_t pc_writev(int fd, struct iovec *iov, int iovcnt) {
     struct msghdr msg;
+    if (iovcnt == 1)
+        return send(fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT);
     memset(&msg, 0, sizeof(msg));
     msg.msg_iov = iov;
     msg.msg_iovlen = (size_t)iovcnt;
