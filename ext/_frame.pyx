@@ -22,6 +22,10 @@ How it is fast:
   chunk's end (at most ``max_frame_size`` body bytes, allocated only after the
   body length passed the size check).
 
+Integer fields are C integers: assigning an out-of-range value to a frame's
+attribute raises ``OverflowError`` at once (the constructors and encoders
+raise ``ValueError`` as docs/CODEC.md says).
+
 Errors: decoding errors raise the ``ProtocolError`` class handed to
 :func:`_init` (``pushcore.codec`` does this at import). This module never
 imports Python-level pushcore code; until ``_init`` is called it raises
@@ -51,7 +55,6 @@ cdef extern from "Python.h":
     bint PyLong_Check(object o)
     bint PyTuple_Check(object o)
     Py_ssize_t PyTuple_GET_SIZE(object o)
-    PyObject* PyTuple_GET_ITEM(object o, Py_ssize_t i)
 
 cdef extern from *:
     """
@@ -108,9 +111,10 @@ PONG_BYTES = b"\x40\x00"
 cdef enum:
     MAX_VERSIONS = 8        # a HELLO lists 1 to 8 versions
     MAX_PORT = 65535
-    # A Decoder keeps its body buffer between frames only up to this size, so
-    # an idle decoder that once saw a large frame does not hold its memory.
-    KEEP_BUFFER = 16384
+    # A Decoder keeps its body buffer for the next partial frame only up to
+    # this size: small frames reuse it, and an idle decoder that once saw a
+    # large frame does not hold the large buffer.
+    KEEP_BUFFER = 1024
     # flag bits (docs/PROTOCOL.md section 3)
     F_PUSH_HIGH = 0x1
     F_PUSH_EXPIRY = 0x2
