@@ -444,3 +444,19 @@ def test_backoff_is_exponential_jittered_and_capped():
     delays = {backoff_delay(3, 0.5, 60.0) for _ in range(50)}
     assert all(2.0 <= d <= 4.0 for d in delays) and len(delays) > 1  # jittered
     assert backoff_delay(10_000, 0.5, 60.0) <= 60.0
+
+
+def test_token_function_is_called_at_each_connection(server):
+    calls = []
+
+    def fresh_token():
+        calls.append(time.monotonic())
+        return token("d1")
+
+    client = make_client([addr(server)], tok=fresh_token)
+    client.start()
+    assert len(calls) == 1
+    server.disconnect("d1", Reason.OVERLOADED, "try again")
+    wait_for(lambda: client.stats["connects"] == 2 and client.is_connected, what="the reconnect")
+    assert len(calls) == 2
+    client.stop()
