@@ -373,15 +373,8 @@ class Delivery:
             seq = min(seq, get_tag(cid))
             if seq > 0:
                 trims.append((device_id, seq))
-        if not trims:
-            return
-        store = self.store
-        ack_many = getattr(store, "ack_many", None)
-        if ack_many is not None and len(trims) > 1:
-            ack_many(trims)  # one transaction for the whole turn
-        else:
-            for device_id, seq in trims:
-                store.ack(device_id, seq)
+        if trims:
+            self.store.ack_many(trims)  # one transaction for the whole turn
 
     def fetch(self, cid: int, after_seq: int, max_count: int) -> None:
         """Answer FETCH: up to *max_count* (at most ``page_max``) messages after *after_seq*, then NOTIFY.
