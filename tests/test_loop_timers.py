@@ -3,9 +3,13 @@ connect timeout), watch_activity, and the Python callbacks (call_soon,
 call_later, call_soon_threadsafe)."""
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import threading
 import time
+
+import pytest
 
 from pushcore import Reason
 from pushcore import _frame as F
@@ -258,3 +262,23 @@ def test_run_releases_the_gil_while_waiting(make_loop):
     spinner.join()
     assert not runner.is_alive()
     assert counter[0] > 1000  # the other thread ran while run() waited
+
+
+def test_stop_from_another_thread_wakes_run(make_loop):
+    loop, ev = make_loop()
+    t = threading.Timer(0.2, loop.stop)
+    t.start()
+    start = time.monotonic()
+    loop.run()
+    t.join()
+    assert 0.1 <= time.monotonic() - start < 5
+
+
+def test_ctrl_c_interrupts_a_blocked_run(make_loop):
+    loop, ev = make_loop()
+    t = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    t.start()
+    with pytest.raises(KeyboardInterrupt):
+        loop.run()  # blocked in epoll_wait with the GIL released
+    t.join()
+    assert not loop.running
