@@ -415,12 +415,18 @@ cdef Py_ssize_t _server_list_size(tuple servers) except -1:
     """Encoded size of a ``list<server>``; checks every server (host, port, load)."""
     cdef Py_ssize_t size = _uvsize(<u64>len(servers)), n
     cdef u64 port
-    for server in servers:
-        if not PyTuple_Check(server):
-            raise TypeError(f"a server must be a (host, port, load) tuple, not {type(server).__name__}")
+    cdef tuple server
+    for item in servers:
+        if not PyTuple_Check(item):
+            raise TypeError(f"a server must be a (host, port, load) tuple, not {type(item).__name__}")
+        server = <tuple>item
         if PyTuple_GET_SIZE(server) != 3:
             raise TypeError(f"a server must be a (host, port, load) tuple, got {server!r}")
-        host, port_obj, load = server
+        # Items by index, never through a tuple subclass's __iter__: no Python
+        # code may run between the size pass and the write pass.
+        host = server[0]
+        port_obj = server[1]
+        load = server[2]
         _utf8(host, &n, "server host")
         port = _u64(port_obj, "server port")
         if port > MAX_PORT:
@@ -432,13 +438,14 @@ cdef Py_ssize_t _server_list_size(tuple servers) except -1:
 cdef unsigned char* _wr_server_list(unsigned char* p, tuple servers) except NULL:
     cdef Py_ssize_t n
     cdef const char* s
+    cdef tuple server
     p += _wr_uvarint(p, <u64>len(servers))
-    for server in servers:
-        host, port, load = server
-        s = pc_as_utf8(host, &n)
+    for item in servers:
+        server = <tuple>item
+        s = pc_as_utf8(server[0], &n)
         p = _wr_bytes(p, s, n)
-        p += _wr_uvarint(p, <u64>port)
-        p += _wr_uvarint(p, <u64>load)
+        p += _wr_uvarint(p, <u64>server[1])
+        p += _wr_uvarint(p, <u64>server[2])
     return p
 
 
@@ -457,7 +464,9 @@ cdef class Frame:
 
     # Subclasses implement the encoding in two passes: _body_size checks every
     # field and returns the exact body size (and the header's flags), then
-    # _write_body writes exactly that many bytes.
+    # _write_body writes exactly that many bytes. No Python code may run
+    # between the passes (sequences are read by index from tuples, texts are
+    # immutable str, ints are read without __index__), so the sizes agree.
     cdef int _kind(self) noexcept:
         return 0
 
