@@ -147,3 +147,23 @@ def test_pool_slabs_go_back_after_a_burst(make_loop):
     ev.run_until(lambda: loop.pool_stats()["slabs"] <= 1, timeout=5)
     assert loop.pool_stats()["slabs_released"] >= 250
     s.close()
+
+
+def test_graceful_close_gives_up_after_close_timeout(make_loop):
+    loop, ev = make_loop(close_timeout=0.3)
+    loop.set_write_limits(high=32 << 20, low=1 << 20, cap=64 << 20)
+    lid = loop.listen("127.0.0.1", 0)
+    s, cid = accept(loop, ev, lid, rcvbuf=8192)
+    loop.send(cid, b"q" * (16 << 20))  # the peer never reads it
+    loop.close(cid, Reason.SHUTTING_DOWN)
+    start = time.monotonic()
+    ev.run_until(lambda: ev.closed)
+    assert time.monotonic() - start >= 0.25
+    assert ev.closed == [(cid, Reason.SHUTTING_DOWN)]
+    loop.run_once(0.01)
+    assert loop.stats()["send_queue_bytes"] == 0 and loop.pool_stats()["in_use"] == 0
+    s.settimeout(5)
+    with pytest.raises(ConnectionResetError):
+        while s.recv(1 << 20):
+            pass
+    s.close()
