@@ -34,7 +34,23 @@ decode = _codec.decode
 encode_push = _codec.encode_push
 encode_ack = _codec.encode_ack
 
+from .tokens import AuthError, TokenSigner, mint as mint_token, verify as verify_token
+from .store import Store, open_store
+from .heartbeat import HeartbeatPolicy
+from .server import Server
+from .client import Client, ClientState, ConnectError, NotConnected
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # The C-level loop is imported on first use, so that `import pushcore`
+    # works (with the pure-Python codec) where the extensions are not built.
+    if name == "Loop":
+        from .loop import Loop
+
+        return Loop
+    raise AttributeError(f"module 'pushcore' has no attribute {name!r}")
 
 __all__ = [
     "BACKEND", "PROTOCOL_VERSION", "DEFAULT_MAX_FRAME_SIZE", "PRIORITY_LOW", "PRIORITY_HIGH",
@@ -42,4 +58,6 @@ __all__ = [
     "Hello", "Welcome", "Ping", "Pong", "Push", "Notify", "Fetch", "Ack", "Subscribe",
     "Unsubscribe", "Upstream", "UpstreamAck", "Redirect", "Goaway", "ErrorFrame",
     "Decoder", "encode", "decode", "encode_push", "encode_ack",
+    "AuthError", "TokenSigner", "mint_token", "verify_token", "Store", "open_store",
+    "HeartbeatPolicy", "Server", "Client", "ClientState", "ConnectError", "NotConnected", "Loop",
 ]
