@@ -178,6 +178,8 @@ DEFAULT_MAX_FRAME_SIZE = 65536
 DEFAULT_CHUNK_SIZE = 4064      # + its 32-byte header = one 4 KiB page
 DEFAULT_CHUNKS_PER_SLAB = 32   # 128 KiB slabs
 DEFAULT_MAX_EMPTY_SLABS = 2
+SMALL_CHUNK_SIZE = 224         # + header = 256 bytes: the small size class
+SMALL_CHUNKS_PER_SLAB = 512    # 128 KiB slabs
 DEFAULT_HIGH_WATER = 256 * 1024
 DEFAULT_LOW_WATER = 64 * 1024
 DEFAULT_WRITE_CAP = 4 * 1024 * 1024
@@ -400,7 +402,8 @@ cdef class Loop:
     cdef int evfd
     cdef Conn* conns
     cdef int32_t nconns
-    cdef pc_pool pool
+    cdef pc_pool pool              # page-sized chunks
+    cdef pc_pool spool             # small chunks: the first of a queue, small partial frames
     cdef unsigned char* scratch
     cdef uint32_t scratch_size
     cdef uint32_t read_budget
@@ -465,6 +468,7 @@ cdef class Loop:
         self.close_timeout_ms = timeout_ms(close_timeout, "close_timeout")
         self.linger_ms = timeout_ms(linger, "linger")
         pc_pool_init(&self.pool, chunk_size, chunks_per_slab, max_empty_slabs)
+        pc_pool_init(&self.spool, SMALL_CHUNK_SIZE, SMALL_CHUNKS_PER_SLAB, 1)
         self.scratch_size = read_buffer_size
         self.read_budget = min(read_budget, 1 << 30)
         self.max_events = max_events
@@ -564,6 +568,7 @@ cdef class Loop:
             c_close(self.evfd)
         self.epfd = self.evfd = -1
         _leaked_chunk_total += pc_pool_destroy(&self.pool)
+        _leaked_chunk_total += pc_pool_destroy(&self.spool)
         self._free_memory()
         self.closed = True
 
@@ -943,7 +948,13 @@ cdef class Loop:
             p += m
             n -= m
         while n > 0:
-            ch = pc_chunk_get(&self.pool)
+            # an empty queue getting a small write takes a small chunk: a
+            # broadcast of one small frame to N connections then costs N x 256
+            # bytes while queued, not N pages
+            if t == NULL and n <= <Py_ssize_t>self.spool.chunk_size:
+                ch = pc_chunk_get(&self.spool)
+            else:
+                ch = pc_chunk_get(&self.pool)
             if ch == NULL:
                 self._kill(fd, PC_R_INTERNAL_ERROR, True)
                 return 0
@@ -1106,8 +1117,10 @@ cdef class Loop:
                 total = 1 + k + blen
         if total > self.pool.chunk_size:
             ch = pc_big_get(&self.pool, <uint32_t>total)
-        else:
+        elif total > self.spool.chunk_size:
             ch = pc_chunk_get(&self.pool)
+        else:   # small, or length not known yet (at most 5 bytes so far)
+            ch = pc_chunk_get(&self.spool)
         if ch == NULL:
             return self._kill(fd, PC_R_INTERNAL_ERROR, True)
         memcpy(&ch.data[0], p, m)
@@ -1148,7 +1161,10 @@ cdef class Loop:
             return -1
         total = 1 + k + blen
         if total > r.cap:
-            big = pc_big_get(&self.pool, <uint32_t>total)
+            if total <= self.pool.chunk_size:
+                big = pc_chunk_get(&self.pool)
+            else:
+                big = pc_big_get(&self.pool, <uint32_t>total)
             if big == NULL:
                 self._kill(fd, PC_R_INTERNAL_ERROR, True)
                 return -1
@@ -1386,7 +1402,8 @@ cdef class Loop:
                 best = w
         if self.paused_listeners and (best < 0 or best > LISTENER_RETRY_MS):
             best = LISTENER_RETRY_MS
-        if self.pool.empty_slabs > self.pool.max_empty_slabs:
+        if (self.pool.empty_slabs > self.pool.max_empty_slabs
+                or self.spool.empty_slabs > self.spool.max_empty_slabs):
             # cached slabs to give back: wake for the next decay
             w = <int64_t>(self.last_decay + POOL_DECAY_MS) - <int64_t>self.now_ms
             if w < 0:
@@ -1555,6 +1572,7 @@ cdef class Loop:
                 self._resume_listeners()
             if self.now_ms - self.last_decay >= POOL_DECAY_MS:
                 pc_pool_decay(&self.pool, self.pool.max_empty_slabs)
+                pc_pool_decay(&self.spool, self.spool.max_empty_slabs)
                 self.last_decay = self.now_ms
             self._run_callbacks()
             self._deliver(0)    # on_open before the first frames of a new connection
@@ -2079,8 +2097,16 @@ cdef class Loop:
         }
 
     def pool_stats(self):
-        """The chunk pool's counters (chunk_size, in_use, free, high_water, ...)."""
-        return pool_stats_dict(&self.pool)
+        """The chunk pools' counters: the page-sized class at the top level, with
+        ``in_use``/``free``/``total_allocated``/``slabs``/``empty_slabs`` summed
+        over both classes, and the small class under ``"small"``."""
+        d = pool_stats_dict(&self.pool)
+        small = pool_stats_dict(&self.spool)
+        for key in ("in_use", "free", "total_allocated", "slabs", "empty_slabs",
+                    "acquired", "slabs_released"):
+            d[key] += small[key]
+        d["small"] = small
+        return d
 
     @staticmethod
     def sizeof_conn():

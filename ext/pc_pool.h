@@ -35,6 +35,7 @@
 
 typedef struct pc_chunk pc_chunk;
 typedef struct pc_slab pc_slab;
+typedef struct pc_pool pc_pool;
 
 struct pc_chunk {
     pc_chunk *next;     /* free-list link, or the next chunk of a queue */
@@ -50,6 +51,7 @@ enum { PC_SLAB_PARTIAL = 0, PC_SLAB_FULL = 1, PC_SLAB_EMPTY = 2 };
 
 struct pc_slab {
     pc_slab *prev, *next;   /* links in the list named by `list` */
+    pc_pool *pool;          /* owner: a chunk goes back to its own pool */
     pc_chunk *free;         /* this slab's free chunks */
     size_t bytes;           /* mapping size */
     uint32_t nfree;
@@ -58,7 +60,7 @@ struct pc_slab {
     int _pad;
 };
 
-typedef struct {
+struct pc_pool {
     pc_slab *heads[3];       /* partial, full, empty */
     uint32_t chunk_size;     /* data bytes per chunk */
     uint32_t unit;           /* bytes per chunk including its header */
@@ -75,7 +77,7 @@ typedef struct {
     uint64_t big_in_use;     /* big chunks handed out */
     uint64_t big_bytes;      /* data bytes of big chunks handed out */
     uint64_t big_acquired;   /* big chunks handed out, cumulative */
-} pc_pool;
+};
 
 static inline void pc_slab_unlink(pc_pool *p, pc_slab *s) {
     if (s->prev) s->prev->next = s->next; else p->heads[s->list] = s->next;
@@ -121,6 +123,7 @@ static inline pc_slab *pc_slab_new(pc_pool *p) {
     s = (pc_slab *)mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (s == (pc_slab *)MAP_FAILED) return NULL;
     s->prev = s->next = NULL;
+    s->pool = p;
     s->free = NULL;
     s->bytes = bytes;
     s->nchunks = p->chunks_per_slab;
@@ -190,10 +193,13 @@ static inline pc_chunk *pc_big_get(pc_pool *p, uint32_t cap) {
     return c;
 }
 
-/* Give a chunk (pooled or big) back. A slab that becomes wholly free is
- * cached on the empty list (see pc_pool_decay / pc_pool_trim). */
+/* Give a chunk back: a pooled chunk to the pool that owns its slab (so one
+ * call serves several size classes), a big chunk to malloc (counted in *p).
+ * A slab that becomes wholly free is cached on the empty list (see
+ * pc_pool_decay / pc_pool_trim). */
 static inline void pc_chunk_put(pc_pool *p, pc_chunk *c) {
     pc_slab *s = c->slab;
+    if (s) p = s->pool;
     if (!s) {
         p->big_in_use--;
         p->big_bytes -= c->cap;

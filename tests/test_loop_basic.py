@@ -494,3 +494,26 @@ def test_closed_loop_refuses_work():
         loop.run_once(0)
     with pytest.raises(RuntimeError):
         loop.listen("127.0.0.1", 0)
+
+
+def test_small_writes_to_idle_connections_take_small_chunks(make_loop):
+    loop, ev, lid = serve(make_loop)
+    socks, cids = [], []
+    for _ in range(10):
+        s, cid = accept_one(loop, ev, lid)
+        socks.append(s)
+        cids.append(cid)
+    small = F.Push(seq=1, message_id=2, payload=b"s" * 100).encode()
+    loop.send_many(cids, small)
+    ps = loop.pool_stats()
+    assert ps["small"]["in_use"] == 10 and ps["in_use"] == 10  # no page-sized chunk
+    big = b"B" * 5000
+    loop.send(cids[0], big)  # spills into page-sized chunks behind the small one
+    assert loop.pool_stats()["in_use"] == 10 + 2
+    loop.run_once(0)
+    assert recv_exact(socks[0], len(small) + len(big)) == small + big
+    for s in socks[1:]:
+        assert recv_exact(s, len(small)) == small
+    assert loop.pool_stats()["in_use"] == 0
+    for s in socks:
+        s.close()
