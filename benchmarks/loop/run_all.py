@@ -38,7 +38,8 @@ from wire import FRAME_SIZE, hello_frame, push_frames  # noqa: E402
 FANOUT_BASELINE = "uvloop, 1 frame/turn"
 PING_BASELINE = "uvloop"
 IDLE_BASELINE = "asyncio"
-PATIENCE_BUDGET = 20.0   # seconds of waiting for quiet CPUs, over the whole run
+PATIENCE_BUDGET = 20.0
+IDLE_SETTLE_SECONDS = 2.0   # after the first idle second, before the RSS that counts   # seconds of waiting for quiet CPUs, over the whole run
 
 
 @dataclass
@@ -180,13 +181,17 @@ def run_idle(name: str, start_server, conns: int, timeout: float) -> Row:
                    "idle client") as client:
             client.expect("handshaken", timeout)
             server_report = server.json_line(timeout)   # all authenticated, 0.5 s later
-            time.sleep(0.5)   # idle: nothing in flight, timers settled
+            time.sleep(0.5)   # idle: nothing in flight
+            early = rss_bytes(server.pid)
+            # steady state: pushcore's pool gives cached slabs back once a second
+            time.sleep(IDLE_SETTLE_SECONDS)
             after = rss_bytes(server.pid)
             parts_after = rss_breakdown(server.pid)
             client.close_stdin()
             result = client.json_line(10)
     growth = (after - before) / conns
     detail = {"rss_before": before, "rss_after": after, "client": result,
+              "growth_per_conn_1s": (early - before) / conns,
               "growth_per_conn_by_kind": {k: (parts_after[k] - parts_before[k]) / conns
                                           for k in parts_after},
               "server": server_report}
