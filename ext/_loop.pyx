@@ -1135,7 +1135,7 @@ cdef class Loop:
         or -1 when the connection is closing."""
         cdef Conn* c = &self.conns[fd]
         cdef pc_chunk* r = c.rbuf
-        cdef pc_chunk* big
+        cdef pc_chunk* bigger
         cdef unsigned long long blen = 0
         cdef uint64_t total
         cdef Py_ssize_t used = 0, m
@@ -1161,17 +1161,18 @@ cdef class Loop:
             return -1
         total = 1 + k + blen
         if total > r.cap:
+            # outgrew its buffer: move to a page-sized chunk, or a big buffer
             if total <= self.pool.chunk_size:
-                big = pc_chunk_get(&self.pool)
+                bigger = pc_chunk_get(&self.pool)
             else:
-                big = pc_big_get(&self.pool, <uint32_t>total)
-            if big == NULL:
+                bigger = pc_big_get(&self.pool, <uint32_t>total)
+            if bigger == NULL:
                 self._kill(fd, PC_R_INTERNAL_ERROR, True)
                 return -1
-            memcpy(&big.data[0], &r.data[0], r.end)
-            big.end = r.end
+            memcpy(&bigger.data[0], &r.data[0], r.end)
+            bigger.end = r.end
             pc_chunk_put(&self.pool, r)
-            c.rbuf = r = big
+            c.rbuf = r = bigger
         m = min(n - used, <Py_ssize_t>(total - r.end))
         memcpy(&r.data[r.end], p + used, m)
         r.end += <uint32_t>m
