@@ -1,0 +1,122 @@
+"""``pushcore serve``: a gateway on the SQLite store, with the admin HTTP API.
+
+The gateway runs in the main thread (SIGTERM or Ctrl-C drain it: every
+device gets GOAWAY and reconnects elsewhere or later; nothing stored is
+lost); the admin API runs in a background thread on its own port, bound to
+127.0.0.1 unless told otherwise.
+
+On the first start in a directory it creates two private files: the device
+token secret (``pushcore.secret``, read by ``pushcore simulate``) and the
+admin token (``pushcore.admin-token``, read by ``pushcore push``).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .cmd_common import (
+    DEFAULT_SECRET_FILE,
+    DEFAULT_TOKEN_FILE,
+    CommandError,
+    bind_error,
+    load_admin_token,
+    load_secret,
+    raise_fd_limit,
+)
+
+__all__ = ["add_arguments", "run", "DEFAULT_PORT"]
+
+DEFAULT_PORT = 5222
+
+
+def _heartbeat(text: str) -> tuple[float, float]:
+    low, sep, high = text.partition(":")
+    try:
+        bounds = (float(low), float(high)) if sep else None
+    except ValueError:
+        bounds = None
+    if bounds is None or not 0 <= bounds[0] <= bounds[1] or bounds[1] <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: use MIN:MAX seconds with 0 <= MIN <= MAX, MAX > 0 (e.g. 30:600)")
+    return bounds
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .admin import DEFAULT_ADMIN_PORT
+
+    g = parser.add_argument_group("gateway")
+    g.add_argument("--host", default="127.0.0.1", help="address devices connect to (default 127.0.0.1; 0.0.0.0 for all)")
+    g.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"device port (default {DEFAULT_PORT})")
+    g.add_argument("--store", default="pushcore.db",
+                   help="offline store: a SQLite file (default pushcore.db) or memory:")
+    g.add_argument("--secret-file", default=DEFAULT_SECRET_FILE,
+                   help=f"device token secret, hex (default {DEFAULT_SECRET_FILE}, created if missing; "
+                        f"$PUSHCORE_SECRET wins)")
+    g.add_argument("--heartbeat", type=_heartbeat, default=(30.0, 600.0), metavar="MIN:MAX",
+                   help="heartbeat bounds granted to devices, seconds (default 30:600)")
+    g.add_argument("--idle-grace", type=float, default=30.0,
+                   help="a device silent for MAX + this many seconds is closed (default 30)")
+    g.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT: several gateway processes on one port")
+    a = parser.add_argument_group("admin API")
+    a.add_argument("--admin-host", default="127.0.0.1", help="admin API address (default 127.0.0.1)")
+    a.add_argument("--admin-port", type=int, default=DEFAULT_ADMIN_PORT,
+                   help=f"admin API port (default {DEFAULT_ADMIN_PORT}; 0 = any free port)")
+    a.add_argument("--no-admin", action="store_true", help="do not start the admin API")
+    a.add_argument("--admin-token", default=None,
+                   help="admin token (default: $PUSHCORE_ADMIN_TOKEN, else the token file)")
+    a.add_argument("--admin-token-file", default=DEFAULT_TOKEN_FILE,
+                   help=f"where the admin token is kept (default {DEFAULT_TOKEN_FILE}, created if missing)")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+
+
+def run(args: argparse.Namespace) -> int:
+    from .admin import AdminAPI
+    from .server import Server
+    from .store import StoreError, open_store
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    out = sys.stderr
+    if not 0 <= args.port < 65536 or not 0 <= args.admin_port < 65536:
+        raise CommandError("ports must be in 0..65535")
+    secret, secret_from = load_secret(args.secret_file, create=True)
+    token = None
+    if not args.no_admin:
+        token, token_from = load_admin_token(args.admin_token, args.admin_token_file, create=True)
+        if len(token) < 16:
+            raise CommandError(f"the admin token from {token_from} is shorter than 16 characters")
+    limit = raise_fd_limit(64, "the gateway")
+    try:
+        store = open_store(args.store)
+    except (StoreError, OSError, ValueError) as exc:
+        raise CommandError(f"--store {args.store}: {exc}") from None
+    server = Server(args.host, args.port, secret=secret, store=store, heartbeat=args.heartbeat,
+                    idle_grace=args.idle_grace, reuse_port=args.reuse_port)
+    admin = None
+    if token is not None:
+        # the admin port first: it only binds a socket, so a failure leaves nothing to undo
+        admin = AdminAPI(server, token, host=args.admin_host, port=args.admin_port)
+        try:
+            admin.start()
+        except OSError as exc:
+            store.close()
+            raise bind_error(exc, args.admin_host, args.admin_port, "admin API", "--admin-port") from None
+    try:
+        try:
+            host, port = server.listen()
+        except OSError as exc:
+            store.close()
+            server.loop.close()
+            raise bind_error(exc, args.host, args.port, "gateway", "--port") from None
+        print(f"pushcore gateway listening on {host}:{port} (store {args.store}, token secret from "
+              f"{secret_from}, up to {limit:,} file descriptors)", file=out)
+        if admin is not None:
+            print(f"admin API on {admin.url} (token from {token_from}); metrics at {admin.url}/metrics",
+                  file=out)
+        print("Ctrl-C or SIGTERM drains and stops", file=out, flush=True)
+        server.run()  # blocks; SIGTERM / SIGINT drain
+    finally:
+        if admin is not None:
+            admin.stop()
+    print("pushcore gateway stopped", file=out)
+    return 0
