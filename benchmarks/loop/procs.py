@@ -203,3 +203,15 @@ def rss_breakdown(pid: int) -> dict[str, int]:
             elif first == "Rss:":
                 out[kind] += int(line.split()[1]) * 1024
     return out
+
+
+def run_delay_seconds(pid: int) -> float:
+    """Time *pid* spent runnable but waiting for a CPU (/proc/PID/schedstat).
+
+    On a shared machine this says how much of a run was lost to neighbours.
+    """
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return float("nan")

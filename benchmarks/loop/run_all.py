@@ -32,7 +32,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import cbuild  # noqa: E402
-from procs import Child, cpu_seconds, python_child, rss_breakdown, rss_bytes, wait_for_quiet  # noqa: E402
+from procs import (Child, cpu_seconds, python_child, rss_breakdown, rss_bytes, run_delay_seconds,
+                   wait_for_quiet)  # noqa: E402
 from wire import FRAME_SIZE, hello_frame, push_frames  # noqa: E402
 
 FANOUT_BASELINE = "uvloop, 1 frame/turn"
@@ -101,11 +102,14 @@ def run_fanout(name: str, start_server, send_hello: bool, conns: int, frames: in
         if send_hello:
             argv += ["-H", hello_frame().hex()]
         cpu0 = cpu_seconds(server.pid)
+        delay0 = run_delay_seconds(server.pid)
         with Child(argv, "count_client") as client:
             result = client.json_line(timeout + 10)
             rc = client.wait(5)
         server_result = server.json_line(10) if rc == 0 else {}
         server_result["cpu_seconds"] = cpu_seconds(server.pid) - cpu0
+        # runnable but not running: CPU taken by neighbours (or by the client)
+        server_result["run_delay_seconds"] = run_delay_seconds(server.pid) - delay0
         server_result["cpu_us_per_delivery"] = (server_result["cpu_seconds"]
                                                 / max(1, result["deliveries"]) * 1e6)
     detail = {"client": result, "server": server_result}
@@ -137,8 +141,10 @@ def run_ping(name: str, start_server, conns: int, seconds: float, timeout: float
         with Child(argv, "count_client") as client:
             client.expect("measuring", timeout)
             cpu0 = cpu_seconds(server.pid)
+            delay0 = run_delay_seconds(server.pid)
             result = client.json_line(timeout + 10)
             cpu1 = cpu_seconds(server.pid)
+            result["server_run_delay_seconds"] = run_delay_seconds(server.pid) - delay0
             rc = client.wait(5)
         # server CPU time per round trip over the measured window
         result["server_cpu_us_per_rt"] = (cpu1 - cpu0) / max(1, result["round_trips"]) * 1e6
@@ -279,18 +285,36 @@ def server_cpu(r: Row) -> str:
     return ""
 
 
+def server_waited(r: Row) -> str:
+    """Share of the measured time the server was runnable but had no CPU."""
+    if r.value is None:
+        return ""
+    if r.benchmark == "fanout":
+        delay = r.detail.get("server", {}).get("run_delay_seconds")
+        wall = r.detail.get("client", {}).get("seconds")
+    elif r.benchmark == "ping":
+        delay = r.detail.get("server_run_delay_seconds")
+        wall = r.detail.get("seconds")
+    else:
+        return ""
+    if delay is None or not wall or delay != delay:
+        return ""
+    return f"{min(1.0, delay / wall):.0%}"
+
+
 def table(rows: list[Row], markdown: bool) -> str:
     rat = ratios(rows)
-    header = ("benchmark", "implementation", "result", "ratio", "server CPU")
+    header = ("benchmark", "implementation", "result", "ratio", "server CPU", "no CPU")
     body = []
     for i, r in enumerate(rows):
         ratio = rat[i]
         base = {"fanout": FANOUT_BASELINE, "ping": PING_BASELINE,
                 "idle memory": IDLE_BASELINE}[r.benchmark]
         ratio_s = "" if ratio is None else f"{ratio:.2f}x {base.split(',')[0]}"
-        body.append((r.benchmark, r.implementation, fmt_value(r), ratio_s, server_cpu(r)))
+        body.append((r.benchmark, r.implementation, fmt_value(r), ratio_s, server_cpu(r),
+                     server_waited(r)))
     if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|---|---|---:|---:|---:|"]
+        lines = ["| " + " | ".join(header) + " |", "|---|---|---:|---:|---:|---:|"]
         lines += ["| " + " | ".join(row) + " |" for row in body]
         return "\n".join(lines)
     widths = [max(len(x[i]) for x in [header, *body]) for i in range(len(header))]
@@ -372,6 +396,8 @@ def main(argv=None) -> int:
           f"ping: {args.conns} conns, {ping_seconds:g} s; idle: {idle_conns} conns; "
           f"total {elapsed:.0f} s")
     print(table(rows, args.markdown))
+    print("# server CPU: server CPU time per operation (steadier than rates on a shared machine);\n"
+          "# no CPU: share of the measured time the server was runnable but waiting for a CPU")
     if args.json:
         with open(args.json, "w") as f:
             json.dump([r.__dict__ for r in rows], f, indent=1)
