@@ -23,7 +23,7 @@ from typing import Callable
 
 from .ack_latency import PushAckTracker, track_store
 from .errors import Reason, reason_name
-from .metrics import LATENCY_BUCKETS, MetricFamily, Registry
+from .metrics import LATENCY_BUCKETS, Histogram, MetricFamily, Registry
 
 __all__ = ["GatewayMetrics", "call_on_loop", "LoopUnavailable", "ERROR_REASONS", "AUTH_REASONS"]
 
@@ -109,28 +109,36 @@ class GatewayMetrics:
 
     ``registry`` may be shared with other instruments (the admin API adds
     its request counters). Call :meth:`track_push_ack` to get the push→ack
-    latency histogram (it hooks the server's store).
+    latency histogram (it hooks the server's store, once per store).
     """
 
     def __init__(self, server, registry: Registry | None = None, *, timeout: float = 5.0) -> None:
         self.server = server
         self.registry = registry if registry is not None else Registry()
         self.timeout = timeout
-        self.push_ack = self.registry.histogram(
-            "pushcore_push_ack_seconds",
-            "Seconds from a message's append to the store until the device acked it "
-            "(includes time offline).",
-            buckets=LATENCY_BUCKETS,
-        )
         self.tracker: PushAckTracker | None = None
         self._started = time.time()
         self.registry.add_collector(self.collect)
 
     def track_push_ack(self, max_pending: int = 1000) -> PushAckTracker:
-        """Feed :attr:`push_ack` from the server's store (see :mod:`pushcore.ack_latency`)."""
+        """Expose ``pushcore_push_ack_seconds``, fed from the server's store (:mod:`pushcore.ack_latency`).
+
+        A store already tracked (by another :class:`GatewayMetrics` of the
+        same server) keeps its tracker, which is shared.
+        """
         if self.tracker is None:
-            self.tracker = PushAckTracker(self.push_ack, max_pending=max_pending)
-            track_store(self.server.store, self.tracker)
+            store = self.server.store
+            tracker = getattr(store, "_push_ack_tracker", None)
+            if tracker is None:
+                tracker = PushAckTracker(Histogram(
+                    "pushcore_push_ack_seconds",
+                    "Seconds from a message's append to the store until the device acked it "
+                    "(includes time offline).",
+                    buckets=LATENCY_BUCKETS,
+                ), max_pending=max_pending)
+                track_store(store, tracker)
+            self.tracker = tracker
+            self.registry.register(tracker.histogram)
         return self.tracker
 
     # -- reading ----------------------------------------------------------------

@@ -75,3 +75,23 @@ def test_track_store_sees_every_append_and_ack(kind, tmp_path):
         assert hist2.count == 1 and hist.count == 4
     finally:
         store.close()
+
+
+def test_two_metrics_objects_of_one_server_share_the_tracker():
+    from pushcore.gateway_metrics import GatewayMetrics
+
+    store = MemoryStore()
+
+    class FakeServer:  # GatewayMetrics only needs .store for this
+        pass
+
+    server = FakeServer()
+    server.store = store
+    first = GatewayMetrics(server)
+    second = GatewayMetrics(server)
+    assert first.track_push_ack() is second.track_push_ack()
+    store.append("a", message_id=1, payload=b"x", priority=1)
+    store.ack("a", 1)
+    assert "pushcore_push_ack_seconds_count 1" in first.registry.render()
+    assert "pushcore_push_ack_seconds_count 1" in second.registry.render()
+    store.close()
