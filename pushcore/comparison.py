@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import Any, Callable
 
 from . import mqtt311
@@ -135,7 +135,10 @@ def _fields_namespace(n: Notification) -> dict[str, Any]:
     }
 
 
-_PUSH_FIELDS = attrgetter("seq", "message_id", "priority", "expiry", "topic", "payload")
+def _push_fields_in_notification_order(values: tuple) -> tuple:
+    """Reorder ``Push.fields()`` (constructor order) to ``Notification.as_tuple()``'s order."""
+    seq, message_id, payload, priority, expiry, _collapse_key, topic = values
+    return (seq, message_id, priority, expiry, topic, payload)
 
 
 def _pushcore_cases(name: str, module: Any, n: Notification) -> list[Case]:
@@ -144,9 +147,12 @@ def _pushcore_cases(name: str, module: Any, n: Notification) -> list[Case]:
         Case(
             "push", name, "all",
             "encode_push(seq, message_id, payload, priority, expiry, '', topic)",
-            "fields(decode(frame))",
-            {**base, "encode_push": module.encode_push, "fields": _PUSH_FIELDS},
+            # fields() is the frame API's "every field as a Python value" call,
+            # the counterpart of itemgetter() on msgpack's and JSON's dicts.
+            "decode(frame).fields()",
+            {**base, "encode_push": module.encode_push},
             n.as_tuple(),
+            normalize=_push_fields_in_notification_order,
         ),
         Case(
             "heartbeat", name, "PING",
