@@ -246,7 +246,9 @@ def run_jobs(jobs: list, repeat: int, patience: float) -> list[Row]:
 # ---------------------------------------------------------------- table
 
 def ratios(rows: list[Row]) -> dict[int, float | None]:
-    """Ratio of each row to its benchmark's baseline (better than baseline > 1)."""
+    """Each row's value divided by its benchmark's baseline value.
+
+    Rates: > 1 is faster than the baseline.  Memory: < 1 is smaller."""
     base = {}
     for r in rows:
         if (r.benchmark, r.implementation) in (("fanout", FANOUT_BASELINE), ("ping", PING_BASELINE),
@@ -257,10 +259,8 @@ def ratios(rows: list[Row]) -> dict[int, float | None]:
         b = base.get(r.benchmark)
         if r.value is None or not b:
             out[i] = None
-        elif r.higher_is_better:
-            out[i] = r.value / b
         else:
-            out[i] = b / r.value if r.value > 0 else None
+            out[i] = r.value / b
     return out
 
 
