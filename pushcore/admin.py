@@ -402,6 +402,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     api: AdminAPI  # set on the subclass made per AdminAPI
     protocol_version = "HTTP/1.1"
     timeout = 60  # seconds an idle keep-alive connection is kept
+    # One write per response, without Nagle: headers and body sent as two small
+    # segments would wait for the client's delayed ACK (about 40 ms per request).
+    disable_nagle_algorithm = True
+    wbufsize = 64 * 1024  # the stdlib flushes after each request
     server_version = "pushcore-admin"
     sys_version = ""
 

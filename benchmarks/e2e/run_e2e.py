@@ -179,8 +179,10 @@ def latency_run(mode: str, rate: float, devices: int, duration: float, gateway: 
         pusher = RemotePusher(gateway, sim.id_prefix, devices, rate, sim.run_id)
     else:
         pusher = Pusher(ServerSink(server, sim.id_prefix, sim.run_id), devices, rate, tick=0.01, seed=2)
+    cpu0 = cpu_seconds(gateway["pid"]) if mode == "admin" else None
     try:
         report = sim.run(duration, pusher=pusher, drain_timeout=20.0, settle=2.0)
+        gateway_cpu = ((cpu_seconds(gateway["pid"]) - cpu0) / report.wall_time * 100) if cpu0 is not None else None
     finally:
         pusher.stop()
         sim.close()
@@ -189,7 +191,7 @@ def latency_run(mode: str, rate: float, devices: int, duration: float, gateway: 
     lat = report.latency_ms
     return {"mode": mode, "rate": rate, "achieved": report.messages["sent_rate"], "sent": report.messages["sent"],
             "p50": lat.get("p50"), "p90": lat.get("p90"), "p99": lat.get("p99"), "max": lat.get("max"),
-            "ok": report.ok}
+            "ok": report.ok, "gateway_cpu_pct": gateway_cpu}
 
 
 def bench_latency(rates, devices, duration) -> list[dict]:
@@ -333,17 +335,20 @@ def main() -> int:
         print("push latency ...", file=sys.stderr, flush=True)
         rows = results["latency"] = bench_latency(rates, devices=1000, duration=4.0 if args.quick else 10.0)
         print("### Push latency at a fixed rate (1,000 devices, SQLite store)\n")
-        print("| pushes via | rate asked /s | achieved /s | sent | p50 ms | p90 ms | p99 ms | max ms | correct |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+        print("| pushes via | rate asked /s | achieved /s | sent | p50 ms | p90 ms | p99 ms | max ms | correct "
+              "| gateway CPU % |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
         for r in rows:
             via = ("admin API, batch per 20 ms (3 processes: pusher, gateway, devices)" if r["mode"] == "admin"
                    else "gateway's loop thread (gateway, pusher and devices in one process)")
             print(f"| {via} | {r['rate']:,.0f} | {r['achieved']:,.0f} | {r['sent']:,} | {fmt(r['p50'])} | "
-                  f"{fmt(r['p90'])} | {fmt(r['p99'])} | {fmt(r['max'])} | {'yes' if r['ok'] else 'NO'} |")
+                  f"{fmt(r['p90'])} | {fmt(r['p99'])} | {fmt(r['max'])} | {'yes' if r['ok'] else 'NO'} | "
+                  f"{fmt(r['gateway_cpu_pct'], '.0f')} |")
         print()
 
     if "setup" in only:
-        cases = [(3000, 5000.0)] if args.quick else [(5000, 2000.0), (10000, 5000.0), (10000, None)]
+        cases = [(3000, 5000.0)] if args.quick else [
+            (5000, 2000.0), (10000, 5000.0), (10000, 10000.0), (10000, 20000.0), (10000, None)]
         print("connection setup ...", file=sys.stderr, flush=True)
         rows = results["setup"] = bench_setup(cases)
         print("### Connection setup (HELLO → WELCOME), gateway in its own process\n")
