@@ -1,28 +1,77 @@
 """The ``pushcore`` command: argument parsing and dispatch only.
 
-Each subcommand's work lives in its own module (``pushcore.demo``,
-``pushcore.benchtable``), imported only when that subcommand runs.
+Each subcommand's work lives in its own module, imported only when that
+subcommand runs:
+
+==============  =============================  ==============================================
+command         module                         what it does
+==============  =============================  ==============================================
+``demo``        ``pushcore.cmd_demo``          gateway + simulated devices in one process, report
+``serve``       ``pushcore.cmd_serve``         a gateway (SQLite) with the admin HTTP API
+``simulate``    ``pushcore.cmd_simulate``      simulated devices against a running gateway
+``push``        ``pushcore.cmd_push``          send through the admin API; device status
+``bench``       ``pushcore.benchtable``        the codec table (``--e2e``: the end-to-end benchmarks)
+``demo-codec``  ``pushcore.codec_demo``        one notification through the codec, vs other formats
+==============  =============================  ==============================================
+
+Problems a user can fix (a busy port, a bad address, a missing token) are
+printed as ``pushcore <command>: error: ...`` with exit status 2 (1 for a
+failed request or a failed check), never as a traceback.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
+from pathlib import Path
 from typing import Sequence
 
 __all__ = ["build_parser", "main"]
 
+_E2E_SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "e2e" / "run_e2e.py"
 
-def _run_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+
+def _run_module(name: str):
+    """The ``run(args)`` of a command module, imported when the command runs."""
+
+    def handler(args: argparse.Namespace) -> int:
+        import importlib
+
+        return importlib.import_module(f"pushcore.{name}").run(args)
+
+    return handler
+
+
+def _run_codec_demo(args: argparse.Namespace) -> int:
+    from .codec_demo import run_demo
 
     return run_demo(speed=not args.no_speed)
 
 
 def _run_bench(args: argparse.Namespace) -> int:
+    if args.e2e:
+        from .cmd_common import CommandError
+
+        if not _E2E_SCRIPT.exists():
+            raise CommandError("the end-to-end benchmarks are in the source tree (benchmarks/e2e/): "
+                               "run `pushcore bench --e2e` from a checkout installed with pip install -e .")
+        argv = [sys.executable, str(_E2E_SCRIPT)] + (["--quick"] if args.quick else [])
+        return subprocess.call(argv)
     from .benchtable import run
 
     return run(args)
+
+
+def _add_command(commands, name: str, module: str | None, help_text: str, description: str):
+    parser = commands.add_parser(name, help=help_text, description=description,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    if module is not None:
+        import importlib
+
+        importlib.import_module(f"pushcore.{module}").add_arguments(parser)
+        parser.set_defaults(handler=_run_module(module))
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,38 +82,83 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pushcore",
         description="pushcore: mobile push gateways and device simulators with a C-level core.",
+        epilog="Start with `pushcore demo`. Each command has --help.",
     )
     parser.add_argument("--version", action="version", version=f"pushcore {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    demo = commands.add_parser(
-        "demo",
+    _add_command(
+        commands, "demo", "cmd_demo",
+        "a gateway and 2,000 simulated devices in one process, pushes flowing, then the report",
+        "Run a gateway (temporary SQLite store, admin API) and simulated devices on one loop in this "
+        "process: pushes at a fixed rate, churn, link resets, a NAT the adaptive heartbeat must find. "
+        "Then print the report (every message once and in order? latency, connect times, heartbeat) "
+        "and the gateway's own metrics. About 17 s on the defaults. Exit status 1 if a message was "
+        "lost, duplicated or reordered.",
+    )
+    _add_command(
+        commands, "serve", "cmd_serve",
+        "run a gateway on the SQLite store, with the admin HTTP API",
+        "Run a push gateway: devices connect to --host:--port; the admin API (push, presence, "
+        "/metrics, /healthz) listens on --admin-host:--admin-port with a bearer token. The first "
+        "start creates pushcore.secret (device token secret) and pushcore.admin-token. SIGTERM or "
+        "Ctrl-C drains: every device gets GOAWAY, nothing stored is lost.",
+    )
+    _add_command(
+        commands, "simulate", "cmd_simulate",
+        "simulated devices against a running gateway, then the report",
+        "Connect --devices simulated devices to HOST:PORT, push --rate messages per second through "
+        "the gateway's admin API for --duration seconds, drain, and report whether every device got "
+        "every message once and in order, with end-to-end latency and connect times. Exit status 1 "
+        "if the report found a problem.",
+    )
+    _add_command(
+        commands, "push", "cmd_push",
+        "send a message through a gateway's admin API, or show a device",
+        "Send a message to a device (--device), a topic's subscribers (--topic) or every connected "
+        "device (--all) through the admin API; or show a device's presence and backlog (--status).",
+    )
+    bench = commands.add_parser(
+        "bench",
+        help="the codec benchmark table (pushcore vs XMPP, MQTT, msgpack, JSON); --e2e: end to end",
+        description="Time encode and decode of a push, a heartbeat and an ack in every format "
+                    "and print the table with the design's targets (PASS/MISS). The XMPP and "
+                    "msgpack rows need: pip install -e '.[bench]'. With --e2e, run the end-to-end "
+                    "benchmarks instead (push latency, connection setup rate, connections held; "
+                    "from a source checkout; about 2 minutes, --quick about 1).",
+    )
+    add_bench_arguments(bench)
+    bench.add_argument("--e2e", action="store_true",
+                       help="run benchmarks/e2e/run_e2e.py (gateway, devices and pushers as processes)")
+    bench.set_defaults(handler=_run_bench)
+
+    codec = commands.add_parser(
+        "demo-codec",
         help="encode and decode a reference notification; compare its size and speed",
         description="Encode the reference push notification with the active codec backend, "
                     "print the frame byte by byte, decode it, and set its size and speed next "
                     "to XMPP, MQTT 3.1.1, msgpack and JSON. Takes a few seconds.",
     )
-    demo.add_argument("--no-speed", action="store_true", help="skip the quick speed figures")
-    demo.set_defaults(handler=_run_demo)
-
-    bench = commands.add_parser(
-        "bench",
-        help="the full codec benchmark table (pushcore vs XMPP, MQTT, msgpack, JSON)",
-        description="Time encode and decode of a push, a heartbeat and an ack in every format "
-                    "and print the table with the design's targets (PASS/MISS). The XMPP and "
-                    "msgpack rows need: pip install -e '.[bench]'.",
-    )
-    add_bench_arguments(bench)
-    bench.set_defaults(handler=_run_bench)
+    codec.add_argument("--no-speed", action="store_true", help="skip the quick speed figures")
+    codec.set_defaults(handler=_run_codec_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pushcore`` console script; returns the exit status."""
+    from .cmd_common import CommandError
+
     args = build_parser().parse_args(argv)
     try:
         status = args.handler(args)
         sys.stdout.flush()
+    except CommandError as exc:
+        sys.stdout.flush()
+        print(f"pushcore {args.command}: error: {exc}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        print(f"\npushcore {args.command}: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # The reader went away (`pushcore demo | head`): stop quietly, and point
         # stdout at /dev/null so the interpreter's final flush does not complain.

@@ -113,6 +113,19 @@ def write_report(report, json_target: str | None, out) -> None:
         out.write(f"JSON report written to {json_target}\n")
 
 
+def _probe_gateway(host: str, port: int, timeout: float = 5.0) -> None:
+    """Fail fast, with a clear message, when nothing accepts connections at the gateway address."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except ConnectionRefusedError:
+        raise CommandError(f"nothing listens on {host}:{port} (is `pushcore serve` running there?)") from None
+    except OSError as exc:
+        raise CommandError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from .admin_client import AdminClient, AdminError
     from .sim_report import Progress
@@ -127,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
     check_ip(host, "gateway address")
     profile = profile_from_args(args, Profile())
     secret, _where = load_secret(args.secret_file)
+    _probe_gateway(host, port)
     raise_fd_limit(args.devices + 64, f"--devices {args.devices}")
     admin = None
     if args.rate > 0:

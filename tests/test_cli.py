@@ -11,7 +11,7 @@ import pytest
 
 from pushcore import mqtt311
 from pushcore.comparison import REFERENCE
-from pushcore.demo import push_layout
+from pushcore.codec_demo import push_layout
 from pushcore.protocol import encode_push
 
 BACKENDS = ["python", "cython"]
@@ -37,7 +37,7 @@ def size_row(output: str, label: str) -> int:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_demo_prints_the_frame_and_sizes(backend):
-    result = run_pushcore("demo", backend=backend)
+    result = run_pushcore("demo-codec", backend=backend)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert f"backend: {backend}" in out
@@ -57,7 +57,7 @@ def test_demo_prints_the_frame_and_sizes(backend):
 def test_demo_without_optional_packages_names_the_install_command():
     # Run the demo with slixmpp and msgpack made unimportable: the core install's view.
     code = ("import sys; sys.modules['slixmpp'] = None; sys.modules['msgpack'] = None; "
-            "from pushcore.cli import main; sys.exit(main(['demo', '--no-speed']))")
+            "from pushcore.cli import main; sys.exit(main(['demo-codec', '--no-speed']))")
     env = {**os.environ, "PUSHCORE_BACKEND": "python"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env=env, timeout=120)
@@ -80,13 +80,14 @@ def test_push_layout_covers_every_byte_once():
     json.loads(parts[-1][0])  # the last part is exactly the JSON payload
 
 
-@pytest.mark.parametrize("args", [["--help"], ["demo", "--help"], ["bench", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["demo-codec", "--help"], ["bench", "--help"]])
 def test_help(args):
     result = run_pushcore(*args)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: pushcore")
     if args == ["--help"]:
-        assert "demo" in result.stdout and "bench" in result.stdout
+        for command in ("demo", "serve", "simulate", "push", "bench", "demo-codec"):
+            assert command in result.stdout
     if "bench" in args:
         assert "--quick" in result.stdout and "--repeat" in result.stdout
 

@@ -223,3 +223,162 @@ def test_serve_command_refuses_busy_ports_and_bad_addresses(tmp_path):
     # the first start created the secret and the admin token, private
     assert os.stat(tmp_path / "s").st_mode & 0o777 == 0o600
     assert os.stat(tmp_path / "t").st_mode & 0o777 == 0o600
+
+
+# ---- the `pushcore` command in subprocesses, as a user runs it -------------------------------------
+
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+
+from test_metrics_format import parse_exposition, sample  # noqa: E402
+
+ENV = {k: v for k, v in os.environ.items() if k not in (SECRET_ENV, ADMIN_TOKEN_ENV)}
+
+
+def pushcore(*args: str, cwd, timeout: float = 120.0) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pushcore", *args], capture_output=True, text=True,
+                          cwd=cwd, env=ENV, timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServeProcess:
+    """`pushcore serve` in a subprocess, on free ports, in its own directory."""
+
+    def __init__(self, cwd, *extra: str) -> None:
+        self.cwd = cwd
+        self.port, self.admin_port = free_port(), free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pushcore", "serve", "--port", str(self.port), "--admin-port",
+             str(self.admin_port), *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=ENV)
+        self.banner = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                raise AssertionError(f"pushcore serve exited: {''.join(self.banner)}")
+            self.banner.append(line)
+            if line.startswith("Ctrl-C or SIGTERM"):
+                break
+        self.admin = f"http://127.0.0.1:{self.admin_port}"
+
+    def metrics(self) -> dict:
+        token = (self.cwd / "pushcore.admin-token").read_text().strip()
+        request = urllib.request.Request(self.admin + "/metrics", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return parse_exposition(response.read().decode())
+
+    def stop(self) -> tuple[int, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            _out, err = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _out, err = self.proc.communicate()
+        return self.proc.returncode, err
+
+
+@pytest.fixture
+def served(tmp_path):
+    serve = ServeProcess(tmp_path, "--store", str(tmp_path / "gw.db"), "--heartbeat", "0:10")
+    try:
+        yield serve
+    finally:
+        serve.stop()
+
+
+def test_serve_push_simulate_and_metrics_end_to_end(served, tmp_path):
+    banner = "".join(served.banner)
+    assert f"listening on 127.0.0.1:{served.port}" in banner and f"admin API on {served.admin}" in banner
+    # push and status read the admin token file `serve` wrote in this directory
+    result = pushcore("push", "--device", "phone-1", "hello", "--admin", served.admin, cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, "stored for phone-1 as seq 1\n"), result.stderr
+    result = pushcore("push", "--status", "phone-1", "--admin", served.admin, cwd=tmp_path)
+    assert result.stdout == "phone-1: offline, 1 waiting, last seq 1, topics -\n"
+    before = served.metrics()
+    # simulate reads the device token secret `serve` wrote
+    result = pushcore("simulate", f"127.0.0.1:{served.port}", "--devices", "40", "--duration", "1.5",
+                      "--rate", "200", "--admin", served.admin, "--heartbeat", "fixed:5", "--json",
+                      str(tmp_path / "report.json"), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK: every message arrived once and in order" in result.stdout
+    assert "Traceback" not in result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["ok"] and report["messages"]["sent"] == report["messages"]["received"] > 100
+    after = served.metrics()
+    sent = report["messages"]["sent"]
+    assert sample(after, "pushcore_welcomes_total") - sample(before, "pushcore_welcomes_total") == 40
+    assert sample(after, "pushcore_admin_pushes_total", kind="device") - \
+        sample(before, "pushcore_admin_pushes_total", kind="device") == sent
+    assert sample(after, "pushcore_push_ack_seconds_count") >= sent
+    assert sample(after, "pushcore_frames_sent_total") - sample(before, "pushcore_frames_sent_total") >= sent
+    status, err = served.stop()
+    assert status == 0 and "pushcore gateway stopped" in err
+
+
+def test_serve_refuses_a_busy_port_and_a_bad_address(served, tmp_path):
+    result = pushcore("serve", "--port", str(served.port), "--no-admin", cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"pushcore serve: error: gateway: port {served.port} on 127.0.0.1 is already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = pushcore("serve", "--port", "0", "--admin-port", str(served.admin_port), cwd=tmp_path)
+    assert result.returncode == 2 and "admin API: port" in result.stderr and "--admin-port" in result.stderr
+    result = pushcore("serve", "--host", "300.1.2.3", "--port", "0", "--no-admin", cwd=tmp_path)
+    assert result.returncode == 2 and "not an IP address" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_push_and_simulate_say_what_is_missing(tmp_path):
+    result = pushcore("push", "--device", "d", "x", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "pushcore push: error: no admin token: pass --admin-token" in result.stderr
+    result = pushcore("push", "--device", "d", "x", "--admin-token", "t" * 20, "--admin", "http://127.0.0.1:9",
+                      cwd=tmp_path)
+    assert result.returncode == 1 and "cannot reach the admin API" in result.stderr
+    result = pushcore("simulate", "127.0.0.1:9", "--rate", "0", cwd=tmp_path)
+    assert result.returncode == 2 and "no token secret" in result.stderr
+    (tmp_path / "pushcore.secret").write_text("ab" * 32)
+    result = pushcore("simulate", f"127.0.0.1:{free_port()}", "--rate", "0", cwd=tmp_path)
+    assert result.returncode == 2 and "nothing listens on" in result.stderr
+    result = pushcore("simulate", "localhost", cwd=tmp_path)
+    assert result.returncode == 2 and "has no port" in result.stderr
+    for result in (pushcore("push", "--device", "d", "x", "--admin-token", "t" * 20, "--admin", "ftp://x",
+                            cwd=tmp_path),):
+        assert result.returncode == 2 and "http://HOST:PORT" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_demo_runs_end_to_end_and_prints_the_report(tmp_path):
+    result = pushcore("demo", "--devices", "150", "--duration", "2", "--rate", "150", "--seed", "3",
+                      cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert out.startswith("pushcore demo: gateway on 127.0.0.1:")
+    assert "OK: every message arrived once and in order" in out
+    assert "gateway metrics (scraped from its admin API, /metrics):" in out
+    assert "frames in/out" in out and "NAT" in out
+    assert not list(tmp_path.iterdir())  # the temporary store was removed, nothing left behind
+
+
+def test_demo_json_on_stdout(tmp_path):
+    result = pushcore("demo", "--devices", "20", "--duration", "0.5", "--rate", "50", "--nat", "off",
+                      "--churn", "off", "--resets", "0", "--json", "-", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout[result.stdout.index("{"):])
+    assert data["ok"] and data["devices"] == 20 and "nat" not in data["profile"]
+
+
+@pytest.mark.parametrize("command", ["demo", "serve", "simulate", "push", "bench"])
+def test_every_command_has_help(command, tmp_path):
+    result = pushcore(command, "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"usage: pushcore {command}")

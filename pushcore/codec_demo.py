@@ -1,4 +1,4 @@
-"""``pushcore demo``: the codec on one notification, in a few seconds.
+"""``pushcore demo-codec``: the codec on one notification, in a few seconds.
 
 Encodes the reference notification (:data:`pushcore.comparison.REFERENCE`)
 with the active codec backend, prints the frame byte by byte, decodes it
