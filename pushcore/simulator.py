@@ -672,8 +672,8 @@ class Simulator:
     ) -> Report:
         """Connect, run traffic for *duration* seconds, drain, and return the :class:`Report`.
 
-        Drives the loop from the calling thread. The devices stay connected
-        afterwards; call :meth:`close` (or use ``with``).
+        Drives the loop from the calling thread; once per Simulator. The
+        devices stay connected afterwards; call :meth:`close` (or use ``with``).
         """
         if pusher is not None and pusher.devices != len(self.devices):
             raise ValueError("the pusher must target exactly this simulator's devices")

@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import threading
+import time
 
 import pytest
 
@@ -367,3 +368,43 @@ def test_progress_bar_draws_on_the_given_stream():
     text = stream.getvalue()
     assert "\r[" in text and "% " in text and "online" in text
     assert text.endswith("\r")  # cleared at the end
+
+
+def test_gateway_restart_mid_run_loses_nothing_stored(tmp_path):
+    """A reconnect storm after a gateway restart (SQLite store): every accepted push arrives once."""
+    store = str(tmp_path / "gw.db")
+    first = make_server(store=store)
+    host, port = first.start()
+    current = {"server": first}
+
+    class CurrentServerSink:
+        def __init__(self, id_prefix, run_id):
+            self.id_prefix, self.run_id = id_prefix, run_id
+
+        def send(self, batch):
+            return ServerSink(current["server"], self.id_prefix, self.run_id, timeout=2.0).send(batch)
+
+    def restart():
+        current["server"].stop(timeout=5.0)  # GOAWAY SHUTTING_DOWN to every device
+        time.sleep(0.3)  # pushes meanwhile fail and are taken back by the pusher
+        again = make_server(store=store, port=port)
+        again.start()
+        current["server"] = again
+
+    profile = FIXED.with_(connect_rate=2000.0, backoff=(0.1, 0.5))
+    sim = Simulator([f"{host}:{port}"], devices=50, secret=SECRET, profile=profile, seed=5)
+    pusher = Pusher(CurrentServerSink(sim.id_prefix, sim.run_id), 50, 300, seed=6)
+    timer = threading.Timer(1.0, restart)
+    timer.start()
+    try:
+        report = sim.run(2.5, pusher=pusher, drain_timeout=10.0, settle=1.0)
+    finally:
+        timer.join()
+        pusher.stop()
+        sim.close()
+        current["server"].stop(timeout=5.0)
+    assert report.ok, report.table()
+    assert report.messages["received"] == report.messages["sent"] > 300
+    assert report.connections["goaway"].get("SHUTTING_DOWN", 0) >= 40
+    assert report.connections["connects"] >= 90  # everyone came back
+    assert report.online_at_end == 50
