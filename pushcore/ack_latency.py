@@ -7,14 +7,11 @@ messages not acked yet (a deque of ``(seq, time)``, in seq order) and, on
 each ack, observes ``now - append time`` for every message it covers into a
 :class:`pushcore.metrics.Histogram`.
 
-:func:`track_store` connects a tracker to a live store without touching the
-server: it gives the store object a subclass of its own class whose
-``_append``/``_ack``/``_ack_many`` primitives (the backend contract of
-:mod:`pushcore.store.base`) report to the tracker after doing their work.
-Every path that stores or acks a message goes through those primitives, so
-pushes, publishes, durable broadcasts and acks of any origin are counted.
-The primitives run under the store's lock, which also guards the tracker's
-per-device state.
+:func:`track_store` connects a tracker to a live store as a store observer
+(:meth:`pushcore.store.Store.add_observer`): every public append and ack of
+the store reports to it, so pushes, publishes, durable broadcasts and acks
+of any origin are counted. Observers run under the store's lock, which also
+guards the tracker's per-device state.
 
 The latency includes the time a device was offline: it is the delivery
 latency a user sees, not the network round trip. Messages removed without an
@@ -29,7 +26,7 @@ from typing import Callable
 
 from .metrics import LATENCY_BUCKETS, Histogram
 
-__all__ = ["PushAckTracker", "track_store"]
+__all__ = ["PushAckTracker", "track_store", "store_tracker"]
 
 
 class PushAckTracker:
@@ -86,68 +83,40 @@ class PushAckTracker:
             self.acked += len(latencies)
         return len(latencies)
 
+    # -- StoreObserver (pushcore.store.base) --
+
+    def on_stored(self, items: list[tuple[str, int]]) -> None:
+        when = self._clock()
+        for device_id, seq in items:
+            self.pushed(device_id, seq, when)
+
+    def on_acked(self, acks: list[tuple[str, int]]) -> None:
+        when = self._clock()
+        for device_id, seq in acks:
+            self.acked_up_to(device_id, seq, when)
+
     @property
     def waiting(self) -> int:
         """Messages appended and not acked yet (as far as the tracker knows)."""
         return sum(len(p) for p in self._pending.values())
 
 
-def _timed_subclass(cls: type) -> type:
-    """A subclass of the store class *cls* whose primitives also report to the tracker.
-
-    Single inheritance on purpose: an object can only switch (``__class__ =``)
-    to a class with the same layout, which a direct subclass adding no
-    storage has.
-    """
-
-    class AckTimed(cls):
-        __slots__ = ()
-        _push_ack_tracker: PushAckTracker
-
-        def _append(self, pairs, now):
-            stored = super()._append(pairs, now)
-            tracker = self._push_ack_tracker
-            when = tracker._clock()
-            for (device_id, _fields), message in zip(pairs, stored):
-                tracker.pushed(device_id, message.seq, when)
-            return stored
-
-        def _ack(self, device_id, seq):
-            removed = super()._ack(device_id, seq)
-            self._push_ack_tracker.acked_up_to(device_id, seq)
-            return removed
-
-        def _ack_many(self, acks):
-            removed = super()._ack_many(acks)
-            tracker = self._push_ack_tracker
-            when = tracker._clock()
-            for device_id, seq in acks:
-                tracker.acked_up_to(device_id, seq, when)
-            return removed
-
-    AckTimed.__name__ = AckTimed.__qualname__ = f"AckTimed{cls.__name__}"
-    AckTimed._is_ack_timed = True
-    return AckTimed
-
-
-_timed_classes: dict[type, type] = {}
-
-
 def track_store(store, tracker: PushAckTracker):
     """Make *store* (a :class:`pushcore.store.Store`) report to *tracker*; returns the store.
 
-    The store object keeps its identity, state and behaviour; only its class
-    becomes a subclass that also reports. Calling it again replaces the
-    tracker.
+    The tracker becomes the store's only push→ack observer: a tracker added
+    earlier is replaced (other observers stay).
     """
-    cls = type(store)
-    if not getattr(cls, "_is_ack_timed", False):
-        timed = _timed_classes.get(cls)
-        if timed is None:
-            timed = _timed_classes[cls] = _timed_subclass(cls)
-        with store._lock:
-            store._push_ack_tracker = tracker
-            store.__class__ = timed
-    else:
-        store._push_ack_tracker = tracker
+    for observer in store.observers:
+        if isinstance(observer, PushAckTracker) and observer is not tracker:
+            store.remove_observer(observer)
+    store.add_observer(tracker)
     return store
+
+
+def store_tracker(store) -> PushAckTracker | None:
+    """The :class:`PushAckTracker` observing *store*, if any."""
+    for observer in store.observers:
+        if isinstance(observer, PushAckTracker):
+            return observer
+    return None

@@ -21,7 +21,7 @@ import resource
 import time
 from typing import Callable
 
-from .ack_latency import PushAckTracker, track_store
+from .ack_latency import PushAckTracker, store_tracker, track_store
 from .errors import Reason, reason_name
 from .metrics import LATENCY_BUCKETS, Histogram, MetricFamily, Registry
 
@@ -128,7 +128,7 @@ class GatewayMetrics:
         """
         if self.tracker is None:
             store = self.server.store
-            tracker = getattr(store, "_push_ack_tracker", None)
+            tracker = store_tracker(store)
             if tracker is None:
                 tracker = PushAckTracker(Histogram(
                     "pushcore_push_ack_seconds",

@@ -770,3 +770,34 @@ def test_two_processes_append_to_one_file_without_reusing_seqs(tmp_path):
         assert seqs(stored) == list(range(1, 301))
         assert sorted(m.message_id for m in stored) == [1] * 150 + [2] * 150
         assert store.stats().messages == 300
+
+
+class RecordingObserver:
+    def __init__(self):
+        self.stored: list[tuple[str, int]] = []
+        self.acked: list[tuple[str, int]] = []
+
+    def on_stored(self, items):
+        self.stored.extend(items)
+
+    def on_acked(self, acks):
+        self.acked.extend(acks)
+
+
+def test_observers_see_every_append_and_ack_until_removed(store):
+    seen = RecordingObserver()
+    store.add_observer(seen)
+    store.add_observer(seen)  # once only
+    put(store, "a", 2)
+    store.append_many(["a", "b"], message_id=9, payload=b"m", priority=1, now=T0)
+    store.append_batch([NewMessage("c", 10, b"n", 0)], now=T0)
+    store.ack("a", 2)
+    store.ack("a", 0)  # a zero ack changes nothing and is not reported
+    store.ack_many([("b", 1), ("c", 0)])
+    assert seen.stored == [("a", 1), ("a", 2), ("a", 3), ("b", 1), ("c", 1)]
+    assert seen.acked == [("a", 2), ("b", 1)]
+    store.remove_observer(seen)
+    put(store, "a")
+    store.ack("a", 4)
+    assert len(seen.stored) == 5 and len(seen.acked) == 2
+    assert store.observers == ()

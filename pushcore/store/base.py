@@ -81,11 +81,13 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from ..errors import PushcoreError
 
 __all__ = [
     "Store",
+    "StoreObserver",
     "StoredMessage",
     "NewMessage",
     "StoreStats",
@@ -110,6 +112,16 @@ DEFAULT_RANGE_LIMIT = 100
 MAX_SEQ = 2**63 - 1
 MAX_EXPIRY = 2**32 - 1  # PUSH carries expiry as u32le
 MAX_MESSAGE_ID = 2**64 - 1  # PUSH carries message_id as u64le
+
+
+class StoreObserver(Protocol):
+    """What :meth:`Store.add_observer` takes (e.g. :class:`pushcore.ack_latency.PushAckTracker`)."""
+
+    def on_stored(self, items: list[tuple[str, int]]) -> None:
+        """Messages were stored: ``(device_id, seq)`` each."""
+
+    def on_acked(self, acks: list[tuple[str, int]]) -> None:
+        """Cumulative acks were applied: ``(device_id, seq)`` each."""
 
 
 class StoreError(PushcoreError):
@@ -296,6 +308,7 @@ class Store(abc.ABC):
         self._max_messages = max_messages
         self._lock = threading.RLock()
         self._closed = False
+        self._observers: tuple[StoreObserver, ...] = ()
         self._dropped_by_cap = 0
         self._collapsed = 0
         self._expired = 0
@@ -312,6 +325,44 @@ class Store(abc.ABC):
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError(f"{type(self).__name__} is closed")
+
+    # -- observers --
+
+    def add_observer(self, observer: "StoreObserver") -> None:
+        """Tell *observer* of every message stored and every ack applied, from now on.
+
+        Its ``on_stored(items)`` gets a list of ``(device_id, seq)`` after each
+        append of any kind; ``on_acked(acks)`` a list of ``(device_id, seq)``
+        after each ack (cumulative, as given). Both run under the store's
+        lock, on the caller's thread, and must be quick (metrics, tracing).
+        Adding the same observer twice has no effect.
+        """
+        with self._lock:
+            if observer not in self._observers:
+                self._observers = self._observers + (observer,)
+
+    def remove_observer(self, observer: "StoreObserver") -> None:
+        """Stop telling *observer*; unknown observers are ignored."""
+        with self._lock:
+            self._observers = tuple(o for o in self._observers if o is not observer)
+
+    @property
+    def observers(self) -> tuple["StoreObserver", ...]:
+        return self._observers
+
+    def _stored(self, pairs, stored: list[StoredMessage]) -> list[StoredMessage]:
+        # Called with the lock held after every append primitive.
+        if self._observers:
+            items = [(device_id, message.seq) for (device_id, _fields), message in zip(pairs, stored)]
+            for observer in self._observers:
+                observer.on_stored(items)
+        return stored
+
+    def _acked(self, acks: list[tuple[str, int]], removed: int) -> int:
+        if self._observers:
+            for observer in self._observers:
+                observer.on_acked(acks)
+        return removed
 
     # -- messages --
 
@@ -338,7 +389,8 @@ class Store(abc.ABC):
         now = resolve_now(now)
         with self._lock:
             self._check_open()
-            return self._append([(device_id, fields)], now)[0]
+            pairs = [(device_id, fields)]
+            return self._stored(pairs, self._append(pairs, now))[0]
 
     def append_many(
         self,
@@ -368,7 +420,8 @@ class Store(abc.ABC):
             return []
         with self._lock:
             self._check_open()
-            return self._append([(device, fields) for device in devices], now)
+            pairs = [(device, fields) for device in devices]
+            return self._stored(pairs, self._append(pairs, now))
 
     def append_batch(
         self, messages: Iterable[NewMessage], *, now: float | None = None
@@ -402,7 +455,7 @@ class Store(abc.ABC):
             return []
         with self._lock:
             self._check_open()
-            return self._append(pairs, now)
+            return self._stored(pairs, self._append(pairs, now))
 
     def range(
         self,
@@ -438,7 +491,8 @@ class Store(abc.ABC):
             self._check_open()
             if seq == 0:
                 return 0
-            return self._ack(device_id, min(seq, MAX_SEQ))
+            seq = min(seq, MAX_SEQ)
+            return self._acked([(device_id, seq)], self._ack(device_id, seq))
 
     def ack_many(self, acks: Iterable[tuple[str, int]]) -> int:
         """Apply several ``(device_id, seq)`` acks at once (one loop turn's); return the total removed.
@@ -458,7 +512,7 @@ class Store(abc.ABC):
                 check_device_id(item[0])
         with self._lock:
             self._check_open()
-            return self._ack_many(pairs) if pairs else 0
+            return self._acked(pairs, self._ack_many(pairs)) if pairs else 0
 
     def last_seq(self, device_id: str) -> int:
         """The highest seq ever given to *device_id* (0 for a device never seen)."""
