@@ -1,6 +1,6 @@
 """The MQTT 3.1.1 comparison codec (PUBLISH, PUBACK, PINGREQ, PINGRESP).
 
-It lives in ``pushcore/mqtt311.py`` so that ``pushcore demo`` and ``pushcore
+It lives in ``pushcore/mqtt311.py`` so that ``pushcore demo-codec`` and ``pushcore
 bench`` can use it from an installed package; this module re-exports it for
 the benchmarks.
 """

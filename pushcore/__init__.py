@@ -39,6 +39,9 @@ from .store import Store, open_store
 from .heartbeat import HeartbeatPolicy
 from .server import Server
 from .client import Client, ClientState, ConnectError, NotConnected
+from .simulator import Simulator
+from .sim_profiles import Profile
+from .admin import AdminAPI
 
 __version__ = "0.1.0"
 
@@ -60,4 +63,5 @@ __all__ = [
     "Decoder", "encode", "decode", "encode_push", "encode_ack",
     "AuthError", "TokenSigner", "mint_token", "verify_token", "Store", "open_store",
     "HeartbeatPolicy", "Server", "Client", "ClientState", "ConnectError", "NotConnected", "Loop",
+    "Simulator", "Profile", "AdminAPI",
 ]

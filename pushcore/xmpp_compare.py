@@ -1,7 +1,7 @@
 """XMPP stanzas for the same messages pushcore sends, built with slixmpp.
 
 This is the XMPP side of the codec comparison (benchmarks, ``pushcore
-bench``, ``pushcore demo``). It needs the optional ``slixmpp`` package
+bench``, ``pushcore demo-codec``). It needs the optional ``slixmpp`` package
 (``pip install -e '.[bench]'``); importing this module without it raises
 ``ImportError``.
 
