@@ -7,8 +7,17 @@ fail loudly (build it with ``pip install -e .``).
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from pushcore.codec import select_backend
+
+# The machine is shared and has 2 cores: a per-example time limit would fail
+# tests for the machine's load, not for pushcore. Tests set their own
+# max_examples; everything else comes from this profile.
+settings.register_profile(
+    "pushcore", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile("pushcore")
 
 CODEC_BACKENDS = ["python", "cython"]
 
