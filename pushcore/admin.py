@@ -4,8 +4,8 @@
 its own, bound to ``127.0.0.1`` by default (it is an operator's tool, not a
 public endpoint). It runs the standard library's ``ThreadingHTTPServer`` in a
 background thread; everything it asks of the gateway goes through the
-server's thread-safe methods or, for batches, one hand-over to the loop
-thread (:func:`pushcore.gateway_metrics.call_on_loop`). The server must be
+server's thread-safe methods (a batch is one :meth:`pushcore.Server.push_batch`:
+one hand-over to the loop thread, one store transaction). The server must be
 running in a thread other than the API's (``server.start()`` or
 ``server.run()`` in another thread).
 
@@ -17,7 +17,7 @@ The comparison is constant-time.
 ``GET  /healthz``                          ``{"status": "ok"}`` (200) or ``{"status": "down"}`` (503)
 ``GET  /metrics``                          Prometheus text format 0.0.4
 ``POST /v1/push``                          one message to one device → ``{"device", "seq"}``
-``POST /v1/push/batch``                    ``{"messages": [...]}`` → ``{"seqs": [...]}``, one hand-over
+``POST /v1/push/batch``                    ``{"messages": [...]}`` → ``{"seqs": [...]}``, one transaction
 ``POST /v1/publish``                       to a topic's subscribers → ``{"devices": n}``
 ``POST /v1/broadcast``                     to every connected device → ``{"devices": n}``
 ``GET  /v1/devices``                       ``{"connected": n}``; ``?list=1`` adds ids (``&limit=``)
@@ -48,7 +48,7 @@ import urllib.parse
 from typing import Any
 
 from .errors import PushcoreError
-from .gateway_metrics import GatewayMetrics, LoopUnavailable, call_on_loop
+from .gateway_metrics import GatewayMetrics
 from .metrics import CONTENT_TYPE, Registry
 
 __all__ = ["AdminAPI", "DEFAULT_ADMIN_PORT", "MIN_TOKEN_LENGTH", "ApiError"]
@@ -305,7 +305,7 @@ class AdminAPI:
             return fn(*args, **kwargs)
         except (ValueError, TypeError) as exc:
             raise ApiError(400, str(exc)) from None
-        except (RuntimeError, LoopUnavailable, TimeoutError) as exc:
+        except (RuntimeError, TimeoutError) as exc:
             raise ApiError(503, f"the gateway is not running ({exc})") from None
 
     def _push(self, body: dict) -> dict:
@@ -323,13 +323,8 @@ class AdminAPI:
         if len(items) > MAX_BATCH:
             raise ApiError(413, f"at most {MAX_BATCH} messages per batch, got {len(items)}")
         messages = [_message(item) for item in items]  # all checked before any is sent
-        server = self.server
-
-        def push_all():
-            push = server.push
-            return [push(device, payload, **options) for device, payload, options in messages]
-
-        seqs = self._call(call_on_loop, server.loop, push_all, self.timeout)
+        # One hand-over to the loop, one store transaction, one delivery pass.
+        seqs = self._call(self.server.push_batch, messages, timeout=self.timeout)
         self.pushes.labels("device").inc(len(seqs))
         return {"seqs": seqs}
 

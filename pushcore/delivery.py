@@ -5,7 +5,7 @@ This is the "message distribution" layer of the design as one small class,
 sockets: it talks to a *transport*, which in the server is the C-level
 connection loop (``pushcore._loop.Loop``), through six methods::
 
-    send(cid, data)            queue encoded frame(s) to one connection
+    send(cid, data, frames)    queue encoded frame(s) to one connection (*frames*: how many, for stats)
     send_many(cids, data)      the same bytes to many connections, one call
     get_tag(cid) / set_tag(cid, n)   an integer kept per connection in C
     watch_activity(cid)        one-shot: report the connection's next frame
@@ -68,7 +68,7 @@ import time
 from typing import Callable, Iterable
 
 from .codec import backend as _codec
-from .store import PRIORITY_HIGH, Store, StoredMessage
+from .store import PRIORITY_HIGH, NewMessage, Store, StoredMessage
 
 __all__ = ["Delivery", "MessageIds", "DEFAULT_INLINE_MAX", "DEFAULT_PAGE_MAX"]
 
@@ -223,12 +223,16 @@ class Delivery:
                     for m in messages
                 ]
             ),
+            len(messages),  # the loop counts frames sent (metrics)
         )
 
-    def _catch_up(self, cid: int, device_id: str, after_seq: int) -> None:
-        """Send every waiting message after *after_seq*, or NOTIFY when there are many."""
+    def _catch_up(self, cid: int, device_id: str, after_seq: int, upto: int | None = None) -> None:
+        """Send every waiting message after *after_seq* (up to seq *upto*), or NOTIFY when there are many."""
         inline_max = self.inline_max
         messages = self.store.range(device_id, after_seq, inline_max + 1)
+        if upto is not None and messages and messages[-1].seq > upto:
+            # Ascending seqs: whatever is <= upto is all in this page.
+            messages = [m for m in messages if m.seq <= upto]
         if not messages:
             return
         if len(messages) > inline_max:
@@ -238,23 +242,99 @@ class Delivery:
         self._send_messages(cid, messages)
         self.transport.set_tag(cid, messages[-1].seq)
 
-    def _offer(self, cid: int, device_id: str, message: StoredMessage) -> None:
-        """A freshly stored *message* for online *device_id* on *cid* (not fetching)."""
+    def _offer(self, cid: int, device_id: str, fresh: list[StoredMessage]) -> None:
+        """Freshly stored messages of online *device_id* (on *cid*, not fetching), ascending seq.
+
+        *fresh* holds the device's messages of one store call (consecutive
+        seqs). Everything up to the newest high priority one goes now, as if
+        each had been pushed alone: a high priority message carries the ones
+        waiting before it. Low priority messages after it wait for the
+        device's next frame.
+        """
         transport = self.transport
-        if message.priority == PRIORITY_HIGH:
-            tag = transport.get_tag(cid)
-            if tag == message.seq - 1:
-                m = message
+        last_high = len(fresh) - 1
+        while last_high >= 0 and fresh[last_high].priority != PRIORITY_HIGH:
+            last_high -= 1
+        if last_high < 0:
+            transport.watch_activity(cid)
+            return
+        first = fresh[0]
+        tag = transport.get_tag(cid)
+        if len(fresh) == 1:
+            if tag == first.seq - 1:
                 transport.send(
                     cid,
-                    _encode_push(m.seq, m.message_id, m.payload, m.priority, m.expiry,
-                                 m.collapse_key, m.topic),
+                    _encode_push(first.seq, first.message_id, first.payload, first.priority,
+                                 first.expiry, first.collapse_key, first.topic),
                 )
-                transport.set_tag(cid, m.seq)
+                transport.set_tag(cid, first.seq)
             else:
                 self._catch_up(cid, device_id, tag)
+            return
+        going = fresh[: last_high + 1]
+        if tag == first.seq - 1 and self._all_still_stored(fresh):
+            # Nothing waits before them: encode from what append returned, no store read.
+            self._send_messages(cid, going)
+            transport.set_tag(cid, going[-1].seq)
         else:
+            # Something waits before them, or the batch collapsed its own messages:
+            # read the store so only what is still stored goes out, in order.
+            self._catch_up(cid, device_id, tag, going[-1].seq)
+        if last_high < len(fresh) - 1:
             transport.watch_activity(cid)
+
+    def _all_still_stored(self, fresh: list[StoredMessage]) -> bool:
+        """False when one store call may have removed some of its own *fresh* messages.
+
+        A later message with the same collapse key replaces an earlier one, and
+        more messages than the per-device cap push the oldest out.
+        """
+        if len(fresh) > self.store.max_messages:
+            return False
+        keys = [m.collapse_key for m in fresh if m.collapse_key]
+        return len(keys) == len(set(keys))
+
+    def _deliver(self, device_ids: list[str], stored: list[StoredMessage]) -> None:
+        """Offer freshly stored messages (``stored[i]`` is for ``device_ids[i]``) to the devices here.
+
+        One pass for any batch: each online device gets its messages in seq
+        order through :meth:`_offer`, once per device.
+        """
+        routes = self.routes
+        if not routes:
+            return
+        fetching = self.fetching
+        if len(stored) == 1:
+            device_id = device_ids[0]
+            cid = routes.get(device_id)
+            if cid is not None and cid not in fetching:
+                self._offer(cid, device_id, stored)
+            return
+        per_device: dict[str, list[StoredMessage]] = {}
+        for device_id, message in zip(device_ids, stored):
+            if device_id in routes:
+                fresh = per_device.get(device_id)
+                if fresh is None:
+                    per_device[device_id] = [message]
+                else:
+                    fresh.append(message)
+        for device_id, fresh in per_device.items():
+            cid = routes[device_id]
+            if cid not in fetching:
+                self._offer(cid, device_id, fresh)
+
+    def push_batch(self, messages: list[NewMessage]) -> list[StoredMessage]:
+        """Store *messages* in one store call (one transaction), then send what may go now.
+
+        A device may appear several times: its messages get consecutive seqs
+        in the order given and go out in that order, exactly as if each had
+        been pushed alone with :meth:`push` (priority, collapse and catching
+        up included), but with one transaction and one send per device.
+        Returns the stored messages in the order given.
+        """
+        stored = self.store.append_batch(messages)
+        self._deliver([m.device_id for m in messages], stored)
+        return stored
 
     def push(
         self,
@@ -267,7 +347,11 @@ class Delivery:
         topic: str = "",
         message_id: int | None = None,
     ) -> StoredMessage:
-        """Store a message for *device_id* and send it if the device is here and it may go now."""
+        """Store a message for *device_id* and send it if the device is here and it may go now.
+
+        The delivery pass is :meth:`push_batch`'s; only the store call is the
+        one-message ``append`` (it skips building a :class:`NewMessage`).
+        """
         if message_id is None:
             message_id = self.message_ids.next()
         message = self.store.append(
@@ -279,9 +363,7 @@ class Delivery:
             collapse_key=collapse_key,
             topic=topic,
         )
-        cid = self.routes.get(device_id)
-        if cid is not None and cid not in self.fetching:
-            self._offer(cid, device_id, message)
+        self._deliver((device_id,), (message,))
         return message
 
     def push_many(
@@ -313,12 +395,7 @@ class Delivery:
             collapse_key=collapse_key,
             topic=topic,
         )
-        routes = self.routes
-        fetching = self.fetching
-        for device_id, message in zip(devices, stored):
-            cid = routes.get(device_id)
-            if cid is not None and cid not in fetching:
-                self._offer(cid, device_id, message)
+        self._deliver(devices, stored)
         return len(stored)
 
     def broadcast_ephemeral(

@@ -32,7 +32,7 @@ from .delivery import DEFAULT_INLINE_MAX, DEFAULT_PAGE_MAX, Delivery, MessageIds
 from .dispatch import dispatch_for
 from .errors import Reason
 from .store import PRIORITY_HIGH, PRIORITY_LOW, Store, open_store
-from .store.base import MAX_SEQ
+from .store.base import MAX_SEQ, NewMessage, check_device_id, check_message
 from .tokens import AuthError, TokenSigner
 
 __all__ = ["Server", "DEFAULT_STORE_PATH", "parse_priority"]
@@ -76,6 +76,40 @@ def _expiry_from_ttl(ttl: float | None) -> int:
     if ttl <= 0:
         raise ValueError(f"ttl must be > 0 seconds (None = never expires), got {ttl!r}")
     return math.ceil(time.time() + ttl)
+
+
+_PUSH_OPTIONS = frozenset({"priority", "ttl", "collapse_key", "topic", "message_id"})
+
+
+def _checked_message(index: int, item) -> tuple:
+    """``(device_id, payload, priority, expiry, collapse_key, topic, message_id|None)`` of one batch item.
+
+    Checks everything the store would (so a bad item is refused before any
+    is stored) and names the item's index in the error.
+    """
+    try:
+        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+            raise TypeError(
+                f"must be a (device_id, payload) or (device_id, payload, options) tuple, not {item!r:.80}"
+            )
+        device_id, payload = item[0], item[1]
+        options = item[2] if len(item) == 3 else {}
+        if not isinstance(options, dict):
+            raise TypeError(f"options must be a dict, not {type(options).__name__}")
+        unknown = set(options) - _PUSH_OPTIONS
+        if unknown:
+            raise ValueError(f"unknown option(s) {sorted(unknown)}; allowed: {sorted(_PUSH_OPTIONS)}")
+        device_id = check_device_id(device_id)
+        priority = parse_priority(options.get("priority", PRIORITY_HIGH))
+        expiry = _expiry_from_ttl(options.get("ttl"))
+        message_id = options.get("message_id")
+        fields = check_message(
+            0 if message_id is None else message_id, payload, priority, expiry,
+            options.get("collapse_key", ""), options.get("topic", ""),
+        )
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"messages[{index}]: {exc}") from None
+    return (device_id, fields.payload, priority, expiry, fields.collapse_key, fields.topic, message_id)
 
 
 def _servers_tuple(servers: Iterable) -> tuple:
@@ -248,7 +282,7 @@ class Server:
 
     def devices(self) -> list[str]:
         """Ids of the connected devices. Thread-safe."""
-        return self._call(lambda: list(self._delivery.routes) if self._delivery else [])
+        return self.call(lambda: list(self._delivery.routes) if self._delivery else [])
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -438,8 +472,17 @@ class Server:
 
     # -- thread hand-over -----------------------------------------------------
 
-    def _call(self, fn: Callable, *args):
-        """Run *fn* on the loop thread and return its result (directly when already there)."""
+    def call(self, fn: Callable, *args, timeout: float | None = 30.0):
+        """Run ``fn(*args)`` on the loop thread; return its result or raise its exception. Thread-safe.
+
+        For work that must see (or change) the server's state consistently:
+        the route table, :class:`pushcore.delivery.Delivery`, the store as the
+        loop uses it. Off the loop thread it is one ``call_soon_threadsafe``
+        hand-over, then a wait of at most *timeout* seconds (``TimeoutError``;
+        *fn* may still run later unless it had not started). On the loop
+        thread, or before the server runs, *fn* runs at once. Raises
+        ``RuntimeError`` once the server is stopped.
+        """
         if self._thread_id is None or threading.get_ident() == self._thread_id:
             if self._stopped:
                 raise RuntimeError("the server is stopped")
@@ -448,14 +491,21 @@ class Server:
 
         def run():
             if not future.set_running_or_notify_cancel():
-                return
+                return  # the caller gave up waiting before it started
             try:
                 future.set_result(fn(*args))
-            except BaseException as exc:
+            except BaseException as exc:  # handed to the waiting thread
                 future.set_exception(exc)
 
-        self._loop.call_soon_threadsafe(run)
-        return future.result(timeout=30.0)
+        try:
+            self._loop.call_soon_threadsafe(run)
+        except Exception as exc:
+            raise RuntimeError(f"the server is stopped ({exc})") from None
+        try:
+            return future.result(timeout=timeout)
+        except TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"the server's loop did not answer within {timeout} s") from None
 
     # -- sending (thread-safe) ------------------------------------------------
 
@@ -489,12 +539,45 @@ class Server:
         """
         priority = parse_priority(priority)
         expiry = _expiry_from_ttl(ttl)
-        return self._call(
+        return self.call(
             lambda: self._ready_delivery().push(
                 device_id, payload, priority=priority, expiry=expiry,
                 collapse_key=collapse_key, topic=topic, message_id=message_id,
             ).seq
         )
+
+    def push_batch(self, messages: Iterable, *, timeout: float | None = 30.0) -> list[int]:
+        """Store many messages in one store transaction, deliver them, return their seqs. Thread-safe.
+
+        Each item is ``(device_id, payload)`` or ``(device_id, payload,
+        options)``, *options* a dict of :meth:`push`'s keyword arguments
+        (``priority``, ``ttl``, ``collapse_key``, ``topic``, ``message_id``).
+        Every item is checked first: a bad one raises ``ValueError`` or
+        ``TypeError`` naming its index, and nothing is stored. Then one
+        hand-over to the loop thread, one ``Store.append_batch`` (one SQLite
+        transaction) and one delivery pass: each device gets exactly what
+        :meth:`push` called once per item, in order, would have sent (a
+        device listed several times gets consecutive seqs in the order
+        given), with one send per device. Returns the seqs in the order given.
+        """
+        if isinstance(messages, (str, bytes, tuple)):
+            raise TypeError("messages must be a list of (device_id, payload[, options]) tuples")
+        checked = [_checked_message(i, item) for i, item in enumerate(messages)]
+        if not checked:
+            return []
+        message_ids = self._message_ids
+
+        def run():
+            # Message ids are made on the loop thread, in store order.
+            next_id = message_ids.next
+            batch = [
+                NewMessage(device_id, next_id() if message_id is None else message_id,
+                           payload, priority, expiry, collapse_key, topic)
+                for device_id, payload, priority, expiry, collapse_key, topic, message_id in checked
+            ]
+            return [m.seq for m in self._ready_delivery().push_batch(batch)]
+
+        return self.call(run, timeout=timeout)
 
     def publish(
         self,
@@ -520,7 +603,7 @@ class Server:
                 collapse_key=collapse_key, topic=topic,
             )
 
-        return self._call(run)
+        return self.call(run)
 
     def broadcast(
         self,
@@ -556,15 +639,15 @@ class Server:
                 payload, priority=priority, expiry=expiry, collapse_key=collapse_key, topic=topic
             )
 
-        return self._call(run)
+        return self.call(run)
 
     def subscribe(self, device_id: str, *topics: str) -> int:
         """Subscribe *device_id* to *topics* (stored); returns how many are new. Thread-safe."""
-        return self._call(self.store.subscribe, device_id, topics)
+        return self.call(self.store.subscribe, device_id, topics)
 
     def unsubscribe(self, device_id: str, *topics: str) -> int:
         """Unsubscribe *device_id* from *topics*; returns how many ended. Thread-safe."""
-        return self._call(self.store.unsubscribe, device_id, topics)
+        return self.call(self.store.unsubscribe, device_id, topics)
 
     def redirect(self, device_id: str, servers: Iterable) -> bool:
         """Send *device_id* a REDIRECT to *servers* (sorted by load). Thread-safe.
@@ -580,7 +663,7 @@ class Server:
             self._loop.send(cid, _codec.Redirect(servers).encode())
             return True
 
-        return self._call(run)
+        return self.call(run)
 
     def disconnect(self, device_id: str, reason: int = Reason.NORMAL, message: str = "") -> bool:
         """Close *device_id*'s connection with GOAWAY *reason*. Thread-safe."""
@@ -593,7 +676,7 @@ class Server:
             self._loop.close_conn(cid, int(reason))
             return True
 
-        return self._call(run)
+        return self.call(run)
 
     # -- loop callbacks (loop thread) -----------------------------------------
 

@@ -9,19 +9,21 @@ import pytest
 
 from pushcore import protocol
 from pushcore.delivery import Delivery, MessageIds
-from pushcore.store import PRIORITY_HIGH, PRIORITY_LOW, MemoryStore, SQLiteStore
+from pushcore.store import PRIORITY_HIGH, PRIORITY_LOW, MemoryStore, NewMessage, SQLiteStore
 
 
 class RecordingTransport:
-    """The five loop methods Delivery uses, recording frames per connection."""
+    """The six loop methods Delivery uses, recording frames per connection."""
 
     def __init__(self) -> None:
         self.sent: dict[int, list] = {}
         self.tags: dict[int, int] = {}
         self.watched: set[int] = set()
 
-    def send(self, cid, data):
-        self.sent.setdefault(cid, []).extend(protocol.Decoder().feed(data))
+    def send(self, cid, data, frames=1):
+        decoded = protocol.Decoder().feed(data)
+        assert len(decoded) == frames, "the frame count given to the loop must match the bytes"
+        self.sent.setdefault(cid, []).extend(decoded)
 
     def send_many(self, cids, data):
         for cid in cids:
@@ -240,3 +242,59 @@ def test_acks_of_one_turn_for_many_devices(delivery, wire, store):
     delivery.ack({1: 3, 2: 2, 99: 5})  # 99: not an authenticated connection, ignored
     assert store.range("a", 0) == []
     assert [m.seq for m in store.range("b", 0)] == [3]
+
+
+# ---- push_batch: one store call, one delivery pass ---------------------------------------------
+
+
+def new(device, payload, priority=PRIORITY_HIGH, collapse_key="", message_id=1):
+    return NewMessage(device, message_id, payload, priority, 0, collapse_key, "")
+
+
+def test_push_batch_sends_each_device_its_run_in_one_send(delivery, wire):
+    connect(delivery, 1, "a")
+    connect(delivery, 2, "b")
+    sends = []
+    original = wire.send
+    wire.send = lambda cid, data, frames=1: (sends.append((cid, frames)), original(cid, data, frames))
+    batch = [new("a", b"a%d" % i) for i in range(10)] + [new("b", b"b0"), new("off", b"o0")]
+    stored = delivery.push_batch(batch)
+    assert [m.seq for m in stored] == list(range(1, 11)) + [1, 1]
+    # more than inline_max (4) fresh messages still stream: nothing waited before them
+    assert [f.payload for f in wire.take(1)] == [b"a%d" % i for i in range(10)]
+    assert seqs(wire.take(2)) == [1]
+    assert sorted(sends) == [(1, 10), (2, 1)]
+    assert wire.tags == {1: 10, 2: 1}
+
+
+def test_push_batch_behind_waiting_messages_catches_up_through_the_store(delivery, wire):
+    connect(delivery, 1, "d")
+    delivery.push("d", b"w1", priority=PRIORITY_LOW)
+    delivery.push("d", b"w2", priority=PRIORITY_LOW)
+    delivery.push_batch([new("d", b"h3"), new("d", b"l4", PRIORITY_LOW)])
+    frames = wire.take(1)
+    assert [(f.seq, f.payload) for f in frames] == [(1, b"w1"), (2, b"w2"), (3, b"h3")]
+    assert wire.tags[1] == 3 and 1 in wire.watched
+    # a long wait before a high one: NOTIFY, then FETCH pages
+    for i in range(5):
+        delivery.push("d", b"w", priority=PRIORITY_LOW)
+    delivery.push_batch([new("d", b"h10")])
+    (notify,) = wire.take(1)
+    assert notify.TYPE == protocol.NOTIFY and notify.latest_seq == 10
+    assert 1 in delivery.fetching
+
+
+def test_push_batch_to_a_fetching_device_only_stores(delivery, wire, store):
+    connect(delivery, 1, "d")
+    delivery.fetching.add(1)
+    delivery.push_batch([new("d", b"x"), new("d", b"y")])
+    assert wire.take(1) == [] and store.last_seq("d") == 2
+
+
+def test_push_batch_over_the_cap_sends_only_what_the_store_kept(wire, tmp_path):
+    store = MemoryStore(max_messages=3)
+    delivery = Delivery(store, wire, inline_max=16)
+    connect(delivery, 1, "d")
+    delivery.push_batch([new("d", b"m%d" % i) for i in range(1, 6)])
+    assert [(f.seq, f.payload) for f in wire.take(1)] == [(3, b"m3"), (4, b"m4"), (5, b"m5")]
+    assert wire.tags[1] == 5
