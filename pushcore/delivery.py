@@ -21,6 +21,9 @@ connection, so the device can drop any seq it has already seen
 (:class:`pushcore.inbox.Inbox`), and nothing is lost because nothing leaves
 the store before the device ACKs it.
 
+* Messages stored by one store call (:meth:`Delivery.push`, :meth:`Delivery.push_batch`,
+  :meth:`Delivery.push_many`) take one delivery pass: per online device,
+  its fresh messages in seq order, as if each had been pushed alone.
 * A **high priority** message goes out at once. When the tag is exactly
   ``seq - 1`` that is one ``encode_push`` and one ``send``; otherwise
   something waits before it (low priority messages, see below) and the
