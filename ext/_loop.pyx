@@ -1657,6 +1657,14 @@ cdef class Loop:
             self._flush_dirty()
             self._poke()
 
+    cdef inline void _deadlines_changed(self, int32_t fd) noexcept:
+        # A timeout of *fd* was set from Python: re-arm its wheel slot against
+        # the current time, and poke an attached driver (asyncio) so the new
+        # deadline is honoured even though no fd became ready.
+        self._update_time()
+        self._timer_arm(fd)
+        self._poke()
+
     cdef inline void _poke(self) noexcept:
         # work queued from outside a turn: an attached driver (asyncio) must
         # run a turn soon even though no fd became ready
@@ -1951,9 +1959,7 @@ cdef class Loop:
             c.flags &= ~(F_UNAUTH | F_HELLO | F_DEADLINE)
         if idle_timeout is not None:
             c.idle_ms = ms
-        self._update_time()
-        self._timer_arm(fd)
-        self._poke()
+        self._deadlines_changed(fd)
         return True
 
     def set_idle_timeout(self, uint64_t cid, seconds):
@@ -1963,9 +1969,7 @@ cdef class Loop:
         if fd < 0:
             return False
         self.conns[fd].idle_ms = ms
-        self._update_time()
-        self._timer_arm(fd)
-        self._poke()
+        self._deadlines_changed(fd)
         return True
 
     def set_ping_interval(self, uint64_t cid, seconds):
@@ -1976,9 +1980,7 @@ cdef class Loop:
         if fd < 0:
             return False
         self.conns[fd].ping_ms = ms
-        self._update_time()
-        self._timer_arm(fd)
-        self._poke()
+        self._deadlines_changed(fd)
         return True
 
     def watch_activity(self, uint64_t cid):
