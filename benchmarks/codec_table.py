@@ -4,12 +4,12 @@
     python benchmarks/codec_table.py            # the full table (about 30 s)
     python benchmarks/codec_table.py --quick    # a rough one in a few seconds
 
-The same as ``pushcore bench``: the code lives in ``pushcore.benchtable`` (and
-the formats in ``pushcore.comparison``) so the installed command can run it.
+The same as ``pushcore bench``: the code lives in ``pushcore.bench.table`` (and
+the formats in ``pushcore.bench.comparison``) so the installed command can run it.
 """
 import sys
 
-from pushcore.benchtable import main
+from pushcore.bench.table import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,5 +4,5 @@ It lives in ``pushcore/mqtt311.py`` so that ``pushcore demo-codec`` and ``pushco
 bench`` can use it from an installed package; this module re-exports it for
 the benchmarks.
 """
-from pushcore.mqtt311 import *  # noqa: F401,F403
-from pushcore.mqtt311 import __all__  # noqa: F401
+from pushcore.bench.mqtt311 import *  # noqa: F401,F403
+from pushcore.bench.mqtt311 import __all__  # noqa: F401

@@ -3,7 +3,7 @@
     python -m pytest benchmarks/test_bench_codec.py
     python -m pytest benchmarks/test_bench_codec.py --benchmark-group-by=group
 
-Each case of :mod:`pushcore.comparison` (push, heartbeat, ack in pushcore
+Each case of :mod:`pushcore.bench.comparison` (push, heartbeat, ack in pushcore
 Cython and pure Python, XMPP via slixmpp, MQTT 3.1.1, msgpack, JSON) gets an
 encode and a decode benchmark, grouped per operation and step so that
 pytest-benchmark's table sets them side by side; ``extra_info["bytes"]`` is
@@ -21,7 +21,7 @@ import json
 
 import pytest
 
-from pushcore.comparison import REFERENCE, build_cases
+from pushcore.bench.comparison import REFERENCE, build_cases
 
 # Rounds of at least 200 us: a codec call takes 30 ns - 30 us, so each round loops many
 # times and the timer's own cost (~100 ns) is spread thin. GC off, as in timeit.

@@ -24,7 +24,7 @@ import signal
 import sys
 import tempfile
 
-from pushcore.client import Client, ClientState
+from pushcore.device.client import Client, ClientState
 from pushcore.errors import PushcoreError
 
 

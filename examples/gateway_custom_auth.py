@@ -21,7 +21,7 @@ import sys
 import time
 
 from pushcore.errors import Reason
-from pushcore.server import Server
+from pushcore.gateway.server import Server
 from pushcore.tokens import AuthError
 
 

@@ -2,8 +2,8 @@
 
 This is what ``pushcore demo`` does, written out with the library API so you
 can change any part: the gateway (a :class:`pushcore.Server` with your own
-hooks), the devices' behaviour (a :class:`pushcore.sim_profiles.Profile`),
-and the traffic (a :class:`pushcore.sim_traffic.Pusher` into the server).
+hooks), the devices' behaviour (a :class:`pushcore.sim.profiles.Profile`),
+and the traffic (a :class:`pushcore.sim.traffic.Pusher` into the server).
 
     python examples/simulate_devices.py --devices 500 --duration 5 --rate 300
     python examples/simulate_devices.py --nat 1.45 --json report.json
@@ -17,11 +17,11 @@ import argparse
 import os
 import sys
 
-from pushcore.server import Server
-from pushcore.sim_profiles import Profile
-from pushcore.sim_report import Progress
-from pushcore.sim_traffic import Pusher, ServerSink
-from pushcore.simulator import Simulator
+from pushcore.gateway.server import Server
+from pushcore.sim.profiles import Profile
+from pushcore.sim.report import Progress
+from pushcore.sim.traffic import Pusher, ServerSink
+from pushcore.sim.simulator import Simulator
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,12 +36,12 @@ encode_ack = _codec.encode_ack
 
 from .tokens import AuthError, TokenSigner, mint as mint_token, verify as verify_token
 from .store import Store, open_store
-from .heartbeat import HeartbeatPolicy
-from .server import Server
-from .client import Client, ClientState, ConnectError, NotConnected
-from .simulator import Simulator
-from .sim_profiles import Profile
-from .admin import AdminAPI
+from .device.heartbeat import HeartbeatPolicy
+from .gateway.server import Server
+from .device.client import Client, ClientState, ConnectError, NotConnected
+from .sim.simulator import Simulator
+from .sim.profiles import Profile
+from .admin.api import AdminAPI
 
 __version__ = "0.1.0"
 

@@ -1,52 +1,16 @@
 """Typed errors and the reason-code table shared by every layer.
 
-Reason codes are the numbers of docs/PROTOCOL.md section 4. The C-level
-codec raises :class:`ProtocolError` too: this class is handed to it at import
-(``pushcore._frame`` never imports Python-level pushcore code).
+Reason codes are the numbers of docs/PROTOCOL.md section 4 (defined in
+:mod:`pushcore.wire`). The C-level codec imports :class:`ProtocolError` from
+here and raises it directly, as msgpack's ``_unpacker.pyx`` imports its
+exceptions: this module and :mod:`pushcore.wire` are leaves (they import
+nothing else of pushcore), so the extensions can import them early.
 """
 from __future__ import annotations
 
-import enum
+from .wire import Reason, reason_name
 
-__all__ = ["Reason", "PushcoreError", "ProtocolError"]
-
-
-class Reason(enum.IntEnum):
-    """Why a frame was refused or a connection closed (docs/PROTOCOL.md §4)."""
-
-    NORMAL = 0
-    # codec errors (raised by the decoders as ProtocolError)
-    FRAME_TOO_LARGE = 1
-    UNKNOWN_TYPE = 2
-    TRUNCATED = 3
-    VARINT_OVERRUN = 4
-    INVALID_UTF8 = 5
-    TRAILING_BYTES = 6
-    BAD_FLAGS = 7
-    INVALID_VALUE = 8
-    # session and connection reasons (ERROR code / GOAWAY reason / close reason)
-    NOT_AUTHENTICATED = 16
-    AUTH_FAILED = 17
-    TOKEN_EXPIRED = 18
-    UNSUPPORTED_VERSION = 19
-    AUTH_TIMEOUT = 20
-    IDLE_TIMEOUT = 21
-    REPLACED = 22
-    SLOW_CONSUMER = 23
-    SHUTTING_DOWN = 24
-    OVERLOADED = 25
-    PEER_RESET = 26
-    INTERNAL_ERROR = 27
-    CONNECT_FAILED = 28
-    PEER_CLOSED = 29
-
-
-def reason_name(code: int) -> str:
-    """``Reason`` name for *code*, or ``"UNKNOWN_<n>"`` for a code this version lacks."""
-    try:
-        return Reason(code).name
-    except ValueError:
-        return f"UNKNOWN_{code}"
+__all__ = ["Reason", "reason_name", "PushcoreError", "ProtocolError"]
 
 
 class PushcoreError(Exception):

@@ -23,7 +23,7 @@ CODEC_BACKENDS = ["python", "cython"]
 
 
 def load_codec(name: str):
-    """The codec module of backend *name* (``pushcore.protocol`` or ``pushcore._frame``)."""
+    """The codec module of backend *name* (``pushcore.codec.reference`` or ``pushcore._frame``)."""
     selected, module = select_backend(name)
     assert selected == name, f"asked for the {name} codec, got {selected}"
     return module
@@ -39,7 +39,7 @@ def codec(request):
 
 @pytest.fixture(scope="session")
 def python_codec():
-    """The pure-Python reference codec (``pushcore.protocol``)."""
+    """The pure-Python reference codec (``pushcore.codec.reference``)."""
     return load_codec("python")
 
 

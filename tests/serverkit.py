@@ -10,9 +10,9 @@ import socket
 import threading
 import time
 
-from pushcore import protocol
-from pushcore.heartbeat import HeartbeatPolicy
-from pushcore.server import Server
+from pushcore.codec import reference as protocol
+from pushcore.device.heartbeat import HeartbeatPolicy
+from pushcore.gateway.server import Server
 from pushcore.tokens import mint
 
 SECRET = b"pushcore-test-secret-0123456789"
@@ -220,7 +220,7 @@ import pytest  # noqa: E402  (fixtures below)
 def stop_what_the_test_started(monkeypatch):
     """Stop every Server and Client a test started, even when it failed half-way,
     so one failure does not leave threads and Loops behind for the next tests."""
-    from pushcore.client import Client
+    from pushcore.device.client import Client
 
     started = []
     for cls in (Server, Client):

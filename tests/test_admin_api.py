@@ -8,8 +8,8 @@ import socket
 
 import pytest
 
-from pushcore.admin import AdminAPI
-from pushcore.client import Client
+from pushcore.admin.api import AdminAPI
+from pushcore.device.client import Client
 from pushcore.errors import Reason
 
 from serverkit import SECRET, Collector, RawDevice, fast_heartbeat, make_server, token, wait_for

@@ -37,7 +37,7 @@ def run_python(code: str, backend: str | None, *warning_options: str) -> subproc
 
 def test_backend_is_one_of_the_two():
     assert pushcore.BACKEND in ("python", "cython")
-    module = {"python": "pushcore.protocol", "cython": "pushcore._frame"}[pushcore.BACKEND]
+    module = {"python": "pushcore.codec.reference", "cython": "pushcore._frame"}[pushcore.BACKEND]
     assert pushcore.Push.__module__ == module
     assert pushcore.Decoder.__module__ == module
 
@@ -45,7 +45,7 @@ def test_backend_is_one_of_the_two():
 def test_python_forces_the_reference_codec():
     result = run_python(PRINT_BACKEND, "python", "-W", "error::RuntimeWarning")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["python", "pushcore.protocol"]
+    assert result.stdout.split() == ["python", "pushcore.codec.reference"]
 
 
 @pytest.mark.parametrize("value", [None, "", "auto", "cython"])
@@ -71,7 +71,7 @@ def test_unknown_values_are_refused(value):
 def test_auto_without_the_extension_warns_and_falls_back(value):
     result = run_python(BLOCK_EXTENSION + PRINT_BACKEND, value)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["python", "pushcore.protocol"]
+    assert result.stdout.split() == ["python", "pushcore.codec.reference"]
     assert "RuntimeWarning" in result.stderr
     assert "blocked by the test" in result.stderr          # the warning says why
 
@@ -85,11 +85,11 @@ def test_cython_without_the_extension_is_an_import_error():
 def test_python_without_the_extension_is_silent():
     result = run_python(BLOCK_EXTENSION + PRINT_BACKEND, "python", "-W", "error::RuntimeWarning")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["python", "pushcore.protocol"]
+    assert result.stdout.split() == ["python", "pushcore.codec.reference"]
 
 
 def test_reference_codec_never_imports_the_extension():
-    code = BLOCK_EXTENSION + "import pushcore.protocol as p; print(p.decode(p.PING_BYTES))"
+    code = BLOCK_EXTENSION + "import pushcore.codec.reference as p; print(p.decode(p.PING_BYTES))"
     result = run_python(code, "python")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "Ping()"

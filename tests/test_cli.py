@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from pushcore import mqtt311
-from pushcore.comparison import REFERENCE
-from pushcore.codec_demo import push_layout
-from pushcore.protocol import encode_push
+from pushcore.bench import mqtt311
+from pushcore.bench.comparison import REFERENCE
+from pushcore.bench.codec_demo import push_layout
+from pushcore.codec.reference import encode_push
 
 BACKENDS = ["python", "cython"]
 

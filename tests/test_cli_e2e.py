@@ -16,8 +16,8 @@ from contextlib import redirect_stdout
 
 import pytest
 
-from pushcore.admin import AdminAPI
-from pushcore.cmd_common import (
+from pushcore.admin.api import AdminAPI
+from pushcore.cli.common import (
     ADMIN_TOKEN_ENV,
     SECRET_ENV,
     CommandError,

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from pushcore import protocol
-from pushcore.client import Client, ClientState, ConnectError, NotConnected
+from pushcore.codec import reference as protocol
+from pushcore.device.client import Client, ClientState, ConnectError, NotConnected
 from pushcore.errors import Reason
-from pushcore.heartbeat import HeartbeatPolicy
+from pushcore.device.heartbeat import HeartbeatPolicy
 from pushcore.tokens import AuthError
 
 from serverkit import (
@@ -435,7 +435,7 @@ def test_asyncio_form_raises_when_refused(server):
 
 
 def test_backoff_is_exponential_jittered_and_capped():
-    from pushcore.client import backoff_delay
+    from pushcore.device.client import backoff_delay
 
     lowest = [backoff_delay(a, 0.5, 60.0, rand=lambda lo, hi: lo) for a in range(10)]
     highest = [backoff_delay(a, 0.5, 60.0, rand=lambda lo, hi: hi) for a in range(10)]

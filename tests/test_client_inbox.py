@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from pushcore.inbox import Inbox
+from pushcore.device.inbox import Inbox
 
 
 def test_each_seq_is_shown_once_and_old_ones_dropped():

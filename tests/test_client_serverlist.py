@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from pushcore.serverlist import (
+from pushcore.device.serverlist import (
     ServerListError,
     fetch_servers,
     is_ip_literal,

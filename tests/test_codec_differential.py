@@ -1,6 +1,6 @@
 """Differential tests: the C-level codec against the pure-Python reference.
 
-``pushcore.protocol`` is the executable form of docs/PROTOCOL.md and the
+``pushcore.codec.reference`` is the executable form of docs/PROTOCOL.md and the
 oracle here. Both codecs get the same random input and must give the same
 answer:
 
@@ -172,7 +172,7 @@ def streams(draw) -> bytes:
         return draw(plausible_garbage)
     if kind == "bodies":
         return draw(framed_random_bodies())
-    from pushcore import protocol
+    from pushcore.codec import reference as protocol
 
     frames = draw(st.lists(any_frame_kwargs, max_size=6))
     data = b"".join(build(protocol, item).encode() for item in frames)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pushcore import mqtt311, protocol
-from pushcore.benchtable import Result, evaluate_targets, format_table, time_expr
-from pushcore.comparison import (BENCH_EXTRA_HINT, REFERENCE, Case, CaseCheckError,
+from pushcore.bench import mqtt311
+from pushcore.codec import reference as protocol
+from pushcore.bench.table import Result, evaluate_targets, format_table, time_expr
+from pushcore.bench.comparison import (BENCH_EXTRA_HINT, REFERENCE, Case, CaseCheckError,
                                  build_cases)
 
 

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from pushcore import protocol
-from pushcore.client import Client
+from pushcore.codec import reference as protocol
+from pushcore.device.client import Client
 from pushcore.errors import Reason
-from pushcore.heartbeat import HeartbeatPolicy
+from pushcore.device.heartbeat import HeartbeatPolicy
 
 from serverkit import (
     SECRET,
@@ -120,7 +120,7 @@ def test_exactly_once_across_graceful_server_restarts(tmp_path):
 KILLABLE_SERVER = textwrap.dedent(
     """
     import sys
-    from pushcore.server import Server
+    from pushcore.gateway.server import Server
 
     port, path, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     server = Server("127.0.0.1", port, secret=%r, store=path)

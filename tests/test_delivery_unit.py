@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from pushcore import protocol
-from pushcore.delivery import Delivery, MessageIds
+from pushcore.codec import reference as protocol
+from pushcore.gateway.delivery import Delivery, MessageIds
 from pushcore.store import PRIORITY_HIGH, PRIORITY_LOW, MemoryStore, NewMessage, SQLiteStore
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from pushcore.heartbeat import HeartbeatPolicy, NetworkHeartbeat
+from pushcore.device.heartbeat import HeartbeatPolicy, NetworkHeartbeat
 
 
 class FakeClock:

@@ -2,7 +2,7 @@
 
 Random streams (valid frames, optionally followed by random bytes) are sent
 over a real socket in random pieces, with loop turns between the pieces. The
-loop must deliver the same frames as ``pushcore.protocol.Decoder`` fed the
+loop must deliver the same frames as ``pushcore.codec.reference.Decoder`` fed the
 same bytes, and close with the reference's error code - or PEER_RESET /
 PEER_CLOSED when the stream ends inside / between frames.
 """
@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pushcore import ProtocolError, Reason
-from pushcore import protocol as ref
+from pushcore.codec import reference as ref
 from pushcore._loop import Loop
 from pushcore.loop import run_until
 

@@ -1,7 +1,7 @@
-"""pushcore.metrics writes the Prometheus text format 0.0.4: checked by a strict parser.
+"""pushcore.admin.prometheus writes the Prometheus text format 0.0.4: checked by a strict parser.
 
 ``parse_exposition`` below is an independent reader of the format (it does
-not use pushcore.metrics) that refuses anything the format does not allow;
+not use pushcore.admin.prometheus) that refuses anything the format does not allow;
 the admin API tests use it too.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from pushcore.metrics import (
+from pushcore.admin.prometheus import (
     CONTENT_TYPE,
     Counter,
     Histogram,

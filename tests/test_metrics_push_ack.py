@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from pushcore.ack_latency import PushAckTracker, track_store
-from pushcore.metrics import Histogram
+from pushcore.admin.ack_latency import PushAckTracker, track_store
+from pushcore.admin.prometheus import Histogram
 from pushcore.store import MemoryStore, NewMessage, SQLiteStore
 
 
@@ -78,7 +78,7 @@ def test_track_store_sees_every_append_and_ack(kind, tmp_path):
 
 
 def test_two_metrics_objects_of_one_server_share_the_tracker():
-    from pushcore.gateway_metrics import GatewayMetrics
+    from pushcore.admin.gateway_metrics import GatewayMetrics
 
     store = MemoryStore()
 

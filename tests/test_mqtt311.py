@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pushcore import mqtt311
-from pushcore.mqtt311 import MalformedPacket, decode_packet
+from pushcore.bench import mqtt311
+from pushcore.bench.mqtt311 import MalformedPacket, decode_packet
 
 
 def test_publish_qos1_layout_matches_the_spec():

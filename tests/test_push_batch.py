@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from pushcore import protocol
-from pushcore.client import Client
+from pushcore.codec import reference as protocol
+from pushcore.device.client import Client
 
 from serverkit import Collector, RawDevice, running_server, token, wait_for
 from serverkit import stop_what_the_test_started  # noqa: F401  (autouse: stops leftovers)

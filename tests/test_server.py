@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from pushcore import protocol
+from pushcore.codec import reference as protocol
 from pushcore.errors import Reason
-from pushcore.server import Server
+from pushcore.gateway.server import Server
 from pushcore.store import SQLiteStore
 from pushcore.tokens import AuthError, mint
 
@@ -324,7 +324,7 @@ def test_push_arguments_are_checked():
 SIGTERM_SERVER = textwrap.dedent(
     """
     import sys
-    from pushcore.server import Server
+    from pushcore.gateway.server import Server
     server = Server("127.0.0.1", 0, secret=%r, store="memory:")
     server.listen()
     # printed from inside run(): the SIGTERM handler is installed by then

@@ -15,13 +15,13 @@ import time
 
 import pytest
 
-from pushcore import protocol
+from pushcore.codec import reference as protocol
 from pushcore._loop import Loop
-from pushcore.server import Server
-from pushcore.sim_profiles import Profile
-from pushcore.sim_report import Progress
-from pushcore.sim_traffic import Pusher, ServerSink
-from pushcore.simulator import Simulator
+from pushcore.gateway.server import Server
+from pushcore.sim.profiles import Profile
+from pushcore.sim.report import Progress
+from pushcore.sim.traffic import Pusher, ServerSink
+from pushcore.sim.simulator import Simulator
 
 from serverkit import SECRET, make_server
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pushcore.admin import AdminAPI
+from pushcore.admin.api import AdminAPI
 
 from serverkit import make_server
 

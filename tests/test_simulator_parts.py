@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pushcore.sim_profiles import (
+from pushcore.sim.profiles import (
     DEMO_PROFILE,
     Profile,
     parse_churn,
@@ -17,8 +17,8 @@ from pushcore.sim_profiles import (
     parse_nat,
     parse_rate,
 )
-from pushcore.sim_report import Progress, Report, Samples, percentile
-from pushcore.sim_traffic import Pusher, encode_payload, parse_payload
+from pushcore.sim.report import Progress, Report, Samples, percentile
+from pushcore.sim.traffic import Pusher, encode_payload, parse_payload
 
 
 def test_percentile_interpolates():

@@ -18,7 +18,7 @@ import random
 import tempfile
 import time
 
-from pushcore.delivery import Delivery
+from pushcore.gateway.delivery import Delivery
 from pushcore.store import MemoryStore, NewMessage, SQLiteStore
 
 DEVICES = 1000

@@ -29,8 +29,8 @@ def main() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
-    from pushcore.admin import AdminAPI
-    from pushcore.server import Server
+    from pushcore.admin.api import AdminAPI
+    from pushcore.gateway.server import Server
 
     tmp = tempfile.TemporaryDirectory(prefix="pushcore-bench-")
     store = args.store or os.path.join(tmp.name, "gateway.db")

@@ -2,7 +2,7 @@
 
 Sends ``--rate`` messages per second to devices ``PREFIX0 .. PREFIX(N-1)``
 (one ``POST /v1/push/batch`` per ``--tick``), each carrying its device
-counter and send time (:mod:`pushcore.sim_traffic`), until its stdin
+counter and send time (:mod:`pushcore.sim.traffic`), until its stdin
 closes; then prints ``{"sent": [...], "total", "errors", "achieved"}``: the
 last counter sent to each device, which the simulator checks against.
 Used by ``run_e2e.py`` so that pushing does not share a process (and a GIL)
@@ -27,8 +27,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2)
     args = parser.parse_args()
 
-    from pushcore.admin_client import AdminClient
-    from pushcore.sim_traffic import AdminSink, Pusher
+    from pushcore.admin.client import AdminClient
+    from pushcore.sim.traffic import AdminSink, Pusher
 
     client = AdminClient(args.admin, args.token)
     pusher = Pusher(AdminSink(client, args.prefix, args.run_id), args.devices, args.rate,

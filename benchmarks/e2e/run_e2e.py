@@ -115,7 +115,7 @@ def start_gateway(*extra: str) -> tuple[Child, dict]:
 
 
 class RemotePusher:
-    """The :class:`pushcore.sim_traffic.Pusher` interface the Simulator uses, backed by pusher_proc.py.
+    """The :class:`pushcore.sim.traffic.Pusher` interface the Simulator uses, backed by pusher_proc.py.
 
     Pushing from another process keeps the devices' process (which takes the
     receive time) free of the pusher's work and of contention for its GIL.
@@ -159,16 +159,16 @@ class RemotePusher:
 
 
 def latency_run(mode: str, rate: float, devices: int, duration: float, gateway: dict | None, tag: str) -> dict:
-    from pushcore.sim_profiles import Profile
-    from pushcore.sim_traffic import Pusher, ServerSink
-    from pushcore.simulator import Simulator
+    from pushcore.sim.profiles import Profile
+    from pushcore.sim.traffic import Pusher, ServerSink
+    from pushcore.sim.simulator import Simulator
 
     profile = Profile(heartbeat="fixed", heartbeat_fixed=30.0, connect_rate=5000.0)
     server = None
     if mode == "admin":
         port = gateway["port"]
     else:
-        from pushcore.server import Server
+        from pushcore.gateway.server import Server
 
         tmp = tempfile.mkdtemp(prefix="pushcore-bench-")
         server = Server("127.0.0.1", 0, secret=SECRET, store=os.path.join(tmp, "g.db"), heartbeat=(0, 600))
@@ -215,8 +215,8 @@ def bench_latency(rates, devices, duration) -> list[dict]:
 
 
 def bench_setup(cases) -> list[dict]:
-    from pushcore.sim_profiles import Profile
-    from pushcore.simulator import Simulator
+    from pushcore.sim.profiles import Profile
+    from pushcore.sim.simulator import Simulator
 
     rows = []
     for devices, connect_rate in cases:
@@ -248,7 +248,7 @@ def bench_setup(cases) -> list[dict]:
 
 
 def bench_held(per_process: int, processes: int, interval: float, hold: float) -> dict:
-    from pushcore.admin_client import AdminClient
+    from pushcore.admin.client import AdminClient
 
     gw, info = start_gateway()
     sims: list[Child] = []

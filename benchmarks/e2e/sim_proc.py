@@ -36,8 +36,8 @@ def main() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
-    from pushcore.sim_profiles import Profile
-    from pushcore.simulator import Simulator
+    from pushcore.sim.profiles import Profile
+    from pushcore.sim.simulator import Simulator
 
     from gateway_proc import SECRET_HEX
 

@@ -115,7 +115,7 @@ MAX_MESSAGE_ID = 2**64 - 1  # PUSH carries message_id as u64le
 
 
 class StoreObserver(Protocol):
-    """What :meth:`Store.add_observer` takes (e.g. :class:`pushcore.ack_latency.PushAckTracker`)."""
+    """What :meth:`Store.add_observer` takes (e.g. :class:`pushcore.admin.ack_latency.PushAckTracker`)."""
 
     def on_stored(self, items: list[tuple[str, int]]) -> None:
         """Messages were stored: ``(device_id, seq)`` each."""

@@ -3,7 +3,7 @@
     python tests/vectors/generate.py
 
 Valid cases: the field values are written here by hand; the expected hex is
-produced by the reference codec (pushcore.protocol), and a handful of them are
+produced by the reference codec (pushcore.codec.reference), and a handful of them are
 checked against byte strings built by hand in tests/test_codec_vectors.py.
 "Decode-only" cases (non-canonical encodings a decoder must accept) have both
 their hex and their fields written by hand.
@@ -26,7 +26,7 @@ sys.path.insert(0, str(HERE.parent))          # for `import vectors`
 
 from vectors import FRAME_FILES, from_json, to_json  # noqa: E402
 
-from pushcore import protocol as P  # noqa: E402
+from pushcore.codec import reference as P  # noqa: E402
 from pushcore.errors import ProtocolError, Reason  # noqa: E402
 
 U64_MAX = 2**64 - 1

@@ -179,7 +179,7 @@ def render_rows(rows: list[tuple[bytes, str]]) -> list[str]:
 
 
 def render() -> str:
-    from pushcore import protocol
+    from pushcore.codec import reference as protocol
 
     out = [
         "Each example is a vector from `tests/vectors/` (which both codecs pass),",
@@ -208,7 +208,7 @@ def render() -> str:
             seq_bytes = len([r for r in annotate(data) if r[1].startswith("seq:")][0][0])
             field_bytes = seq_bytes + 8 + len(fields["topic"].encode()) + len(fields["payload"])
             out.append(textwrap.fill(
-                f"The reference notification (`pushcore.comparison.REFERENCE`) is {len(data)} bytes: "
+                f"The reference notification (`pushcore.bench.comparison.REFERENCE`) is {len(data)} bytes: "
                 f"its seq, message id, topic and payload take {field_bytes}, so the frame spends "
                 f"{len(data) - field_bytes} bytes beyond them (header 1, body length 1, expiry 4, "
                 "topic length 1; see §6).", width=78))

@@ -21,6 +21,7 @@ from operator import itemgetter
 from typing import Any, Callable
 
 from . import mqtt311
+from .options import OPERATIONS
 
 __all__ = [
     "Notification", "REFERENCE", "REFERENCE_PAYLOAD", "OPERATIONS", "Case",
@@ -59,7 +60,6 @@ REFERENCE = Notification(
 
 MQTT_PACKET_ID = 42  # a 16-bit per-session id: MQTT's only message identifier
 PING_IQ_ID = "ping-1"
-OPERATIONS = ("push", "heartbeat", "ack")
 
 
 class CaseCheckError(AssertionError):
@@ -223,7 +223,7 @@ def _mqtt_cases(n: Notification) -> list[Case]:
 
 
 def _xmpp_cases(n: Notification) -> list[Case]:
-    from . import xmpp_compare as x  # needs slixmpp
+    from . import xmpp as x
 
     ns = {
         "encode_push": x.encode_push, "decode_push": x.decode_push,
@@ -299,7 +299,7 @@ def _json_cases(n: Notification) -> list[Case]:
 
 def pushcore_backends() -> tuple[list[tuple[str, Any]], list[str]]:
     """``([(encoder name, codec module), …], [why a backend is missing, …])``."""
-    from .codec import select_backend
+    from ..codec import select_backend
 
     found, missing = [], []
     try:

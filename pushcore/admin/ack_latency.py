@@ -5,7 +5,7 @@ it a seq, and the device's cumulative ``ACK n`` removes every seq up to
 ``n``. :class:`PushAckTracker` keeps, per device, the append times of the
 messages not acked yet (a deque of ``(seq, time)``, in seq order) and, on
 each ack, observes ``now - append time`` for every message it covers into a
-:class:`pushcore.metrics.Histogram`.
+:class:`pushcore.admin.prometheus.Histogram`.
 
 :func:`track_store` connects a tracker to a live store as a store observer
 (:meth:`pushcore.store.Store.add_observer`): every public append and ack of
@@ -24,7 +24,7 @@ import time
 from collections import deque
 from typing import Callable
 
-from .metrics import LATENCY_BUCKETS, Histogram
+from .prometheus import LATENCY_BUCKETS, Histogram
 
 __all__ = ["PushAckTracker", "track_store", "store_tracker"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cmd_common import (
+from .common import (
     DEFAULT_SECRET_FILE,
     DEFAULT_TOKEN_FILE,
     CommandError,
@@ -22,7 +22,7 @@ from .cmd_common import (
     parse_hostport,
     raise_fd_limit,
 )
-from .sim_profiles import Profile, parse_churn, parse_heartbeat, parse_nat, parse_rate
+from ..sim.profiles import Profile, parse_churn, parse_heartbeat, parse_nat, parse_rate
 
 __all__ = ["add_arguments", "add_profile_arguments", "profile_from_args", "run", "write_report"]
 
@@ -71,8 +71,8 @@ def profile_from_args(args: argparse.Namespace, defaults: Profile) -> Profile:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .admin import DEFAULT_ADMIN_PORT
-    from .cmd_serve import DEFAULT_PORT
+    from ..admin.api import DEFAULT_ADMIN_PORT
+    from .serve import DEFAULT_PORT
 
     parser.add_argument("target", nargs="?", default=f"127.0.0.1:{DEFAULT_PORT}", metavar="HOST:PORT",
                         help=f"the gateway's device address (default 127.0.0.1:{DEFAULT_PORT})")
@@ -127,10 +127,10 @@ def _probe_gateway(host: str, port: int, timeout: float = 5.0) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .admin_client import AdminClient, AdminError
-    from .sim_report import Progress
-    from .sim_traffic import AdminSink, Pusher
-    from .simulator import Simulator
+    from ..admin.client import AdminClient, AdminError
+    from ..sim.report import Progress
+    from ..sim.traffic import AdminSink, Pusher
+    from ..sim.simulator import Simulator
 
     if args.devices < 1:
         raise CommandError("--devices must be >= 1")

@@ -3,7 +3,7 @@
 What it does, in the published design's terms:
 
 * **Server choice.** A server list (``"host:port"`` strings or tuples, or an
-  HTTP URL returning JSON sorted by load, see :mod:`pushcore.serverlist`),
+  HTTP URL returning JSON sorted by load, see :mod:`pushcore.device.serverlist`),
   and a built-in fallback list used when fetching the list or resolving the
   names fails. **Probing**: it connects to up to ``probe_count`` servers at
   once, sends HELLO on each, keeps the first to answer WELCOME and closes the
@@ -14,10 +14,10 @@ What it does, in the published design's terms:
 * **Exactly once, in order.** HELLO carries the last seq received; the
   server resumes after it. Duplicates are dropped by seq, so ``on_message``
   is called once per message; ACKs are cumulative and batched
-  (:class:`pushcore.inbox.Inbox`); a NOTIFY is followed by FETCHes of pages.
+  (:class:`pushcore.device.inbox.Inbox`); a NOTIFY is followed by FETCHes of pages.
   Persist :attr:`Client.last_seq` with what the application did with the
   messages and pass it back as ``last_seq=`` after a restart of the process.
-* **Adaptive heartbeat** (:class:`pushcore.heartbeat.HeartbeatPolicy`): the
+* **Adaptive heartbeat** (:class:`pushcore.device.heartbeat.HeartbeatPolicy`): the
   loop sends PING in C when the connection has been quiet for the current
   interval; answered heartbeats step the interval up, a connection lost for
   want of a PONG (``IDLE_TIMEOUT``) backs it off and holds it, per network
@@ -51,9 +51,9 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
-from .codec import backend as _codec
-from .dispatch import dispatch_for
-from .errors import ProtocolError, PushcoreError, Reason
+from ..codec import backend as _codec
+from ..loop.dispatch import dispatch_for
+from ..errors import ProtocolError, PushcoreError, Reason
 from .heartbeat import HeartbeatPolicy
 from .inbox import Inbox
 from .serverlist import (
@@ -63,11 +63,11 @@ from .serverlist import (
     parse_servers,
     resolve_servers,
 )
-from .tokens import AuthError
+from ..tokens import AuthError
 
 __all__ = ["Client", "ClientState", "ConnectError", "NotConnected", "backoff_delay"]
 
-log = logging.getLogger("pushcore.client")
+log = logging.getLogger("pushcore.device.client")
 
 _PUSH = _codec.PUSH
 _NOTIFY = _codec.NOTIFY
@@ -282,7 +282,7 @@ class Client:
 
     def _ensure_loop(self):
         if self._loop is None:
-            from ._loop import Loop
+            from .._loop import Loop
 
             self._loop = Loop()
         return self._loop
@@ -470,7 +470,7 @@ class Client:
 
     async def __aenter__(self) -> "Client":
         """Drive the client's own loop from the running asyncio loop and connect."""
-        from .loop import attach_asyncio
+        from ..loop import attach_asyncio
 
         if not self._owns_loop:
             raise RuntimeError("async with uses the client's own loop; do not pass loop=")

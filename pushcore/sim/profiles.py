@@ -1,12 +1,12 @@
 """What simulated devices do: heartbeat policy, churn, NAT timeouts, link faults, connect rate.
 
 A :class:`Profile` is plain data, shared by every device of a
-:class:`pushcore.simulator.Simulator` (per-device state stays in the
+:class:`pushcore.sim.simulator.Simulator` (per-device state stays in the
 simulator, small). The parsers turn the command line's compact strings
 into these values with errors that say what is expected.
 
 Heartbeat
-    ``adaptive`` (default): :class:`pushcore.heartbeat.HeartbeatPolicy`
+    ``adaptive`` (default): :class:`pushcore.device.heartbeat.HeartbeatPolicy`
     with the published values (3.5 min floor, +60 s after 5 successes,
     -20 s and hold after a failure, 10 min cap), all multiplied by
     ``heartbeat_scale`` so a run can show the search in seconds.
@@ -20,7 +20,7 @@ NAT
     a fraction ``nat_fraction`` of the devices sit behind a NAT that forgets
     an idle mapping after ``nat_timeout`` seconds: when the connection has
     been quiet that long, it silently stops carrying packets (see
-    :mod:`pushcore.simulator`); the device only learns it when its next
+    :mod:`pushcore.sim.simulator`); the device only learns it when its next
     heartbeat goes unanswered, which is how the adaptive policy finds the
     timeout.
 Link faults
@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from .heartbeat import (
+from ..device.heartbeat import (
     DEFAULT_BACK_OFF,
     DEFAULT_CAP,
     DEFAULT_FLOOR,

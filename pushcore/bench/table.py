@@ -1,7 +1,7 @@
 """Time every compared format and print the codec comparison table.
 
 This is what ``pushcore bench`` and ``python benchmarks/codec_table.py``
-run. Each encode and decode expression of :mod:`pushcore.comparison` is
+run. Each encode and decode expression of :mod:`pushcore.bench.comparison` is
 timed with :mod:`timeit` (garbage collector off, as timeit does): the
 number of loops is calibrated to ``--min-time`` seconds, that is repeated
 ``--repeat`` times — interleaved across all formats — and the minimum is
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .comparison import BENCH_EXTRA_HINT, OPERATIONS, Case, build_cases
+from .options import add_arguments
 
 __all__ = [
     "Result", "Target", "time_expr", "measure", "evaluate_targets", "format_table",
@@ -241,7 +242,7 @@ def machine_info() -> dict[str, str]:
         cython_version = Cython.__version__
     except ImportError:
         cython_version = "not installed"
-    from . import BACKEND
+    from .. import BACKEND
 
     return {
         "cpu": _cpu_model(),
@@ -251,19 +252,6 @@ def machine_info() -> dict[str, str]:
         "backend": BACKEND,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``pushcore bench`` / ``benchmarks/codec_table.py``."""
-    parser.add_argument("--repeat", type=int, default=10,
-                        help="timed runs per measurement, interleaved across formats; "
-                             "the minimum is reported (default 10)")
-    parser.add_argument("--min-time", type=float, default=0.1, metavar="SECONDS",
-                        help="length of one timed run (default 0.1)")
-    parser.add_argument("--quick", action="store_true",
-                        help="3 runs of 0.02 s each: a rough table in a few seconds")
-    parser.add_argument("--operation", choices=OPERATIONS, action="append",
-                        help="only this operation (repeatable; default: all)")
 
 
 def run(args: argparse.Namespace, out=sys.stdout) -> int:

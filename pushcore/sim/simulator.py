@@ -3,9 +3,9 @@
 Every device is a small Python object (:class:`SimDevice`, ``__slots__``)
 next to the loop's C struct for its connection; heartbeats (PING/PONG) run
 in C, and Python sees each device's frames in the loop's per-turn batches.
-The receive side reuses the clients' pure logic: :class:`pushcore.inbox.Inbox`
+The receive side reuses the clients' pure logic: :class:`pushcore.device.inbox.Inbox`
 (drop duplicates by seq, cumulative ACKs, FETCH after NOTIFY) and
-:class:`pushcore.heartbeat.HeartbeatPolicy` (the adaptive heartbeat). It
+:class:`pushcore.device.heartbeat.HeartbeatPolicy` (the adaptive heartbeat). It
 does not use one :class:`pushcore.Client` per device: a Client carries
 threads, futures, server probing and reconnect machinery a simulated fleet
 does not need, and the simulator must do things to a connection a real
@@ -17,14 +17,14 @@ A run (:meth:`Simulator.run`) has three phases:
    connections per second; connect time is HELLO sent → WELCOME received
    (TCP connect included).
 2. **traffic** — for ``duration`` seconds an optional
-   :class:`pushcore.sim_traffic.Pusher` sends messages at a fixed rate to
+   :class:`pushcore.sim.traffic.Pusher` sends messages at a fixed rate to
    random devices; the profile's churn, link resets and NAT drops happen.
 3. **drain** — pushing stops, churn and resets stop, every device that is
    away reconnects, and the run waits until each device has every message
    sent to it (or nothing moved for ``settle`` seconds, or ``drain_timeout``).
 
 Then :meth:`Simulator.report` checks every device: each message carries its
-device's counter and send time (:mod:`pushcore.sim_traffic`), so a missing,
+device's counter and send time (:mod:`pushcore.sim.traffic`), so a missing,
 duplicated, reordered or misrouted message is found per device, and the
 end-to-end latency of each push is known.
 
@@ -60,15 +60,15 @@ import time
 from collections import deque
 from typing import Callable, Iterable
 
-from .codec import backend as _codec
-from .dispatch import dispatch_for
-from .errors import Reason, reason_name
-from .serverlist import parse_servers, resolve_servers
-from .inbox import Inbox
-from .sim_profiles import Profile
-from .sim_report import Progress, Report, Samples
-from .sim_traffic import MAGIC, Pusher
-from .tokens import TokenSigner
+from ..codec import backend as _codec
+from ..loop.dispatch import dispatch_for
+from ..errors import Reason, reason_name
+from ..device.serverlist import parse_servers, resolve_servers
+from ..device.inbox import Inbox
+from .profiles import Profile
+from .report import Progress, Report, Samples
+from .traffic import MAGIC, Pusher
+from ..tokens import TokenSigner
 
 __all__ = ["Simulator", "SimDevice"]
 
@@ -164,7 +164,7 @@ class Simulator:
     token
         ``token(device_id) -> bytes`` instead of *secret*.
     profile
-        a :class:`pushcore.sim_profiles.Profile` (heartbeat, churn, NAT,
+        a :class:`pushcore.sim.profiles.Profile` (heartbeat, churn, NAT,
         faults, connect rate).
     loop
         a ``pushcore._loop.Loop`` to share (default: the simulator's own).
@@ -204,7 +204,7 @@ class Simulator:
         self._rng = random.Random(seed)
         self._owns_loop = loop is None
         if loop is None:
-            from ._loop import Loop
+            from .._loop import Loop
 
             loop = Loop()
         self.loop = loop
@@ -330,7 +330,7 @@ class Simulator:
         dev.state = WAITING
         dev.wait_timer = self.loop.call_later(self._rng.uniform(ceiling / 2, ceiling), self._enqueue, dev)
 
-    # -- loop events (from pushcore.dispatch) ----------------------------------------------
+    # -- loop events (from pushcore.loop.dispatch) ----------------------------------------------
 
     def _on_open(self, cid: int) -> None:
         dev = self._by_cid.get(cid)

@@ -47,13 +47,13 @@ import threading
 import urllib.parse
 from typing import Any
 
-from .errors import PushcoreError
+from ..errors import PushcoreError
 from .gateway_metrics import GatewayMetrics
-from .metrics import CONTENT_TYPE, Registry
+from .prometheus import CONTENT_TYPE, Registry
 
 __all__ = ["AdminAPI", "DEFAULT_ADMIN_PORT", "MIN_TOKEN_LENGTH", "ApiError"]
 
-log = logging.getLogger("pushcore.admin")
+log = logging.getLogger("pushcore.admin.api")
 
 DEFAULT_ADMIN_PORT = 8222
 MIN_TOKEN_LENGTH = 16

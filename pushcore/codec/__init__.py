@@ -9,14 +9,14 @@ import os
 import warnings
 from types import ModuleType
 
-from .errors import ProtocolError
+from ..errors import ProtocolError
 
 ENV_VAR = "PUSHCORE_BACKEND"
 _CHOICES = ("auto", "cython", "python")
 
 
 def _load_cython() -> ModuleType:
-    from . import _frame  # the compiled ext/_frame.pyx
+    from .. import _frame  # the compiled ext/_frame.pyx
 
     _frame._init(ProtocolError)
     return _frame
@@ -37,7 +37,7 @@ def select_backend(choice: str | None = None) -> tuple[str, ModuleType]:
             f"{', '.join(_CHOICES)} (or leave it unset for auto)"
         )
     if choice == "python":
-        from . import protocol
+        from . import reference as protocol
 
         return "python", protocol
     try:
@@ -55,7 +55,7 @@ def select_backend(choice: str | None = None) -> tuple[str, ModuleType]:
             RuntimeWarning,
             stacklevel=3,
         )
-        from . import protocol
+        from . import reference as protocol
 
         return "python", protocol
 

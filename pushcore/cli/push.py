@@ -15,13 +15,13 @@ import binascii
 import json
 import sys
 
-from .cmd_common import DEFAULT_TOKEN_FILE, CommandError, load_admin_token
+from .common import DEFAULT_TOKEN_FILE, CommandError, load_admin_token
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .admin import DEFAULT_ADMIN_PORT
+    from ..admin.api import DEFAULT_ADMIN_PORT
 
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--device", metavar="ID", help="send to this device (stored until it acks)")
@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .admin_client import AdminClient, AdminError
+    from ..admin.client import AdminClient, AdminError
 
     if args.status is None and args.payload is None:
         raise CommandError("give the message to send (PAYLOAD), or --status ID")

@@ -1,6 +1,6 @@
 """``pushcore demo-codec``: the codec on one notification, in a few seconds.
 
-Encodes the reference notification (:data:`pushcore.comparison.REFERENCE`)
+Encodes the reference notification (:data:`pushcore.bench.comparison.REFERENCE`)
 with the active codec backend, prints the frame byte by byte, decodes it
 back, sets its size next to XMPP, MQTT 3.1.1, msgpack and JSON, and times a
 few thousand encodes and decodes of each. Works with the core install alone;
@@ -102,7 +102,7 @@ def _print_sizes(cases: Sequence[Case], out: TextIO) -> None:
 
 
 def _print_speed(cases: Sequence[Case], out: TextIO) -> None:
-    from .benchtable import measure
+    from .table import measure
 
     push_cases = [c for c in cases if c.operation == "push" and c.timed]
     results = measure(push_cases, min_time=0.01, repeat=3)

@@ -6,7 +6,7 @@ time in nanoseconds since the Unix epoch::
 
     b"pcsim1 <run id> <device index> <counter> <send time ns>"
 
-The device side (:mod:`pushcore.simulator`) checks the counter — the next
+The device side (:mod:`pushcore.sim.simulator`) checks the counter — the next
 one expected is fine, a later one leaves a hole (missing until it fills),
 an earlier one fills a hole (out of order) or was seen (duplicate) — and
 takes ``now - send time`` as the end-to-end latency. Sender and devices read
@@ -28,11 +28,11 @@ import time
 from array import array
 from typing import Callable, Protocol, Sequence
 
-from .gateway_metrics import call_on_loop
+from ..admin.gateway_metrics import call_on_loop
 
 __all__ = ["MAGIC", "encode_payload", "parse_payload", "Pusher", "ServerSink", "AdminSink", "Sink"]
 
-log = logging.getLogger("pushcore.simulator")
+log = logging.getLogger("pushcore.sim.simulator")
 
 MAGIC = b"pcsim1"
 
@@ -96,7 +96,7 @@ class AdminSink:
 
     def __init__(self, client, id_prefix: str, run_id: int,
                  id_of: Callable[[int], str] | None = None) -> None:
-        self.client = client  # a pushcore.admin_client.AdminClient
+        self.client = client  # a pushcore.admin.client.AdminClient
         self.run_id = run_id
         self.id_of = id_of or (lambda i, p=id_prefix: f"{p}{i}")
 

@@ -18,7 +18,7 @@ connection's **tag**: the highest seq *sent on this connection* — every
 stored message of the device with a seq up to the tag has been sent (or the
 device said it had it). Messages always go out in seq order on a
 connection, so the device can drop any seq it has already seen
-(:class:`pushcore.inbox.Inbox`), and nothing is lost because nothing leaves
+(:class:`pushcore.device.inbox.Inbox`), and nothing is lost because nothing leaves
 the store before the device ACKs it.
 
 * Messages stored by one store call (:meth:`Delivery.push`, :meth:`Delivery.push_batch`,
@@ -70,8 +70,8 @@ import os
 import time
 from typing import Callable, Iterable
 
-from .codec import backend as _codec
-from .store import PRIORITY_HIGH, NewMessage, Store, StoredMessage
+from ..codec import backend as _codec
+from ..store import PRIORITY_HIGH, NewMessage, Store, StoredMessage
 
 __all__ = ["Delivery", "MessageIds", "DEFAULT_INLINE_MAX", "DEFAULT_PAGE_MAX"]
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import struct
 from typing import Any, Callable, Iterable
 
-from .errors import ProtocolError, Reason
+from ..errors import ProtocolError, Reason
 
 __all__ = [
     "PROTOCOL_VERSION", "DEFAULT_MAX_FRAME_SIZE", "PRIORITY_LOW", "PRIORITY_HIGH",

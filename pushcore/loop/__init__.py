@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Callable
 
-from ._loop import Loop, TimerHandle, sizeof_conn
-from .errors import Reason, reason_name
+from .._loop import Loop, TimerHandle, sizeof_conn
+from ..errors import Reason, reason_name
 
 __all__ = [
     "Loop", "TimerHandle", "Reason", "AsyncioDriver", "attach_asyncio", "sizeof_conn",

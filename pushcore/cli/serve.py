@@ -15,7 +15,7 @@ import argparse
 import logging
 import sys
 
-from .cmd_common import (
+from .common import (
     DEFAULT_SECRET_FILE,
     DEFAULT_TOKEN_FILE,
     CommandError,
@@ -42,7 +42,7 @@ def _heartbeat(text: str) -> tuple[float, float]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .admin import DEFAULT_ADMIN_PORT
+    from ..admin.api import DEFAULT_ADMIN_PORT
 
     g = parser.add_argument_group("gateway")
     g.add_argument("--host", default="127.0.0.1", help="address devices connect to (default 127.0.0.1; 0.0.0.0 for all)")
@@ -70,9 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .admin import AdminAPI
-    from .server import Server
-    from .store import StoreError, open_store
+    from ..admin.api import AdminAPI
+    from ..gateway.server import Server
+    from ..store import StoreError, open_store
 
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -8,7 +8,7 @@ may only be touched from its own thread, so the reading is handed to the
 loop with ``call_soon_threadsafe`` and the scrape waits (a loop turn: well
 under a millisecond on an idle gateway).
 
-The push→ack latency histogram comes from :mod:`pushcore.ack_latency`
+The push→ack latency histogram comes from :mod:`pushcore.admin.ack_latency`
 (attached to the server's store by :meth:`GatewayMetrics.track_push_ack`).
 
 Metric names (all prefixed ``pushcore_``) are listed in docs/OPERATIONS.md.
@@ -22,8 +22,8 @@ import time
 from typing import Callable
 
 from .ack_latency import PushAckTracker, store_tracker, track_store
-from .errors import Reason, reason_name
-from .metrics import LATENCY_BUCKETS, Histogram, MetricFamily, Registry
+from ..errors import Reason, reason_name
+from .prometheus import LATENCY_BUCKETS, Histogram, MetricFamily, Registry
 
 __all__ = ["GatewayMetrics", "call_on_loop", "LoopUnavailable", "ERROR_REASONS", "AUTH_REASONS"]
 
@@ -121,7 +121,7 @@ class GatewayMetrics:
         self.registry.add_collector(self.collect)
 
     def track_push_ack(self, max_pending: int = 1000) -> PushAckTracker:
-        """Expose ``pushcore_push_ack_seconds``, fed from the server's store (:mod:`pushcore.ack_latency`).
+        """Expose ``pushcore_push_ack_seconds``, fed from the server's store (:mod:`pushcore.admin.ack_latency`).
 
         A store already tracked (by another :class:`GatewayMetrics` of the
         same server) keeps its tracker, which is shared.

@@ -2,7 +2,7 @@
 
 The server accepts long connections, authenticates devices (HELLO →
 WELCOME), keeps the route table device id → connection, and delivers
-stored, seq-numbered messages (:mod:`pushcore.delivery`). The loop
+stored, seq-numbered messages (:mod:`pushcore.gateway.delivery`). The loop
 (``pushcore._loop.Loop``) does the per-connection work in C: reading and
 splitting frames, answering PING with PONG, the auth and idle timeouts,
 write coalescing. Python sees one batch of frames per loop turn.
@@ -27,17 +27,17 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
-from .codec import backend as _codec
+from ..codec import backend as _codec
 from .delivery import DEFAULT_INLINE_MAX, DEFAULT_PAGE_MAX, Delivery, MessageIds
-from .dispatch import dispatch_for
-from .errors import Reason
-from .store import PRIORITY_HIGH, PRIORITY_LOW, Store, open_store
-from .store.base import MAX_SEQ, NewMessage, check_device_id, check_message
-from .tokens import AuthError, TokenSigner
+from ..loop.dispatch import dispatch_for
+from ..errors import Reason
+from ..store import PRIORITY_HIGH, PRIORITY_LOW, Store, open_store
+from ..store.base import MAX_SEQ, NewMessage, check_device_id, check_message
+from ..tokens import AuthError, TokenSigner
 
 __all__ = ["Server", "DEFAULT_STORE_PATH", "parse_priority"]
 
-log = logging.getLogger("pushcore.server")
+log = logging.getLogger("pushcore.gateway.server")
 
 DEFAULT_STORE_PATH = "pushcore.db"
 SUPPORTED_VERSIONS = (1,)
@@ -288,7 +288,7 @@ class Server:
 
     def _ensure_loop(self):
         if self._loop is None:
-            from ._loop import Loop
+            from .._loop import Loop
 
             self._loop = Loop()
         return self._loop
@@ -476,7 +476,7 @@ class Server:
         """Run ``fn(*args)`` on the loop thread; return its result or raise its exception. Thread-safe.
 
         For work that must see (or change) the server's state consistently:
-        the route table, :class:`pushcore.delivery.Delivery`, the store as the
+        the route table, :class:`pushcore.gateway.delivery.Delivery`, the store as the
         loop uses it. Off the loop thread it is one ``call_soon_threadsafe``
         hand-over, then a wait of at most *timeout* seconds (``TimeoutError``;
         *fn* may still run later unless it had not started). On the loop

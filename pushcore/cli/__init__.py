@@ -6,12 +6,12 @@ subcommand runs:
 ==============  =============================  ==============================================
 command         module                         what it does
 ==============  =============================  ==============================================
-``demo``        ``pushcore.cmd_demo``          gateway + simulated devices in one process, report
-``serve``       ``pushcore.cmd_serve``         a gateway (SQLite) with the admin HTTP API
-``simulate``    ``pushcore.cmd_simulate``      simulated devices against a running gateway
-``push``        ``pushcore.cmd_push``          send through the admin API; device status
-``bench``       ``pushcore.benchtable``        the codec table (``--e2e``: the end-to-end benchmarks)
-``demo-codec``  ``pushcore.codec_demo``        one notification through the codec, vs other formats
+``demo``        ``pushcore.cli.demo``          gateway + simulated devices in one process, report
+``serve``       ``pushcore.cli.serve``         a gateway (SQLite) with the admin HTTP API
+``simulate``    ``pushcore.cli.simulate``      simulated devices against a running gateway
+``push``        ``pushcore.cli.push``          send through the admin API; device status
+``bench``       ``pushcore.cli.bench``         the codec table (formats in ``pushcore.bench``)
+``demo-codec``  ``pushcore.cli.demo_codec``    one notification through the codec, vs other formats
 ==============  =============================  ==============================================
 
 Problems a user can fix (a busy port, a bad address, a missing token) are
@@ -21,63 +21,36 @@ failed request or a failed check), never as a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
-import subprocess
 import sys
-from pathlib import Path
 from typing import Sequence
 
 __all__ = ["build_parser", "main"]
 
-_E2E_SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "e2e" / "run_e2e.py"
 
-
-def _run_module(name: str):
-    """The ``run(args)`` of a command module, imported when the command runs."""
+def _run_module(module: str):
+    """The ``run(args)`` of ``pushcore.cli.<module>``, imported when the command runs."""
 
     def handler(args: argparse.Namespace) -> int:
-        import importlib
-
-        return importlib.import_module(f"pushcore.{name}").run(args)
+        return importlib.import_module(f"{__name__}.{module}").run(args)
 
     return handler
 
 
-def _run_codec_demo(args: argparse.Namespace) -> int:
-    from .codec_demo import run_demo
-
-    return run_demo(speed=not args.no_speed)
-
-
-def _run_bench(args: argparse.Namespace) -> int:
-    if args.e2e:
-        from .cmd_common import CommandError
-
-        if not _E2E_SCRIPT.exists():
-            raise CommandError("the end-to-end benchmarks are in the source tree (benchmarks/e2e/): "
-                               "run `pushcore bench --e2e` from a checkout installed with pip install -e .")
-        argv = [sys.executable, str(_E2E_SCRIPT)] + (["--quick"] if args.quick else [])
-        return subprocess.call(argv)
-    from .benchtable import run
-
-    return run(args)
-
-
-def _add_command(commands, name: str, module: str | None, help_text: str, description: str):
+def _add_command(commands, name: str, module: str, help_text: str, description: str):
+    # Each command module defines add_arguments(parser) and run(args); the
+    # module imports what its work needs only inside run().
     parser = commands.add_parser(name, help=help_text, description=description,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    if module is not None:
-        import importlib
-
-        importlib.import_module(f"pushcore.{module}").add_arguments(parser)
-        parser.set_defaults(handler=_run_module(module))
+    importlib.import_module(f"{__name__}.{module}").add_arguments(parser)
+    parser.set_defaults(handler=_run_module(module))
     return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``pushcore`` and its subcommands."""
-    from . import __version__
-    from .benchtable import add_arguments as add_bench_arguments
+    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog="pushcore",
@@ -88,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     _add_command(
-        commands, "demo", "cmd_demo",
+        commands, "demo", "demo",
         "a gateway and 2,000 simulated devices in one process, pushes flowing, then the report",
         "Run a gateway (temporary SQLite store, admin API) and simulated devices on one loop in this "
         "process: pushes at a fixed rate, churn, link resets, a NAT the adaptive heartbeat must find. "
@@ -97,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         "lost, duplicated or reordered.",
     )
     _add_command(
-        commands, "serve", "cmd_serve",
+        commands, "serve", "serve",
         "run a gateway on the SQLite store, with the admin HTTP API",
         "Run a push gateway: devices connect to --host:--port; the admin API (push, presence, "
         "/metrics, /healthz) listens on --admin-host:--admin-port with a bearer token. The first "
@@ -105,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Ctrl-C drains: every device gets GOAWAY, nothing stored is lost.",
     )
     _add_command(
-        commands, "simulate", "cmd_simulate",
+        commands, "simulate", "simulate",
         "simulated devices against a running gateway, then the report",
         "Connect --devices simulated devices to HOST:PORT, push --rate messages per second through "
         "the gateway's admin API for --duration seconds, drain, and report whether every device got "
@@ -113,40 +86,32 @@ def build_parser() -> argparse.ArgumentParser:
         "if the report found a problem.",
     )
     _add_command(
-        commands, "push", "cmd_push",
+        commands, "push", "push",
         "send a message through a gateway's admin API, or show a device",
         "Send a message to a device (--device), a topic's subscribers (--topic) or every connected "
         "device (--all) through the admin API; or show a device's presence and backlog (--status).",
     )
-    bench = commands.add_parser(
-        "bench",
-        help="the codec benchmark table (pushcore vs XMPP, MQTT, msgpack, JSON); --e2e: end to end",
-        description="Time encode and decode of a push, a heartbeat and an ack in every format "
-                    "and print the table with the design's targets (PASS/MISS). The XMPP and "
-                    "msgpack rows need: pip install -e '.[bench]'. With --e2e, run the end-to-end "
-                    "benchmarks instead (push latency, connection setup rate, connections held; "
-                    "from a source checkout; about 2 minutes, --quick about 1).",
+    _add_command(
+        commands, "bench", "bench",
+        "the codec benchmark table (pushcore vs XMPP, MQTT, msgpack, JSON)",
+        "Time encode and decode of a push, a heartbeat and an ack in every format and print the "
+        "table with the design's targets (PASS/MISS). The XMPP and msgpack rows need: "
+        "pip install -e '.[bench]'. The end-to-end benchmarks (push latency, connection setup "
+        "rate, connections held) are scripts of the source tree: python benchmarks/e2e/run_e2e.py.",
     )
-    add_bench_arguments(bench)
-    bench.add_argument("--e2e", action="store_true",
-                       help="run benchmarks/e2e/run_e2e.py (gateway, devices and pushers as processes)")
-    bench.set_defaults(handler=_run_bench)
-
-    codec = commands.add_parser(
-        "demo-codec",
-        help="encode and decode a reference notification; compare its size and speed",
-        description="Encode the reference push notification with the active codec backend, "
-                    "print the frame byte by byte, decode it, and set its size and speed next "
-                    "to XMPP, MQTT 3.1.1, msgpack and JSON. Takes a few seconds.",
+    _add_command(
+        commands, "demo-codec", "demo_codec",
+        "encode and decode a reference notification; compare its size and speed",
+        "Encode the reference push notification with the active codec backend, print the frame "
+        "byte by byte, decode it, and set its size and speed next to XMPP, MQTT 3.1.1, msgpack "
+        "and JSON. Takes a few seconds.",
     )
-    codec.add_argument("--no-speed", action="store_true", help="skip the quick speed figures")
-    codec.set_defaults(handler=_run_codec_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pushcore`` console script; returns the exit status."""
-    from .cmd_common import CommandError
+    from .common import CommandError
 
     args = build_parser().parse_args(argv)
     try:

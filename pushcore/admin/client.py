@@ -1,4 +1,4 @@
-"""A small client of the admin HTTP API (:mod:`pushcore.admin`), used by ``pushcore push``.
+"""A small client of the admin HTTP API (:mod:`pushcore.admin.api`), used by ``pushcore push``.
 
 One keep-alive HTTP/1.1 connection, reopened when the gateway closed it.
 Errors are :class:`AdminError` with the HTTP status (0 when the API could
@@ -14,7 +14,7 @@ import threading
 import urllib.parse
 from typing import Any
 
-from .errors import PushcoreError
+from ..errors import PushcoreError
 
 __all__ = ["AdminClient", "AdminError"]
 

@@ -21,9 +21,9 @@ import sys
 import tempfile
 import time
 
-from .cmd_common import CommandError, raise_fd_limit
-from .cmd_simulate import add_profile_arguments, profile_from_args, write_report
-from .sim_profiles import DEMO_PROFILE
+from .common import CommandError, raise_fd_limit
+from .simulate import add_profile_arguments, profile_from_args, write_report
+from ..sim.profiles import DEMO_PROFILE
 
 __all__ = ["add_arguments", "run", "metrics_summary"]
 
@@ -84,13 +84,13 @@ def metrics_summary(text: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .admin import AdminAPI
-    from .admin_client import AdminClient, AdminError
-    from .server import Server
-    from .sim_report import Progress
-    from .sim_traffic import Pusher, ServerSink
-    from .simulator import Simulator
-    from .store import StoreError, open_store
+    from ..admin.api import AdminAPI
+    from ..admin.client import AdminClient, AdminError
+    from ..gateway.server import Server
+    from ..sim.report import Progress
+    from ..sim.traffic import Pusher, ServerSink
+    from ..sim.simulator import Simulator
+    from ..store import StoreError, open_store
 
     if args.devices < 1 or args.duration < 0 or args.rate < 0:
         raise CommandError("--devices must be >= 1; --duration and --rate >= 0")

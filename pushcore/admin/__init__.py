@@ -1,0 +1,1 @@
+"""pushcore.admin.api."""
