@@ -1,59 +1,79 @@
 """pushcore: mobile push gateways and device simulators with a C-level core.
 
-``pushcore.BACKEND`` is ``"cython"`` or ``"python"``: which codec is in use
-(see docs/CODEC.md for ``PUSHCORE_BACKEND``).
+The public API (docs/ARCHITECTURE.md is the map of the package):
+
+* the wire: ``PROTOCOL_VERSION``, ``Reason``, ``ProtocolError``, the frame
+  classes (``Push``, ``Hello``, …) — the C-level classes that ``Server`` and
+  ``Client`` hand out, in every mode;
+* the standalone codec: ``encode``, ``decode``, ``Decoder``, ``encode_push``,
+  ``encode_ack`` — C-level, or the pure-Python reference when
+  ``PUSHCORE_BACKEND=python``; ``BACKEND`` says which (docs/CODEC.md);
+* the gateway (``Server``, ``Store``, ``open_store``, tokens) and the device
+  (``Client``, ``HeartbeatPolicy``);
+* loaded on first use, so that ``import pushcore`` stays light: ``Loop``,
+  ``Simulator``, ``Profile``, ``AdminAPI``.
 """
-from __future__ import annotations
+from typing import TYPE_CHECKING, Any
 
-from .errors import ProtocolError, PushcoreError, Reason
-from .codec import BACKEND, backend as _codec
-
-PROTOCOL_VERSION: int = _codec.PROTOCOL_VERSION
-DEFAULT_MAX_FRAME_SIZE: int = _codec.DEFAULT_MAX_FRAME_SIZE
-PRIORITY_LOW: int = _codec.PRIORITY_LOW
-PRIORITY_HIGH: int = _codec.PRIORITY_HIGH
-
-Hello = _codec.Hello
-Welcome = _codec.Welcome
-Ping = _codec.Ping
-Pong = _codec.Pong
-Push = _codec.Push
-Notify = _codec.Notify
-Fetch = _codec.Fetch
-Ack = _codec.Ack
-Subscribe = _codec.Subscribe
-Unsubscribe = _codec.Unsubscribe
-Upstream = _codec.Upstream
-UpstreamAck = _codec.UpstreamAck
-Redirect = _codec.Redirect
-Goaway = _codec.Goaway
-ErrorFrame = _codec.ErrorFrame
-Decoder = _codec.Decoder
-encode = _codec.encode
-decode = _codec.decode
-encode_push = _codec.encode_push
-encode_ack = _codec.encode_ack
-
-from .tokens import AuthError, TokenSigner, mint as mint_token, verify as verify_token
-from .store import Store, open_store
-from .device.heartbeat import HeartbeatPolicy
-from .gateway.server import Server
+from .codec import BACKEND, Decoder, decode, encode, encode_ack, encode_push
+from .codec import frames as _frames
 from .device.client import Client, ClientState, ConnectError, NotConnected
-from .sim.simulator import Simulator
-from .sim.profiles import Profile
-from .admin.api import AdminAPI
+from .device.heartbeat import HeartbeatPolicy
+from .errors import ProtocolError, PushcoreError, Reason
+from .gateway.server import Server
+from .store import Store, open_store
+from .tokens import AuthError, TokenSigner
+from .tokens import mint as mint_token
+from .tokens import verify as verify_token
+from .wire import DEFAULT_MAX_FRAME_SIZE, PRIORITY_HIGH, PRIORITY_LOW, PROTOCOL_VERSION
+
+if TYPE_CHECKING:
+    from ._loop import Loop
+    from .admin.api import AdminAPI
+    from .sim.profiles import Profile
+    from .sim.simulator import Simulator
+
+Hello = _frames.Hello
+Welcome = _frames.Welcome
+Ping = _frames.Ping
+Pong = _frames.Pong
+Push = _frames.Push
+Notify = _frames.Notify
+Fetch = _frames.Fetch
+Ack = _frames.Ack
+Subscribe = _frames.Subscribe
+Unsubscribe = _frames.Unsubscribe
+Upstream = _frames.Upstream
+UpstreamAck = _frames.UpstreamAck
+Redirect = _frames.Redirect
+Goaway = _frames.Goaway
+ErrorFrame = _frames.ErrorFrame
 
 __version__ = "0.1.0"
 
+# name -> (module, attribute): imported on first use (PEP 562).
+_LAZY = {
+    "Loop": ("pushcore.loop", "Loop"),
+    "Simulator": ("pushcore.sim.simulator", "Simulator"),
+    "Profile": ("pushcore.sim.profiles", "Profile"),
+    "AdminAPI": ("pushcore.admin.api", "AdminAPI"),
+}
 
-def __getattr__(name: str):
-    # The C-level loop is imported on first use, so that `import pushcore`
-    # works (with the pure-Python codec) where the extensions are not built.
-    if name == "Loop":
-        from .loop import Loop
 
-        return Loop
-    raise AttributeError(f"module 'pushcore' has no attribute {name!r}")
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'pushcore' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(target[0]), target[1])
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "BACKEND", "PROTOCOL_VERSION", "DEFAULT_MAX_FRAME_SIZE", "PRIORITY_LOW", "PRIORITY_HIGH",

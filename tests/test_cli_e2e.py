@@ -151,7 +151,7 @@ def run_command(module, argv):
 
 
 def test_simulate_command_reports_a_clean_run(gateway, tmp_path):
-    from pushcore import cmd_simulate
+    from pushcore.cli import simulate as cmd_simulate
 
     server, admin, secret_file = gateway
     host, port = server.address
@@ -168,7 +168,7 @@ def test_simulate_command_reports_a_clean_run(gateway, tmp_path):
 
 
 def test_simulate_command_errors(gateway):
-    from pushcore import cmd_simulate
+    from pushcore.cli import simulate as cmd_simulate
 
     server, admin, secret_file = gateway
     host, port = server.address
@@ -184,7 +184,7 @@ def test_simulate_command_errors(gateway):
 
 
 def test_push_command_sends_and_shows_status(gateway):
-    from pushcore import cmd_push
+    from pushcore.cli import push as cmd_push
 
     server, admin, _secret = gateway
     common = ["--admin", admin.url, "--admin-token", ADMIN_TOKEN]
@@ -205,7 +205,7 @@ def test_push_command_sends_and_shows_status(gateway):
 
 
 def test_serve_command_refuses_busy_ports_and_bad_addresses(tmp_path):
-    from pushcore import cmd_serve
+    from pushcore.cli import serve as cmd_serve
 
     files = ["--secret-file", str(tmp_path / "s"), "--admin-token-file", str(tmp_path / "t"), "--store", "memory:"]
     with socket.socket() as taken:

@@ -23,9 +23,10 @@ from typing import Callable
 
 from .ack_latency import PushAckTracker, store_tracker, track_store
 from ..errors import Reason, reason_name
+from ..loop.handover import LoopUnavailable, call_on_loop
 from .prometheus import LATENCY_BUCKETS, Histogram, MetricFamily, Registry
 
-__all__ = ["GatewayMetrics", "call_on_loop", "LoopUnavailable", "ERROR_REASONS", "AUTH_REASONS"]
+__all__ = ["GatewayMetrics", "ERROR_REASONS", "AUTH_REASONS"]
 
 # Close reasons that mean something went wrong (not an orderly close, a
 # replaced connection or a shutdown): they make up pushcore_errors_total.
@@ -67,37 +68,6 @@ _LOOP_COUNTERS = {
     "accept_errors": ("pushcore_accept_errors_total", "Failed accept() calls (e.g. out of file descriptors)."),
     "turns": ("pushcore_loop_turns_total", "Turns of the connection loop."),
 }
-
-
-class LoopUnavailable(RuntimeError):
-    """The server's loop is not running (not started, stopped, or busy beyond the timeout)."""
-
-
-def call_on_loop(loop, fn: Callable, timeout: float = 5.0):
-    """Run *fn()* on the thread running *loop* and return its result (or raise its exception).
-
-    For callers on another thread (an HTTP handler); calling it from the
-    loop's own thread would wait for itself.
-    """
-    future: concurrent.futures.Future = concurrent.futures.Future()
-
-    def run():
-        if not future.set_running_or_notify_cancel():
-            return
-        try:
-            future.set_result(fn())
-        except BaseException as exc:  # handed to the waiting thread
-            future.set_exception(exc)
-
-    try:
-        loop.call_soon_threadsafe(run)
-    except Exception as exc:
-        raise LoopUnavailable(f"the server's loop is closed ({exc})") from None
-    try:
-        return future.result(timeout)
-    except concurrent.futures.TimeoutError:
-        future.cancel()
-        raise LoopUnavailable(f"the server's loop did not answer within {timeout} s") from None
 
 
 def _reason_label(code: int) -> str:
@@ -163,7 +133,7 @@ class GatewayMetrics:
         if getattr(loop, "closed", False):
             return None
         try:
-            return call_on_loop(loop, read, self.timeout)
+            return call_on_loop(loop, read, timeout=self.timeout)
         except LoopUnavailable:
             return None
 

@@ -1,7 +1,20 @@
-"""Choose the codec backend (C-level Cython or pure-Python reference).
+"""The frame codec, and the one backend switch.
 
-The choice is explicit and never silent: ``PUSHCORE_BACKEND`` is parsed
-strictly (see docs/CODEC.md) and a failed import of the extension warns.
+Two implementations of docs/PROTOCOL.md share one API, byte for byte:
+``pushcore._frame`` (C-level, built from ``ext/_frame.pyx``) and
+:mod:`pushcore.codec.reference` (pure Python: the readable definition, the
+fallback, and the oracle of the differential tests).
+
+Two separate things are chosen here (docs/CODEC.md):
+
+* :data:`frames` — the frame classes the connection loop, ``Server`` and
+  ``Client`` hand out: always the C-level ones when the extension is built,
+  whatever ``PUSHCORE_BACKEND`` says. ``pushcore.Push`` and friends are these.
+* :data:`backend` / :data:`BACKEND` — the *standalone* codec API
+  (``pushcore.encode``, ``decode``, ``Decoder``, ``encode_push``,
+  ``encode_ack``): the C-level codec, or the reference when
+  ``PUSHCORE_BACKEND=python`` (strictly parsed) or when the extension is missing
+  (then a ``RuntimeWarning`` says so once, naming the cause).
 """
 from __future__ import annotations
 
@@ -9,25 +22,24 @@ import os
 import warnings
 from types import ModuleType
 
-from ..errors import ProtocolError
+from .. import native
+from . import reference
+
+__all__ = ["ENV_VAR", "BACKEND", "backend", "frames", "select_backend",
+           "encode", "decode", "Decoder", "encode_push", "encode_ack"]
 
 ENV_VAR = "PUSHCORE_BACKEND"
 _CHOICES = ("auto", "cython", "python")
-
-
-def _load_cython() -> ModuleType:
-    from .. import _frame  # the compiled ext/_frame.pyx
-
-    _frame._init(ProtocolError)
-    return _frame
+_warned = False
 
 
 def select_backend(choice: str | None = None) -> tuple[str, ModuleType]:
-    """Return ``(name, module)`` of the codec backend for *choice*.
+    """Return ``(name, module)`` of the standalone codec backend for *choice*.
 
     *choice* defaults to the ``PUSHCORE_BACKEND`` environment variable;
-    ``""`` and ``"auto"`` mean "Cython, else warn and use pure Python".
+    ``""`` and ``"auto"`` mean "Cython, else warn once and use pure Python".
     """
+    global _warned
     if choice is None:
         choice = os.environ.get(ENV_VAR, "")
     choice = choice or "auto"
@@ -37,27 +49,34 @@ def select_backend(choice: str | None = None) -> tuple[str, ModuleType]:
             f"{', '.join(_CHOICES)} (or leave it unset for auto)"
         )
     if choice == "python":
-        from . import reference as protocol
-
-        return "python", protocol
-    try:
-        return "cython", _load_cython()
-    except ImportError as exc:
-        if choice == "cython":
-            raise ImportError(
-                f"{ENV_VAR}=cython but the compiled codec pushcore._frame could not be "
-                f"imported ({exc}); build it with `pip install -e .`"
-            ) from exc
+        return "python", reference
+    frame = native.loaded.get("_frame")
+    if frame is not None:
+        return "cython", frame
+    if choice == "cython":
+        raise ImportError(
+            f"{ENV_VAR}=cython but the C-level codec is not available "
+            f"({native.describe_missing()}); {native.BUILD_HINT}"
+        )
+    if not _warned:
+        _warned = True
         warnings.warn(
-            f"pushcore: the C-level codec pushcore._frame is not available ({exc}); "
-            f"using the pure-Python codec, which is much slower. Build the extension "
-            f"with `pip install -e .`, or set {ENV_VAR}=python to silence this.",
+            f"pushcore: C-level extensions missing ({native.describe_missing()}). The standalone "
+            f"codec uses the pure-Python reference (much slower); Server, Client, Simulator and "
+            f"Loop need the extensions and will refuse to start. Fix: {native.BUILD_HINT}.",
             RuntimeWarning,
             stacklevel=3,
         )
-        from . import reference as protocol
-
-        return "python", protocol
+    return "python", reference
 
 
 BACKEND, backend = select_backend()
+
+#: The frame classes the loop, Server and Client use and hand out.
+frames: ModuleType = native.loaded.get("_frame", reference)
+
+encode = backend.encode
+decode = backend.decode
+Decoder = backend.Decoder
+encode_push = backend.encode_push
+encode_ack = backend.encode_ack

@@ -22,6 +22,23 @@ import struct
 from typing import Any, Callable, Iterable
 
 from ..errors import ProtocolError, Reason
+from ..wire import (
+    ACK, DEFAULT_MAX_FRAME_SIZE, ERROR, FETCH, GOAWAY, HELLO, NOTIFY, PING, PING_BYTES, PONG,
+    PONG_BYTES, PRIORITY_HIGH, PRIORITY_LOW, PROTOCOL_VERSION, PUSH, REDIRECT, SUBSCRIBE,
+    UNSUBSCRIBE, UPSTREAM, UPSTREAM_ACK, WELCOME,
+)
+from ..wire import FLAGS as _DEFINED_FLAGS
+from ..wire import GOAWAY_HAS_SERVERS as _GOAWAY_HAS_SERVERS
+from ..wire import PUSH_HAS_COLLAPSE_KEY as _PUSH_HAS_COLLAPSE_KEY
+from ..wire import PUSH_HAS_EXPIRY as _PUSH_HAS_EXPIRY
+from ..wire import PUSH_HAS_TOPIC as _PUSH_HAS_TOPIC
+from ..wire import PUSH_HIGH_PRIORITY as _PUSH_HIGH_PRIORITY
+from ..wire import UPSTREAM_HAS_TOPIC as _UPSTREAM_HAS_TOPIC
+from ..wire import FIELD_VARINT_MAX_BYTES as _FIELD_VARINT_MAX_BYTES
+from ..wire import LENGTH_VARINT_MAX_BYTES as _LENGTH_VARINT_MAX_BYTES
+from ..wire import MAX_BODY_LENGTH as _MAX_BODY_LENGTH
+from ..wire import MAX_PORT as _MAX_PORT
+from ..wire import MAX_VERSIONS as _MAX_VERSIONS
 
 __all__ = [
     "PROTOCOL_VERSION", "DEFAULT_MAX_FRAME_SIZE", "PRIORITY_LOW", "PRIORITY_HIGH",
@@ -38,44 +55,8 @@ __all__ = [
 # Constants (PROTOCOL.md §3, §5; CODEC.md)
 # --------------------------------------------------------------------------
 
-PROTOCOL_VERSION = 1
-DEFAULT_MAX_FRAME_SIZE = 65536
-PRIORITY_LOW = 0
-PRIORITY_HIGH = 1
-
-HELLO = 1
-WELCOME = 2
-PING = 3
-PONG = 4
-PUSH = 5
-NOTIFY = 6
-FETCH = 7
-ACK = 8
-SUBSCRIBE = 9
-UNSUBSCRIBE = 10
-UPSTREAM = 11
-UPSTREAM_ACK = 12
-REDIRECT = 13
-GOAWAY = 14
-ERROR = 15
-
-PING_BYTES = b"\x30\x00"
-PONG_BYTES = b"\x40\x00"
-
-# Flag bits (low nibble of the header), PROTOCOL.md §3 "Flags".
-_PUSH_HIGH_PRIORITY = 0x1
-_PUSH_HAS_EXPIRY = 0x2
-_PUSH_HAS_COLLAPSE_KEY = 0x4
-_PUSH_HAS_TOPIC = 0x8
-_UPSTREAM_HAS_TOPIC = 0x8
-_GOAWAY_HAS_SERVERS = 0x1
-
-# Flag bits each type defines; any other bit set is BAD_FLAGS.
-_DEFINED_FLAGS = {
-    PUSH: _PUSH_HIGH_PRIORITY | _PUSH_HAS_EXPIRY | _PUSH_HAS_COLLAPSE_KEY | _PUSH_HAS_TOPIC,
-    UPSTREAM: _UPSTREAM_HAS_TOPIC,
-    GOAWAY: _GOAWAY_HAS_SERVERS,
-}
+# The numbers themselves live in pushcore.wire (the C level reads the same
+# values from ext/pc_wire.h).
 
 _TYPE_NAMES = {
     HELLO: "HELLO", WELCOME: "WELCOME", PING: "PING", PONG: "PONG", PUSH: "PUSH",
@@ -86,12 +67,7 @@ _TYPE_NAMES = {
 
 _U64_LIMIT = 1 << 64          # uvarint fields and u64le hold values below this
 _U32_LIMIT = 1 << 32          # u32le (expiry)
-_MAX_PORT = 65535
 _MIN_VERSIONS = 1
-_MAX_VERSIONS = 8
-_MAX_BODY_LENGTH = (1 << 32) - 1   # largest body an encoder writes (CODEC.md: 2**32 - 1)
-_LENGTH_VARINT_MAX_BYTES = 5       # the body length varint (§1)
-_FIELD_VARINT_MAX_BYTES = 10       # every other uvarint (§2)
 
 _U32LE = struct.Struct("<I")
 _U64LE = struct.Struct("<Q")

@@ -51,7 +51,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
-from ..codec import backend as _codec
+from ..codec import frames as _frames
 from ..loop.dispatch import dispatch_for
 from ..errors import ProtocolError, PushcoreError, Reason
 from .heartbeat import HeartbeatPolicy
@@ -69,13 +69,13 @@ __all__ = ["Client", "ClientState", "ConnectError", "NotConnected", "backoff_del
 
 log = logging.getLogger("pushcore.device.client")
 
-_PUSH = _codec.PUSH
-_NOTIFY = _codec.NOTIFY
-_WELCOME = _codec.WELCOME
-_UPSTREAM_ACK = _codec.UPSTREAM_ACK
-_REDIRECT = _codec.REDIRECT
-_GOAWAY = _codec.GOAWAY
-_ERROR = _codec.ERROR
+_PUSH = _frames.PUSH
+_NOTIFY = _frames.NOTIFY
+_WELCOME = _frames.WELCOME
+_UPSTREAM_ACK = _frames.UPSTREAM_ACK
+_REDIRECT = _frames.REDIRECT
+_GOAWAY = _frames.GOAWAY
+_ERROR = _frames.ERROR
 
 # Refusals that reconnecting cannot fix: the client stops and says why.
 _FATAL = frozenset({Reason.AUTH_FAILED, Reason.TOKEN_EXPIRED, Reason.UNSUPPORTED_VERSION})
@@ -282,9 +282,9 @@ class Client:
 
     def _ensure_loop(self):
         if self._loop is None:
-            from .._loop import Loop
+            from ..loop import new_loop
 
-            self._loop = Loop()
+            self._loop = new_loop()
         return self._loop
 
     def _set_state(self, state: ClientState, reason=None) -> None:
@@ -627,7 +627,7 @@ class Client:
 
     def _on_open(self, cid: int) -> None:
         if cid in self._probes:
-            hello = _codec.Hello(
+            hello = _frames.Hello(
                 self._versions,
                 self.device_id,
                 self._token_bytes(),
@@ -707,7 +707,7 @@ class Client:
             log.warning("pushcore client %s: ignoring a bad heartbeat grant %r", self.device_id, welcome)
         self._apply_heartbeat()
         if self._topics:
-            loop.send(cid, _codec.Subscribe(tuple(self._topics)).encode())
+            loop.send(cid, _frames.Subscribe(tuple(self._topics)).encode())
         self._set_state(ClientState.CONNECTED)
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
@@ -733,7 +733,7 @@ class Client:
             fetch = self.inbox.on_notify(frame.latest_seq)
             if fetch is not None:
                 self._flush_ack()
-                self._loop.send(self._cid, _codec.Fetch(*fetch).encode())
+                self._loop.send(self._cid, _frames.Fetch(*fetch).encode())
         elif kind == _UPSTREAM_ACK:
             future = self._upstreams.pop(frame.upstream_id, None)
             if future is not None and not future.done():
@@ -772,7 +772,7 @@ class Client:
             return
         seq = self.inbox.take_ack()
         if seq is not None:
-            self._loop.send(self._cid, _codec.Ack(seq).encode())
+            self._loop.send(self._cid, _frames.Ack(seq).encode())
 
     def _apply_heartbeat(self) -> None:
         """Put the policy's interval on the connection and check its PONGs once per interval."""
@@ -831,7 +831,7 @@ class Client:
             new = [t for t in topics if t not in self._topics]
             self._topics.update(dict.fromkeys(new))
             if new and self._cid is not None:
-                self._loop.send(self._cid, _codec.Subscribe(tuple(new)).encode())
+                self._loop.send(self._cid, _frames.Subscribe(tuple(new)).encode())
 
         self._soon(run)
 
@@ -844,7 +844,7 @@ class Client:
             for t in topics:
                 self._topics.pop(t, None)
             if self._cid is not None:
-                self._loop.send(self._cid, _codec.Unsubscribe(topics).encode())
+                self._loop.send(self._cid, _frames.Unsubscribe(topics).encode())
 
         self._soon(run)
 
@@ -866,7 +866,7 @@ class Client:
             self._upstream_id += 1
             upstream_id = self._upstream_id
             self._upstreams[upstream_id] = future
-            self._loop.send(self._cid, _codec.Upstream(upstream_id, payload, topic).encode())
+            self._loop.send(self._cid, _frames.Upstream(upstream_id, payload, topic).encode())
 
         self._soon(run)
         return future

@@ -70,7 +70,7 @@ import os
 import time
 from typing import Callable, Iterable
 
-from ..codec import backend as _codec
+from ..codec import frames as _frames
 from ..store import PRIORITY_HIGH, NewMessage, Store, StoredMessage
 
 __all__ = ["Delivery", "MessageIds", "DEFAULT_INLINE_MAX", "DEFAULT_PAGE_MAX"]
@@ -78,12 +78,12 @@ __all__ = ["Delivery", "MessageIds", "DEFAULT_INLINE_MAX", "DEFAULT_PAGE_MAX"]
 DEFAULT_INLINE_MAX = 16  # waiting messages pushed inline on HELLO / wake-up; more -> NOTIFY
 DEFAULT_PAGE_MAX = 256  # most messages answered to one FETCH
 
-_encode_push = _codec.encode_push
+_encode_push = _frames.encode_push
 _FD_MASK = 0xFFFFFFFF  # cid = (generation << 32) | fd
 
 
 def _encode_notify(latest_seq: int) -> bytes:
-    return _codec.Notify(latest_seq).encode()
+    return _frames.Notify(latest_seq).encode()
 
 
 class MessageIds:

@@ -18,7 +18,6 @@ See docs/SERVER.md for a user guide.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import math
 import os
@@ -27,9 +26,10 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
-from ..codec import backend as _codec
+from ..codec import frames as _frames
 from .delivery import DEFAULT_INLINE_MAX, DEFAULT_PAGE_MAX, Delivery, MessageIds
 from ..loop.dispatch import dispatch_for
+from ..loop.handover import LoopTimeout, LoopUnavailable, call_on_loop
 from ..errors import Reason
 from ..store import PRIORITY_HIGH, PRIORITY_LOW, Store, open_store
 from ..store.base import MAX_SEQ, NewMessage, check_device_id, check_message
@@ -42,15 +42,15 @@ log = logging.getLogger("pushcore.gateway.server")
 DEFAULT_STORE_PATH = "pushcore.db"
 SUPPORTED_VERSIONS = (1,)
 
-_HELLO = _codec.HELLO
-_ACK = _codec.ACK
-_FETCH = _codec.FETCH
-_SUBSCRIBE = _codec.SUBSCRIBE
-_UNSUBSCRIBE = _codec.UNSUBSCRIBE
-_UPSTREAM = _codec.UPSTREAM
-_ERROR = _codec.ERROR
-_PING = _codec.PING
-_PONG = _codec.PONG
+_HELLO = _frames.HELLO
+_ACK = _frames.ACK
+_FETCH = _frames.FETCH
+_SUBSCRIBE = _frames.SUBSCRIBE
+_UNSUBSCRIBE = _frames.UNSUBSCRIBE
+_UPSTREAM = _frames.UPSTREAM
+_ERROR = _frames.ERROR
+_PING = _frames.PING
+_PONG = _frames.PONG
 
 
 def parse_priority(priority: int | str) -> int:
@@ -288,9 +288,9 @@ class Server:
 
     def _ensure_loop(self):
         if self._loop is None:
-            from .._loop import Loop
+            from ..loop import new_loop
 
-            self._loop = Loop()
+            self._loop = new_loop()
         return self._loop
 
     def listen(self) -> tuple[str, int]:
@@ -409,7 +409,7 @@ class Server:
         if self._listener is not None:
             loop.unlisten(self._listener)
             self._listener = None
-        goaway = _codec.Goaway(Reason.SHUTTING_DOWN, message or "server shutting down", servers).encode()
+        goaway = _frames.Goaway(Reason.SHUTTING_DOWN, message or "server shutting down", servers).encode()
         cids = self._delivery.connections()
         if cids:
             loop.send_many(cids, goaway)
@@ -487,25 +487,12 @@ class Server:
             if self._stopped:
                 raise RuntimeError("the server is stopped")
             return fn(*args)
-        future: concurrent.futures.Future = concurrent.futures.Future()
-
-        def run():
-            if not future.set_running_or_notify_cancel():
-                return  # the caller gave up waiting before it started
-            try:
-                future.set_result(fn(*args))
-            except BaseException as exc:  # handed to the waiting thread
-                future.set_exception(exc)
-
         try:
-            self._loop.call_soon_threadsafe(run)
-        except Exception as exc:
-            raise RuntimeError(f"the server is stopped ({exc})") from None
-        try:
-            return future.result(timeout=timeout)
-        except TimeoutError:
-            future.cancel()
+            return call_on_loop(self._loop, fn, *args, timeout=timeout)
+        except LoopTimeout:
             raise TimeoutError(f"the server's loop did not answer within {timeout} s") from None
+        except LoopUnavailable as exc:
+            raise RuntimeError(f"the server is stopped ({exc})") from None
 
     # -- sending (thread-safe) ------------------------------------------------
 
@@ -660,7 +647,7 @@ class Server:
             cid = self._delivery.connection_of(device_id) if self._delivery else None
             if cid is None:
                 return False
-            self._loop.send(cid, _codec.Redirect(servers).encode())
+            self._loop.send(cid, _frames.Redirect(servers).encode())
             return True
 
         return self.call(run)
@@ -672,7 +659,7 @@ class Server:
             cid = self._delivery.connection_of(device_id) if self._delivery else None
             if cid is None:
                 return False
-            self._loop.send(cid, _codec.Goaway(int(reason), message, ()).encode())
+            self._loop.send(cid, _frames.Goaway(int(reason), message, ()).encode())
             self._loop.close_conn(cid, int(reason))
             return True
 
@@ -749,7 +736,7 @@ class Server:
         """Send ERROR *reason* and close the connection after it."""
         self.stats["refused"] += 1
         loop = self._loop
-        loop.send(cid, _codec.ErrorFrame(int(reason), message).encode())
+        loop.send(cid, _frames.ErrorFrame(int(reason), message).encode())
         loop.close_conn(cid, int(reason))
 
     def _verify_token(self, device_id: str, token: bytes, metadata: dict) -> bool:
@@ -809,14 +796,14 @@ class Server:
         old = delivery.attach(cid, device_id, hello.last_seq)
         if old is not None:
             self.stats["replaced"] += 1
-            loop.send(old, _codec.Goaway(Reason.REPLACED, "a newer connection took over", ()).encode())
+            loop.send(old, _frames.Goaway(Reason.REPLACED, "a newer connection took over", ()).encode())
             loop.close_conn(old, Reason.REPLACED)
             if self.on_disconnect is not None:
                 self._call_hook(self.on_disconnect, device_id, Reason.REPLACED)
         loop.authenticate(cid, idle_timeout=self._idle_timeout)
         loop.send(
             cid,
-            _codec.Welcome(
+            _frames.Welcome(
                 max(common), self._welcome_min, self._welcome_max, int(time.time() * 1000)
             ).encode(),
         )
@@ -837,7 +824,7 @@ class Server:
             except Exception:
                 log.exception("pushcore server: on_upstream hook failed for %r", device_id)
                 return
-        self._loop.send(cid, _codec.UpstreamAck(frame.upstream_id).encode())
+        self._loop.send(cid, _frames.UpstreamAck(frame.upstream_id).encode())
 
     @staticmethod
     def _call_hook(hook: Callable, *args) -> None:

@@ -60,7 +60,7 @@ import time
 from collections import deque
 from typing import Callable, Iterable
 
-from ..codec import backend as _codec
+from ..codec import frames as _frames
 from ..loop.dispatch import dispatch_for
 from ..errors import Reason, reason_name
 from ..device.serverlist import parse_servers, resolve_servers
@@ -72,13 +72,13 @@ from ..tokens import TokenSigner
 
 __all__ = ["Simulator", "SimDevice"]
 
-_PUSH = _codec.PUSH
-_WELCOME = _codec.WELCOME
-_NOTIFY = _codec.NOTIFY
-_GOAWAY = _codec.GOAWAY
-_REDIRECT = _codec.REDIRECT
-_ERROR = _codec.ERROR
-_encode_ack = _codec.encode_ack
+_PUSH = _frames.PUSH
+_WELCOME = _frames.WELCOME
+_NOTIFY = _frames.NOTIFY
+_GOAWAY = _frames.GOAWAY
+_REDIRECT = _frames.REDIRECT
+_ERROR = _frames.ERROR
+_encode_ack = _frames.encode_ack
 
 # Device states
 IDLE = 0  # not started
@@ -204,9 +204,9 @@ class Simulator:
         self._rng = random.Random(seed)
         self._owns_loop = loop is None
         if loop is None:
-            from .._loop import Loop
+            from ..loop import new_loop
 
-            loop = Loop()
+            loop = new_loop()
         self.loop = loop
         self._dispatch = dispatch_for(loop)
         p = self.profile
@@ -339,7 +339,7 @@ class Simulator:
         policy = dev.policy
         proposal = int(policy.interval) if policy is not None else int(self.profile.heartbeat_fixed)
         device_id = self.device_id(dev.index)
-        hello = _codec.Hello(self._versions, device_id, self._token(device_id), dev.inbox.last_seq, proposal)
+        hello = _frames.Hello(self._versions, device_id, self._token(device_id), dev.inbox.last_seq, proposal)
         self.loop.send(cid, hello.encode())
         dev.last_tx = self.loop.time()
 
@@ -358,7 +358,7 @@ class Simulator:
             fetch = dev.inbox.on_notify(frame.latest_seq)
             if fetch is not None and dev.state == ONLINE:
                 self._send_ack(dev)
-                self.loop.send(cid, _codec.Fetch(*fetch).encode())
+                self.loop.send(cid, _frames.Fetch(*fetch).encode())
         elif kind == _GOAWAY:
             name = reason_name(frame.reason)
             self.goaways[name] = self.goaways.get(name, 0) + 1

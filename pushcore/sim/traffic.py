@@ -28,7 +28,7 @@ import time
 from array import array
 from typing import Callable, Protocol, Sequence
 
-from ..admin.gateway_metrics import call_on_loop
+from ..loop.handover import call_on_loop
 
 __all__ = ["MAGIC", "encode_payload", "parse_payload", "Pusher", "ServerSink", "AdminSink", "Sink"]
 
@@ -88,7 +88,7 @@ class ServerSink:
                 log.warning("simulator: push failed after %d of %d messages: %s", done, len(batch), exc)
             return done
 
-        return call_on_loop(server.loop, push_all, self.timeout)
+        return call_on_loop(server.loop, push_all, timeout=self.timeout)
 
 
 class AdminSink:

@@ -84,6 +84,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..errors import PushcoreError
+from ..wire import PRIORITY_HIGH, PRIORITY_LOW
 
 __all__ = [
     "Store",
@@ -101,10 +102,6 @@ __all__ = [
     "MAX_MESSAGE_ID",
 ]
 
-# Same values as pushcore.PRIORITY_LOW / PRIORITY_HIGH (PUSH flag bit 0);
-# repeated here so the store does not depend on the codec backend.
-PRIORITY_LOW = 0
-PRIORITY_HIGH = 1
 DEFAULT_MAX_MESSAGES = 1000
 DEFAULT_RANGE_LIMIT = 100
 # Seqs are kept below 2**63 so every backend can store them as a signed
