@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         for store_name, factory, share in stores:
             for name, setup, run in workloads(factory, args.messages, args.devices, share):
                 state = setup() if setup else None
-                seconds, ops, messages = _timed(lambda: run(state))
+                seconds, ops, messages = _timed(lambda run=run, state=state: run(state))
                 print(f"| {store_name:<14}| {name:<15}| {ops / seconds:>10,.0f} | "
                       f"{messages / seconds:>11,.0f} | {seconds:>8.3f} |", flush=True)
     finally:

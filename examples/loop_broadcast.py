@@ -22,7 +22,7 @@ def main() -> None:
                 accepted.append(cid)
 
     def on_frames(batch):           # one call per loop turn, a list of (cid, frame)
-        for cid, frame in batch:
+        for cid, _frame in batch:
             received[cid] = received.get(cid, 0) + 1
 
     loop.set_handlers(on_open=on_open, on_frames=on_frames)

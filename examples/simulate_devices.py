@@ -20,8 +20,8 @@ import sys
 from pushcore.gateway.server import Server
 from pushcore.sim.profiles import Profile
 from pushcore.sim.report import Progress
-from pushcore.sim.traffic import Pusher, ServerSink
 from pushcore.sim.simulator import Simulator
+from pushcore.sim.traffic import Pusher, ServerSink
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -93,7 +93,7 @@ class RawDevice:
             self.sock.settimeout(remaining)
             try:
                 data = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except ConnectionResetError:
                 data = b""
@@ -125,7 +125,7 @@ class RawDevice:
         self.sock.settimeout(seconds)
         try:
             data = self.sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             return True
         if not data:
             self.closed = True

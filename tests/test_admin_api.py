@@ -11,8 +11,7 @@ import pytest
 from pushcore.admin.api import AdminAPI
 from pushcore.device.client import Client
 from pushcore.errors import Reason
-
-from serverkit import SECRET, Collector, RawDevice, fast_heartbeat, make_server, token, wait_for
+from serverkit import Collector, RawDevice, fast_heartbeat, make_server, token, wait_for
 from test_metrics_format import parse_exposition, sample
 
 ADMIN_TOKEN = "test-admin-token-0123456789"

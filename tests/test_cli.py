@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from pushcore.bench import mqtt311
-from pushcore.bench.comparison import REFERENCE
 from pushcore.bench.codec_demo import push_layout
+from pushcore.bench.comparison import REFERENCE
 from pushcore.codec.reference import encode_push
 
 BACKENDS = ["python", "cython"]

@@ -28,7 +28,6 @@ from pushcore.cli.common import (
     parse_hostport,
     raise_fd_limit,
 )
-
 from serverkit import SECRET, make_server
 
 ADMIN_TOKEN = "cli-test-admin-token-0123456789"

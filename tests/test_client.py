@@ -9,10 +9,9 @@ import pytest
 
 from pushcore.codec import reference as protocol
 from pushcore.device.client import Client, ClientState, ConnectError, NotConnected
-from pushcore.errors import Reason
 from pushcore.device.heartbeat import HeartbeatPolicy
+from pushcore.errors import Reason
 from pushcore.tokens import AuthError
-
 from serverkit import (
     Collector,
     ScriptedServer,
@@ -21,11 +20,11 @@ from serverkit import (
     free_port,
     make_server,
     running_server,
+    stop_what_the_test_started,  # noqa: F401  (autouse: stops leftovers)
     token,
     wait_for,
 )
 from test_client_serverlist import UNRESOLVABLE, ListServer
-from serverkit import stop_what_the_test_started  # noqa: F401  (autouse: stops leftovers)
 
 
 def addr(server_or_address) -> str:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 
 from pushcore.bench import mqtt311
-from pushcore.codec import reference as protocol
+from pushcore.bench.comparison import BENCH_EXTRA_HINT, REFERENCE, Case, CaseCheckError, build_cases
 from pushcore.bench.table import Result, evaluate_targets, format_table, time_expr
-from pushcore.bench.comparison import (BENCH_EXTRA_HINT, REFERENCE, Case, CaseCheckError,
-                                 build_cases)
+from pushcore.codec import reference as protocol
 
 
 @pytest.fixture(scope="module")

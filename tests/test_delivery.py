@@ -9,13 +9,10 @@ import textwrap
 import threading
 import time
 
-import pytest
-
 from pushcore.codec import reference as protocol
 from pushcore.device.client import Client
-from pushcore.errors import Reason
 from pushcore.device.heartbeat import HeartbeatPolicy
-
+from pushcore.errors import Reason
 from serverkit import (
     SECRET,
     Collector,
@@ -23,10 +20,10 @@ from serverkit import (
     free_port,
     make_server,
     running_server,
+    stop_what_the_test_started,  # noqa: F401  (autouse: stops leftovers)
     token,
     wait_for,
 )
-from serverkit import stop_what_the_test_started  # noqa: F401  (autouse: stops leftovers)
 
 
 def addr(server) -> str:

@@ -80,14 +80,14 @@ def test_online_high_priority_goes_out_at_once_in_seq_order(delivery, wire):
 
 
 def test_offline_messages_wait_and_small_backlog_is_inline(delivery, wire):
-    for i in range(4):
+    for _i in range(4):
         delivery.push("d", b"x")
     connect(delivery, 7, "d")
     assert seqs(wire.take(7)) == [1, 2, 3, 4]
 
 
 def test_hello_last_seq_resumes_after_it_and_counts_as_ack(delivery, wire, store):
-    for i in range(4):
+    for _i in range(4):
         delivery.push("d", b"x")
     connect(delivery, 7, "d", last_seq=2)
     assert seqs(wire.take(7)) == [3, 4]
@@ -95,7 +95,7 @@ def test_hello_last_seq_resumes_after_it_and_counts_as_ack(delivery, wire, store
 
 
 def test_large_backlog_is_notified_then_fetched_in_pages(delivery, wire):
-    for i in range(10):
+    for _i in range(10):
         delivery.push("d", b"x")
     connect(delivery, 7, "d")
     (notify,) = wire.take(7)
@@ -276,7 +276,7 @@ def test_push_batch_behind_waiting_messages_catches_up_through_the_store(deliver
     assert [(f.seq, f.payload) for f in frames] == [(1, b"w1"), (2, b"w2"), (3, b"h3")]
     assert wire.tags[1] == 3 and 1 in wire.watched
     # a long wait before a high one: NOTIFY, then FETCH pages
-    for i in range(5):
+    for _i in range(5):
         delivery.push("d", b"w", priority=PRIORITY_LOW)
     delivery.push_batch([new("d", b"h10")])
     (notify,) = wire.take(1)

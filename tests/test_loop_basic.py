@@ -83,7 +83,7 @@ def test_ping_answered_in_c_and_frames_reach_python(make_loop):
 def test_partial_frames_across_reads(make_loop):
     loop, ev, lid = serve(make_loop)
     s, cid = accept_one(loop, ev, lid)
-    frames = [F.Upstream(upstream_id=i, payload=bytes([i]) * (i * 7), topic="t%d" % i)
+    frames = [F.Upstream(upstream_id=i, payload=bytes([i]) * (i * 7), topic=f"t{i}")
               for i in range(1, 6)]
     data = b"".join(f.encode() for f in frames)
     for i in range(len(data)):  # one byte per read
@@ -143,7 +143,7 @@ def test_reply_from_handler_goes_out_in_the_same_turn(make_loop):
         loop.run_once(0.01)
         try:
             got += s.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             pass
     assert got == expected
     st = loop.stats()

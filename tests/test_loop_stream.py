@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pushcore import ProtocolError, Reason
-from pushcore.codec import reference as ref
 from pushcore._loop import Loop
+from pushcore.codec import reference as ref
 from pushcore.loop import run_until
 
 FRAMES = [

@@ -134,7 +134,7 @@ def _check_histogram(name: str, samples: list) -> None:
             g["sum"] = value
         else:
             g["count"] = value
-    for rest, g in groups.items():
+    for _rest, g in groups.items():
         bounds = [b for b, _ in g["buckets"]]
         counts = [c for _, c in g["buckets"]]
         assert bounds == sorted(bounds) and len(set(bounds)) == len(bounds), f"{name}: buckets out of order"
@@ -146,7 +146,7 @@ def _check_histogram(name: str, samples: list) -> None:
 
 def sample(families: dict, name: str, **labels) -> float:
     """The value of one sample (family or sample *name*, exact *labels*)."""
-    for fam_name, fam in families.items():
+    for _fam_name, fam in families.items():
         for sample_name, sample_labels, value in fam["samples"]:
             if sample_name == name and sample_labels == labels:
                 return value

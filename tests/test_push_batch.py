@@ -8,9 +8,14 @@ import pytest
 
 from pushcore.codec import reference as protocol
 from pushcore.device.client import Client
-
-from serverkit import Collector, RawDevice, running_server, token, wait_for
-from serverkit import stop_what_the_test_started  # noqa: F401  (autouse: stops leftovers)
+from serverkit import (
+    Collector,
+    RawDevice,
+    running_server,
+    stop_what_the_test_started,  # noqa: F401  (autouse: stops leftovers)
+    token,
+    wait_for,
+)
 
 
 def pushes(frames) -> list[tuple[int, bytes]]:

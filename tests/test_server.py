@@ -13,11 +13,16 @@ import pytest
 from pushcore.codec import reference as protocol
 from pushcore.errors import Reason
 from pushcore.gateway.server import Server
-from pushcore.store import SQLiteStore
 from pushcore.tokens import AuthError, mint
-
-from serverkit import SECRET, RawDevice, make_server, running_server, token, wait_for
-from serverkit import stop_what_the_test_started  # noqa: F401  (autouse: stops leftovers)
+from serverkit import (
+    SECRET,
+    RawDevice,
+    make_server,
+    running_server,
+    stop_what_the_test_started,  # noqa: F401  (autouse: stops leftovers)
+    token,
+    wait_for,
+)
 
 
 def test_welcome_chooses_the_version_and_grants_heartbeat_bounds():

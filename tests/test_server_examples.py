@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
 

@@ -15,14 +15,13 @@ import time
 
 import pytest
 
-from pushcore.codec import reference as protocol
 from pushcore._loop import Loop
+from pushcore.codec import reference as protocol
 from pushcore.gateway.server import Server
 from pushcore.sim.profiles import Profile
 from pushcore.sim.report import Progress
-from pushcore.sim.traffic import Pusher, ServerSink
 from pushcore.sim.simulator import Simulator
-
+from pushcore.sim.traffic import Pusher, ServerSink
 from serverkit import SECRET, make_server
 
 FIXED = Profile(heartbeat="fixed", heartbeat_fixed=2.0, pong_timeout=1.0, connect_rate=None,

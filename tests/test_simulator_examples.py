@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from pushcore.admin.api import AdminAPI
-
 from serverkit import make_server
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

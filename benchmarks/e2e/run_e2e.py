@@ -160,8 +160,8 @@ class RemotePusher:
 
 def latency_run(mode: str, rate: float, devices: int, duration: float, gateway: dict | None, tag: str) -> dict:
     from pushcore.sim.profiles import Profile
-    from pushcore.sim.traffic import Pusher, ServerSink
     from pushcore.sim.simulator import Simulator
+    from pushcore.sim.traffic import Pusher, ServerSink
 
     profile = Profile(heartbeat="fixed", heartbeat_fixed=30.0, connect_rate=5000.0)
     server = None

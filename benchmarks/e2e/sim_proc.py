@@ -36,10 +36,10 @@ def main() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
+    from gateway_proc import SECRET_HEX
+
     from pushcore.sim.profiles import Profile
     from pushcore.sim.simulator import Simulator
-
-    from gateway_proc import SECRET_HEX
 
     profile = Profile(heartbeat="fixed", heartbeat_fixed=args.interval, pong_timeout=5.0,
                       connect_rate=args.connect_rate, backoff=(0.2, 2.0))

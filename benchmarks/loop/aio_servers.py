@@ -127,7 +127,7 @@ class BenchProtocol(asyncio.Protocol):
             self.transport.write(PONG)
             return
         self.buffer += data
-        for frame_type, body in split_frames(self.buffer):
+        for frame_type, _body in split_frames(self.buffer):
             if frame_type == PING_TYPE and self.authenticated:
                 self.transport.write(PONG)
             elif frame_type == HELLO_TYPE and not self.authenticated:

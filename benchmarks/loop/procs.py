@@ -94,7 +94,7 @@ class Child:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.stop()
-            raise RuntimeError(f"{self.name} did not finish within {timeout:.0f}s")
+            raise RuntimeError(f"{self.name} did not finish within {timeout:.0f}s") from None
 
     def stop(self) -> None:
         """Close stdin, then terminate, then kill: the child is gone afterwards."""
@@ -115,7 +115,7 @@ class Child:
             except OSError:
                 pass
 
-    def __enter__(self) -> "Child":
+    def __enter__(self) -> Child:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -31,10 +31,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wire import FRAME_SIZE, welcome_frame  # noqa: E402
-
 from pushcore._frame import Hello  # noqa: E402
 from pushcore._loop import Loop, sizeof_conn  # noqa: E402
+from wire import FRAME_SIZE, welcome_frame  # noqa: E402
 
 WELCOME = welcome_frame()
 AUTH_TIMEOUT = 60.0
@@ -85,7 +84,7 @@ class BenchServer:
                 print(f"unexpected frame {frame!r}", file=sys.stderr, flush=True)
 
     def on_close(self, batch):
-        for cid, reason in batch:
+        for _cid, reason in batch:
             self.closed[reason] = self.closed.get(reason, 0) + 1
 
     def report_idle(self):

@@ -32,8 +32,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import cbuild  # noqa: E402
-from procs import (Child, cpu_seconds, python_child, rss_breakdown, rss_bytes, run_delay_seconds,
-                   wait_for_quiet)  # noqa: E402
+from procs import (  # noqa: E402
+    Child,
+    cpu_seconds,
+    python_child,
+    rss_breakdown,
+    rss_bytes,
+    run_delay_seconds,
+    wait_for_quiet,  # noqa: E402
+)
+
 from wire import FRAME_SIZE, hello_frame, push_frames  # noqa: E402
 
 FANOUT_BASELINE = "uvloop, 1 frame/turn"
@@ -231,7 +239,7 @@ def run_jobs(jobs: list, repeat: int, patience: float) -> list[Row]:
             row.detail["busy_before"] = round(busy, 3)
             results.setdefault((benchmark, name), []).append(row)
     rows = []
-    for benchmark, name, rounds, unit, higher, run in jobs:
+    for benchmark, name, _rounds, _unit, higher, _run in jobs:
         runs = results[(benchmark, name)]
         ok = [r for r in runs if r.value is not None]
         if not ok:

@@ -24,10 +24,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))          # for `import vectors`
 
-from vectors import FRAME_FILES, from_json, to_json  # noqa: E402
-
 from pushcore.codec import reference as P  # noqa: E402
 from pushcore.errors import ProtocolError, Reason  # noqa: E402
+from vectors import FRAME_FILES, from_json, to_json  # noqa: E402
 
 U64_MAX = 2**64 - 1
 U32_MAX = 2**32 - 1
