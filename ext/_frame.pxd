@@ -1,32 +1,15 @@
 # C-level interface of the frame codec (ext/_frame.pyx), for other extensions
 # (the connection loop) to cimport. docs/PROTOCOL.md is the specification.
 
-cdef extern from *:
-    """
-    /* frame type numbers: header = (type << 4) | flags */
-    enum {
-        PC_HELLO = 1, PC_WELCOME = 2, PC_PING = 3, PC_PONG = 4, PC_PUSH = 5,
-        PC_NOTIFY = 6, PC_FETCH = 7, PC_ACK = 8, PC_SUBSCRIBE = 9,
-        PC_UNSUBSCRIBE = 10, PC_UPSTREAM = 11, PC_UPSTREAM_ACK = 12,
-        PC_REDIRECT = 13, PC_GOAWAY = 14, PC_ERROR = 15
-    };
-    /* reason codes (docs/PROTOCOL.md section 4) */
-    enum {
-        PC_R_NORMAL = 0, PC_R_FRAME_TOO_LARGE = 1, PC_R_UNKNOWN_TYPE = 2,
-        PC_R_TRUNCATED = 3, PC_R_VARINT_OVERRUN = 4, PC_R_INVALID_UTF8 = 5,
-        PC_R_TRAILING_BYTES = 6, PC_R_BAD_FLAGS = 7, PC_R_INVALID_VALUE = 8,
-        PC_R_NOT_AUTHENTICATED = 16, PC_R_AUTH_FAILED = 17,
-        PC_R_TOKEN_EXPIRED = 18, PC_R_UNSUPPORTED_VERSION = 19,
-        PC_R_AUTH_TIMEOUT = 20, PC_R_IDLE_TIMEOUT = 21, PC_R_REPLACED = 22,
-        PC_R_SLOW_CONSUMER = 23, PC_R_SHUTTING_DOWN = 24, PC_R_OVERLOADED = 25,
-        PC_R_PEER_RESET = 26, PC_R_INTERNAL_ERROR = 27,
-        PC_R_CONNECT_FAILED = 28, PC_R_PEER_CLOSED = 29
-    };
-    """
+# The wire constants (ext/pc_wire.h, the one C source; pushcore/wire.py is the
+# Python one and tests/test_wire_header.py holds the two equal).
+cdef extern from "pc_wire.h" nogil:
+    # frame types: header = (type << 4) | flags
     enum:
         PC_HELLO, PC_WELCOME, PC_PING, PC_PONG, PC_PUSH, PC_NOTIFY, PC_FETCH,
         PC_ACK, PC_SUBSCRIBE, PC_UNSUBSCRIBE, PC_UPSTREAM, PC_UPSTREAM_ACK,
         PC_REDIRECT, PC_GOAWAY, PC_ERROR
+    # reason codes (docs/PROTOCOL.md section 4)
     enum:
         PC_R_NORMAL, PC_R_FRAME_TOO_LARGE, PC_R_UNKNOWN_TYPE, PC_R_TRUNCATED,
         PC_R_VARINT_OVERRUN, PC_R_INVALID_UTF8, PC_R_TRAILING_BYTES,
@@ -36,6 +19,20 @@ cdef extern from *:
         PC_R_SLOW_CONSUMER, PC_R_SHUTTING_DOWN, PC_R_OVERLOADED,
         PC_R_PEER_RESET, PC_R_INTERNAL_ERROR, PC_R_CONNECT_FAILED,
         PC_R_PEER_CLOSED
+    # flag bits (section 3)
+    enum:
+        PC_PUSH_HIGH_PRIORITY, PC_PUSH_HAS_EXPIRY, PC_PUSH_HAS_COLLAPSE_KEY,
+        PC_PUSH_HAS_TOPIC, PC_UPSTREAM_HAS_TOPIC, PC_GOAWAY_HAS_SERVERS
+    enum:
+        PC_PRIORITY_LOW, PC_PRIORITY_HIGH
+    # header bytes of PING / PONG (a frame is the header and a zero length)
+    enum:
+        PC_PING_HEADER, PC_PONG_HEADER
+    # limits
+    enum:
+        PC_PROTOCOL_VERSION, PC_DEFAULT_MAX_FRAME_SIZE, PC_MAX_VERSIONS, PC_MAX_PORT,
+        PC_LENGTH_VARINT_MAX_BYTES, PC_FIELD_VARINT_MAX_BYTES
+    const unsigned int PC_MAX_BODY_LENGTH
 
 # 0 when the header byte is a valid type with only defined flags, else
 # PC_R_UNKNOWN_TYPE or PC_R_BAD_FLAGS.
@@ -48,7 +45,7 @@ cdef int header_error(unsigned char header) noexcept nogil
 cdef int parse_length(const unsigned char* p, Py_ssize_t n, unsigned long long* out) noexcept nogil
 
 # Decode one complete body for a header that passed header_error(): returns a
-# new frame object, or raises the ProtocolError class handed to _init().
+# new frame object, or raises pushcore.errors.ProtocolError.
 cdef object decode_body(unsigned char header, const unsigned char* body, Py_ssize_t n)
 
 # Encoded sizes and writers used by the loop to build frames without Python

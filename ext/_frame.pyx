@@ -78,10 +78,12 @@ __all__ = [
 # ----------------------------------------------------------------------------
 # constants (docs/CODEC.md)
 
-PROTOCOL_VERSION = 1
-DEFAULT_MAX_FRAME_SIZE = 65536
-PRIORITY_LOW = 0
-PRIORITY_HIGH = 1
+# The numbers come from ext/pc_wire.h (declared in the .pxd); these Python names
+# are the module's public API (pushcore.wire has the same values).
+PROTOCOL_VERSION = PC_PROTOCOL_VERSION
+DEFAULT_MAX_FRAME_SIZE = PC_DEFAULT_MAX_FRAME_SIZE
+PRIORITY_LOW = PC_PRIORITY_LOW
+PRIORITY_HIGH = PC_PRIORITY_HIGH
 
 HELLO = PC_HELLO
 WELCOME = PC_WELCOME
@@ -99,32 +101,20 @@ REDIRECT = PC_REDIRECT
 GOAWAY = PC_GOAWAY
 ERROR = PC_ERROR
 
-# the default limit as a C constant, and the very object used as the default
-# argument (so decode() can skip converting it)
-cdef enum:
-    DEFAULT_FRAME_LIMIT = 65536
+# the very object used as the default argument (so decode() can skip converting it)
 cdef object _DEFAULT_MAX_FRAME_SIZE = DEFAULT_MAX_FRAME_SIZE
 
-PING_BYTES = b"\x30\x00"
-PONG_BYTES = b"\x40\x00"
+PING_BYTES = bytes((PC_PING_HEADER, 0))
+PONG_BYTES = bytes((PC_PONG_HEADER, 0))
 
 cdef enum:
-    MAX_VERSIONS = 8        # a HELLO lists 1 to 8 versions
-    MAX_PORT = 65535
     # A Decoder keeps its body buffer for the next partial frame only up to
     # this size: small frames reuse it, and an idle decoder that once saw a
     # large frame does not hold the large buffer.
     KEEP_BUFFER = 1024
-    # flag bits (docs/PROTOCOL.md section 3)
-    F_PUSH_HIGH = 0x1
-    F_PUSH_EXPIRY = 0x2
-    F_PUSH_COLLAPSE = 0x4
-    F_PUSH_TOPIC = 0x8
-    F_UPSTREAM_TOPIC = 0x8
-    F_GOAWAY_SERVERS = 0x1
 
 # the largest body an encoder writes (docs/CODEC.md)
-cdef Py_ssize_t MAX_BODY = 0xFFFFFFFF
+cdef Py_ssize_t MAX_BODY = PC_MAX_BODY_LENGTH
 
 cdef tuple _TYPE_NAMES = (
     "TYPE0", "HELLO", "WELCOME", "PING", "PONG", "PUSH", "NOTIFY", "FETCH", "ACK",
@@ -214,9 +204,9 @@ cdef int header_error(unsigned char header) noexcept nogil:
         return PC_R_UNKNOWN_TYPE
     if flags == 0 or kind == PC_PUSH:
         return 0
-    if kind == PC_UPSTREAM and flags == F_UPSTREAM_TOPIC:
+    if kind == PC_UPSTREAM and flags == PC_UPSTREAM_HAS_TOPIC:
         return 0
-    if kind == PC_GOAWAY and flags == F_GOAWAY_SERVERS:
+    if kind == PC_GOAWAY and flags == PC_GOAWAY_HAS_SERVERS:
         return 0
     return PC_R_BAD_FLAGS
 
@@ -225,7 +215,7 @@ cdef int parse_length(const unsigned char* p, Py_ssize_t n, unsigned long long* 
     cdef u64 value = 0
     cdef int i
     cdef unsigned char b
-    for i in range(5):
+    for i in range(PC_LENGTH_VARINT_MAX_BYTES):
         if i >= n:
             return 0
         b = p[i]
@@ -338,17 +328,17 @@ cdef bytes _encode_push(u64 seq, u64 message_id, object payload, int priority, u
     cdef int flags = priority
     cdef Py_ssize_t body = _uvsize(seq) + 8 + plen
     if expiry:
-        flags |= F_PUSH_EXPIRY
+        flags |= PC_PUSH_HAS_EXPIRY
         body += 4
     if not PyUnicode_CheckExact(collapse_key) or PyUnicode_GET_LENGTH(collapse_key):
         ck = _utf8(collapse_key, &cklen, "collapse_key")
         if cklen:
-            flags |= F_PUSH_COLLAPSE
+            flags |= PC_PUSH_HAS_COLLAPSE_KEY
             body += _uvsize(cklen) + cklen
     if not PyUnicode_CheckExact(topic) or PyUnicode_GET_LENGTH(topic):
         tp = _utf8(topic, &tlen, "topic")
         if tlen:
-            flags |= F_PUSH_TOPIC
+            flags |= PC_PUSH_HAS_TOPIC
             body += _uvsize(tlen) + tlen
     cdef unsigned char* p
     cdef bytes out = _new_frame((PC_PUSH << 4) | flags, body, &p)
@@ -358,9 +348,9 @@ cdef bytes _encode_push(u64 seq, u64 message_id, object payload, int priority, u
     if expiry:
         _wr_u32le(p, expiry)
         p += 4
-    if flags & F_PUSH_COLLAPSE:
+    if flags & PC_PUSH_HAS_COLLAPSE_KEY:
         p = _wr_bytes(p, ck, cklen)
-    if flags & F_PUSH_TOPIC:
+    if flags & PC_PUSH_HAS_TOPIC:
         p = _wr_bytes(p, tp, tlen)
     memcpy(p, PyBytes_AS_STRING(payload), plen)
     return out
@@ -429,7 +419,7 @@ cdef Py_ssize_t _server_list_size(tuple servers) except -1:
         load = server[2]
         _utf8(host, &n, "server host")
         port = _u64(port_obj, "server port")
-        if port > MAX_PORT:
+        if port > PC_MAX_PORT:
             raise ValueError(f"server port must be in 0 .. 65535, got {port_obj!r}")
         size += _uvsize(<u64>n) + n + _uvsize(port) + _uvsize(_u64(load, "server load"))
     return size
@@ -552,7 +542,7 @@ cdef class Hello(Frame):
         if self.versions is None:
             raise TypeError("versions must be a tuple of ints")
         n = len(self.versions)
-        if n < 1 or n > MAX_VERSIONS:
+        if n < 1 or n > PC_MAX_VERSIONS:
             raise ValueError(f"HELLO needs 1 to 8 versions, got {n}")
         size = _uvsize(<u64>n)
         for v in self.versions:
@@ -785,7 +775,7 @@ cdef class Upstream(Frame):
         cdef Py_ssize_t size = _uvsize(self.upstream_id) + _bytes_len(self.payload, "payload")
         _utf8(self.topic, &n, "topic")
         if n:
-            flags[0] = F_UPSTREAM_TOPIC
+            flags[0] = PC_UPSTREAM_HAS_TOPIC
             size += _uvsize(<u64>n) + n
         return size
 
@@ -874,7 +864,7 @@ cdef class Goaway(Frame):
         if self.servers is None:
             raise TypeError("servers must be a tuple of (host, port, load) tuples")
         if len(self.servers):
-            flags[0] = F_GOAWAY_SERVERS
+            flags[0] = PC_GOAWAY_HAS_SERVERS
             size += _server_list_size(self.servers)
         return size
 
@@ -980,13 +970,13 @@ cdef inline u64 _rd_uvarint(Reader* r, const char* what) noexcept nogil:
     if p < r.end and p[0] < 0x80:
         r.p = p + 1
         return p[0]
-    for i in range(10):
+    for i in range(PC_FIELD_VARINT_MAX_BYTES):
         if p >= r.end:
             _bad(r, PC_R_TRUNCATED, what)
             return 0
         b = p[0]
         p += 1
-        if i == 9 and b > 1:
+        if i == PC_FIELD_VARINT_MAX_BYTES - 1 and b > 1:
             _bad(r, PC_R_VARINT_OVERRUN, what)
             return 0
         value |= (b & 0x7F) << (7 * i)
@@ -1092,7 +1082,7 @@ cdef tuple _rd_server_list(Reader* r):
         port = _rd_uvarint(r, "server port")
         if r.err:
             return None
-        if port > MAX_PORT:
+        if port > PC_MAX_PORT:
             _bad(r, PC_R_INVALID_VALUE, "server port (over 65535)")
             return None
         load = _rd_uvarint(r, "server load")
@@ -1112,7 +1102,7 @@ cdef object _dec_hello(Reader* r):
     if count > <u64>(r.end - r.p):
         _bad(r, PC_R_TRUNCATED, "versions")
         return None
-    if count == 0 or count > MAX_VERSIONS:
+    if count == 0 or count > PC_MAX_VERSIONS:
         _bad(r, PC_R_INVALID_VALUE, "versions count (must be 1 to 8)")
         return None
     cdef u64 v
@@ -1154,17 +1144,17 @@ cdef object _dec_push(unsigned int flags, Reader* r):
     if r.err:
         return None
     cdef u64 expiry = 0
-    if flags & F_PUSH_EXPIRY:
+    if flags & PC_PUSH_HAS_EXPIRY:
         expiry = _rd_fixed(r, 4, "expiry")
         if r.err:
             return None
     cdef str collapse_key = ""
-    if flags & F_PUSH_COLLAPSE:
+    if flags & PC_PUSH_HAS_COLLAPSE_KEY:
         collapse_key = _rd_text(r, "collapse_key")
         if r.err:
             return None
     cdef str topic = ""
-    if flags & F_PUSH_TOPIC:
+    if flags & PC_PUSH_HAS_TOPIC:
         topic = _rd_text(r, "topic")
         if r.err:
             return None
@@ -1172,7 +1162,7 @@ cdef object _dec_push(unsigned int flags, Reader* r):
     f.seq = seq
     f.message_id = message_id
     f.payload = _rd_rest(r)
-    f.priority = flags & F_PUSH_HIGH
+    f.priority = flags & PC_PUSH_HIGH_PRIORITY
     f.expiry = <unsigned int>expiry
     f.collapse_key = collapse_key
     f.topic = topic
@@ -1184,7 +1174,7 @@ cdef object _dec_upstream(unsigned int flags, Reader* r):
     if r.err:
         return None
     cdef str topic = ""
-    if flags & F_UPSTREAM_TOPIC:
+    if flags & PC_UPSTREAM_HAS_TOPIC:
         topic = _rd_text(r, "topic")
         if r.err:
             return None
@@ -1203,7 +1193,7 @@ cdef object _dec_goaway(unsigned int flags, Reader* r):
     if r.err:
         return None
     servers = ()
-    if flags & F_GOAWAY_SERVERS:
+    if flags & PC_GOAWAY_HAS_SERVERS:
         servers = _rd_server_list(r)
         if r.err:
             return None
@@ -1403,7 +1393,7 @@ def decode(data, *, max_frame_size=DEFAULT_MAX_FRAME_SIZE):
     longer than *max_frame_size* is FRAME_TOO_LARGE.
     """
     cdef Py_buffer view
-    cdef u64 limit = DEFAULT_FRAME_LIMIT
+    cdef u64 limit = PC_DEFAULT_MAX_FRAME_SIZE
     if max_frame_size is not _DEFAULT_MAX_FRAME_SIZE:
         limit = _max_frame_size(max_frame_size)
     if PyBytes_CheckExact(data):

@@ -25,9 +25,10 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from posix.unistd cimport close as c_close, read as c_read, write as c_write
 
 from pushcore._frame cimport (
-    PC_HELLO, PC_PING, PC_PONG, PC_R_AUTH_TIMEOUT, PC_R_CONNECT_FAILED, PC_R_FRAME_TOO_LARGE,
-    PC_R_IDLE_TIMEOUT, PC_R_INTERNAL_ERROR, PC_R_NOT_AUTHENTICATED, PC_R_PEER_CLOSED,
-    PC_R_PEER_RESET, PC_R_SLOW_CONSUMER, PC_R_VARINT_OVERRUN,
+    PC_DEFAULT_MAX_FRAME_SIZE, PC_ERROR, PC_HELLO, PC_PING, PC_PING_HEADER, PC_PONG, PC_PONG_HEADER,
+    PC_R_AUTH_TIMEOUT, PC_R_CONNECT_FAILED, PC_R_FRAME_TOO_LARGE, PC_R_IDLE_TIMEOUT,
+    PC_R_INTERNAL_ERROR, PC_R_NOT_AUTHENTICATED, PC_R_PEER_CLOSED, PC_R_PEER_RESET,
+    PC_R_SLOW_CONSUMER, PC_R_VARINT_OVERRUN,
     decode_body, header_error, parse_length, write_uvarint,
 )
 from pushcore._pool cimport (
@@ -40,6 +41,8 @@ import heapq
 import os
 import socket
 import weakref
+
+from pushcore.wire import reason_name
 
 
 cdef extern from "Python.h":
@@ -158,23 +161,13 @@ cdef enum:
 cdef const char* STATE_NAMES[6]
 STATE_NAMES[:] = [b"free", b"connecting", b"open", b"closing", b"linger", b"closed"]
 
+# the heartbeat frames the loop writes itself: a header byte and a zero length
 cdef unsigned char PONG_BYTES[2]
-PONG_BYTES[:] = [0x40, 0x00]
+PONG_BYTES[:] = [PC_PONG_HEADER, 0]
 cdef unsigned char PING_BYTES[2]
-PING_BYTES[:] = [0x30, 0x00]
+PING_BYTES[:] = [PC_PING_HEADER, 0]
 
-# Reason names for the ERROR frames the loop writes itself (docs/PROTOCOL.md §4;
-# ext/ does not import pushcore.errors: tests check this table against Reason).
-REASON_NAMES = {
-    0: "NORMAL", 1: "FRAME_TOO_LARGE", 2: "UNKNOWN_TYPE", 3: "TRUNCATED",
-    4: "VARINT_OVERRUN", 5: "INVALID_UTF8", 6: "TRAILING_BYTES", 7: "BAD_FLAGS",
-    8: "INVALID_VALUE", 16: "NOT_AUTHENTICATED", 17: "AUTH_FAILED", 18: "TOKEN_EXPIRED",
-    19: "UNSUPPORTED_VERSION", 20: "AUTH_TIMEOUT", 21: "IDLE_TIMEOUT", 22: "REPLACED",
-    23: "SLOW_CONSUMER", 24: "SHUTTING_DOWN", 25: "OVERLOADED", 26: "PEER_RESET",
-    27: "INTERNAL_ERROR", 28: "CONNECT_FAILED", 29: "PEER_CLOSED",
-}
-
-DEFAULT_MAX_FRAME_SIZE = 65536
+DEFAULT_MAX_FRAME_SIZE = PC_DEFAULT_MAX_FRAME_SIZE
 DEFAULT_CHUNK_SIZE = 4064      # + its 32-byte header = one 4 KiB page
 DEFAULT_CHUNKS_PER_SLAB = 32   # 128 KiB slabs
 DEFAULT_MAX_EMPTY_SLABS = 2
@@ -325,12 +318,12 @@ cdef bytes error_frame(int code):
     cdef int n, m
     if frame is not None:
         return frame
-    name = REASON_NAMES.get(code, f"UNKNOWN_{code}").encode("ascii")
+    name = reason_name(code).encode("ascii")
     n = write_uvarint(body, <unsigned long long>code)
     n += write_uvarint(body + n, <unsigned long long>len(name))
     memcpy(body + n, <char*>name, len(name))
     n += len(name)
-    buf[0] = 0xF0
+    buf[0] = PC_ERROR << 4
     m = 1 + write_uvarint(buf + 1, <unsigned long long>n)
     memcpy(buf + m, body, n)
     frame = (<char*>buf)[:m + n]

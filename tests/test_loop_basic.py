@@ -12,7 +12,7 @@ import pytest
 
 from pushcore import Reason
 from pushcore import _frame as F
-from pushcore._loop import REASON_NAMES, Loop, sizeof_conn
+from pushcore._loop import Loop, sizeof_conn
 
 PING = b"\x30\x00"
 PONG = b"\x40\x00"
@@ -57,10 +57,6 @@ def accept_one(loop, ev, lid):
     cid, got_lid = ev.opened[-1]
     assert got_lid == lid
     return s, cid
-
-
-def test_reason_names_match_protocol():
-    assert REASON_NAMES == {r.value: r.name for r in Reason}
 
 
 def test_sizeof_conn_is_small():
