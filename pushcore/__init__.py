@@ -25,6 +25,7 @@ from .store import Store, open_store
 from .tokens import AuthError, TokenSigner
 from .tokens import mint as mint_token
 from .tokens import verify as verify_token
+from .version import __version__
 from .wire import DEFAULT_MAX_FRAME_SIZE, PRIORITY_HIGH, PRIORITY_LOW, PROTOCOL_VERSION
 
 if TYPE_CHECKING:
@@ -49,7 +50,6 @@ Redirect = _frames.Redirect
 Goaway = _frames.Goaway
 ErrorFrame = _frames.ErrorFrame
 
-__version__ = "0.1.0"
 
 # name -> (module, attribute): imported on first use (PEP 562).
 _LAZY = {

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import datetime
 import sys
-from typing import Sequence, TextIO
+from collections.abc import Sequence
+from typing import TextIO
 
 from .comparison import BENCH_EXTRA_HINT, REFERENCE, Case, build_cases
 
@@ -82,7 +83,7 @@ def _hex(data: bytes, limit: int = 8) -> str:
 
 
 def _expiry_text(expiry: int) -> str:
-    when = datetime.datetime.fromtimestamp(expiry, datetime.timezone.utc)
+    when = datetime.datetime.fromtimestamp(expiry, datetime.UTC)
     return when.strftime("%Y-%m-%d %H:%M UTC")
 
 
@@ -122,27 +123,28 @@ def _print_speed(cases: Sequence[Case], out: TextIO) -> None:
 
 def run_demo(speed: bool = True, out: TextIO = sys.stdout) -> int:
     """Print the demo; returns the exit status."""
-    import pushcore
+    from .. import codec
+    from ..version import __version__
 
     n = REFERENCE
-    print(f"pushcore {pushcore.__version__} codec demo — backend: {pushcore.BACKEND}", file=out)
+    print(f"pushcore {__version__} codec demo — backend: {codec.BACKEND}", file=out)
     print(f"\nreference notification: seq={n.seq} message_id={n.message_id:#x} "
           f"priority={'high' if n.priority else 'low'} expiry={n.expiry} "
           f"({_expiry_text(n.expiry)}) topic={n.topic!r}", file=out)
     print(f"  payload ({len(n.payload)} bytes): {n.payload.decode()}", file=out)
 
-    frame = pushcore.encode_push(n.seq, n.message_id, n.payload, n.priority, n.expiry, "", n.topic)
+    frame = codec.encode_push(n.seq, n.message_id, n.payload, n.priority, n.expiry, "", n.topic)
     print(f"\nPUSH frame, {len(frame)} bytes:", file=out)
     for part, what in push_layout(frame):
         print(f"  {_hex(part):<36} {what}", file=out)
-    decoded = pushcore.decode(frame)
+    decoded = codec.decode(frame)
     same = (decoded.seq, decoded.message_id, decoded.priority, decoded.expiry, decoded.topic,
             decoded.payload) == n.as_tuple()
     print(f"decoded back: {decoded.__class__.__name__}(seq={decoded.seq}, "
           f"message_id={decoded.message_id:#x}, ...) — equal to the input: "
           f"{'yes' if same else 'NO'}", file=out)
-    ping = pushcore.Ping().encode()
-    ack = pushcore.encode_ack(n.seq)
+    ping = codec.frames.Ping().encode()
+    ack = codec.encode_ack(n.seq)
     print(f"heartbeat PING: {ping.hex(' ')} ({len(ping)} bytes); "
           f"ACK of seq {n.seq}: {ack.hex(' ')} ({len(ack)} bytes)", file=out)
 

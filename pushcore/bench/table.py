@@ -20,8 +20,9 @@ import platform
 import subprocess
 import sys
 import timeit
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from .comparison import BENCH_EXTRA_HINT, OPERATIONS, Case, build_cases
 from .options import add_arguments
@@ -242,7 +243,7 @@ def machine_info() -> dict[str, str]:
         cython_version = Cython.__version__
     except ImportError:
         cython_version = "not installed"
-    from .. import BACKEND
+    from ..codec import BACKEND
 
     return {
         "cpu": _cpu_model(),
@@ -250,7 +251,7 @@ def machine_info() -> dict[str, str]:
         "python": platform.python_version(),
         "cython": cython_version,
         "backend": BACKEND,
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
 

@@ -24,7 +24,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["build_parser", "main"]
 
@@ -50,7 +50,7 @@ def _add_command(commands, name: str, module: str, help_text: str, description: 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``pushcore`` and its subcommands."""
-    from .. import __version__
+    from ..version import __version__
 
     parser = argparse.ArgumentParser(
         prog="pushcore",
