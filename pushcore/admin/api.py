@@ -229,7 +229,7 @@ class AdminAPI:
             self._thread.join(5.0)
             self._thread = None
 
-    def __enter__(self) -> "AdminAPI":
+    def __enter__(self) -> AdminAPI:
         if self._httpd is None:
             self.start()
         return self

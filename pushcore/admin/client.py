@@ -54,7 +54,7 @@ class AdminClient:
                 self._conn.close()
                 self._conn = None
 
-    def __enter__(self) -> "AdminClient":
+    def __enter__(self) -> AdminClient:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -15,15 +15,13 @@ Metric names (all prefixed ``pushcore_``) are listed in docs/OPERATIONS.md.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import resource
 import time
-from typing import Callable
 
-from .ack_latency import PushAckTracker, store_tracker, track_store
 from ..errors import Reason, reason_name
 from ..loop.handover import LoopUnavailable, call_on_loop
+from .ack_latency import PushAckTracker, store_tracker, track_store
 from .prometheus import LATENCY_BUCKETS, Histogram, MetricFamily, Registry
 
 __all__ = ["GatewayMetrics", "ERROR_REASONS", "AUTH_REASONS"]

@@ -31,8 +31,8 @@ import bisect
 import math
 import re
 import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence
 
 __all__ = [
     "CONTENT_TYPE",
@@ -129,7 +129,7 @@ class MetricFamily:
         if self.type not in _TYPES:
             raise ValueError(f"metric type must be one of {_TYPES}, got {self.type!r}")
 
-    def add(self, value: float, labels: Mapping[str, str] | None = None, suffix: str = "") -> "MetricFamily":
+    def add(self, value: float, labels: Mapping[str, str] | None = None, suffix: str = "") -> MetricFamily:
         """Append a sample (``suffix`` is e.g. ``"_bucket"``); returns self for chaining."""
         self.samples.append((self.name + suffix, dict(labels or {}), value))
         return self
@@ -160,7 +160,7 @@ class _Metric:
         self.help = help
         self.label_names = _check_label_names(labels)
         self._lock = threading.Lock()
-        self._children: dict[tuple[str, ...], "_Metric"] = {}
+        self._children: dict[tuple[str, ...], _Metric] = {}
 
     def labels(self, *values: str, **by_name: str):
         """The child for these label values (made on first use)."""
@@ -212,7 +212,7 @@ class Counter(_Metric):
         super().__init__(name, help, labels)
         self._value = 0
 
-    def _new_child(self) -> "Counter":
+    def _new_child(self) -> Counter:
         return Counter(self.name, self.help)
 
     def inc(self, amount: float = 1) -> None:
@@ -243,7 +243,7 @@ class Gauge(_Metric):
         self._value: float = 0
         self._function = function
 
-    def _new_child(self) -> "Gauge":
+    def _new_child(self) -> Gauge:
         return Gauge(self.name, self.help)
 
     def set(self, value: float) -> None:
@@ -290,7 +290,7 @@ class Histogram(_Metric):
         self._sum = 0.0
         self._count = 0
 
-    def _new_child(self) -> "Histogram":
+    def _new_child(self) -> Histogram:
         return Histogram(self.name, self.help, buckets=self.buckets)
 
     def observe(self, value: float) -> None:

@@ -16,9 +16,10 @@ Optional competitors (slixmpp, msgpack) are left out when not installed;
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, Callable
+from typing import Any
 
 from . import mqtt311
 from .options import OPERATIONS

@@ -116,7 +116,7 @@ def encode_push(seq: int, message_id: int, priority: int, expiry: int, topic: st
                 payload: bytes) -> bytes:
     """The push message stanza for these fields, as wire bytes."""
     msg = Message()
-    msg["id"] = "%016x" % message_id
+    msg["id"] = f"{message_id:016x}"
     msg["body"] = payload.decode("utf-8")
     push = msg["push"]
     push["seq"] = str(seq)
@@ -175,7 +175,7 @@ def decode_stream_ack(reader: StreamReader, data: bytes) -> int:
 def encode_receipt(message_id: int) -> bytes:
     """An XEP-0184 receipt for the message with this id."""
     msg = Message()
-    msg["receipt"] = "%016x" % message_id
+    msg["receipt"] = f"{message_id:016x}"
     return _wire(msg)
 
 

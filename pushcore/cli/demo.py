@@ -21,9 +21,9 @@ import sys
 import tempfile
 import time
 
+from ..sim.profiles import DEMO_PROFILE
 from .common import CommandError, raise_fd_limit
 from .simulate import add_profile_arguments, profile_from_args, write_report
-from ..sim.profiles import DEMO_PROFILE
 
 __all__ = ["add_arguments", "run", "metrics_summary"]
 
@@ -88,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
     from ..admin.client import AdminClient, AdminError
     from ..gateway.server import Server
     from ..sim.report import Progress
-    from ..sim.traffic import Pusher, ServerSink
     from ..sim.simulator import Simulator
+    from ..sim.traffic import Pusher, ServerSink
     from ..store import StoreError, open_store
 
     if args.devices < 1 or args.duration < 0 or args.rate < 0:

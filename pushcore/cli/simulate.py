@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..sim.profiles import Profile, parse_churn, parse_heartbeat, parse_nat, parse_rate
 from .common import (
     DEFAULT_SECRET_FILE,
     DEFAULT_TOKEN_FILE,
@@ -22,7 +23,6 @@ from .common import (
     parse_hostport,
     raise_fd_limit,
 )
-from ..sim.profiles import Profile, parse_churn, parse_heartbeat, parse_nat, parse_rate
 
 __all__ = ["add_arguments", "add_profile_arguments", "profile_from_args", "run", "write_report"]
 
@@ -129,8 +129,8 @@ def _probe_gateway(host: str, port: int, timeout: float = 5.0) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..admin.client import AdminClient, AdminError
     from ..sim.report import Progress
-    from ..sim.traffic import AdminSink, Pusher
     from ..sim.simulator import Simulator
+    from ..sim.traffic import AdminSink, Pusher
 
     if args.devices < 1:
         raise CommandError("--devices must be >= 1")

@@ -49,11 +49,13 @@ import logging
 import random
 import threading
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from ..codec import frames as _frames
-from ..loop.dispatch import dispatch_for
 from ..errors import ProtocolError, PushcoreError, Reason
+from ..loop.dispatch import dispatch_for
+from ..tokens import AuthError
 from .heartbeat import HeartbeatPolicy
 from .inbox import Inbox
 from .serverlist import (
@@ -63,7 +65,6 @@ from .serverlist import (
     parse_servers,
     resolve_servers,
 )
-from ..tokens import AuthError
 
 __all__ = ["Client", "ClientState", "ConnectError", "NotConnected", "backoff_delay"]
 
@@ -81,7 +82,7 @@ _ERROR = _frames.ERROR
 _FATAL = frozenset({Reason.AUTH_FAILED, Reason.TOKEN_EXPIRED, Reason.UNSUPPORTED_VERSION})
 
 
-class ClientState(str, enum.Enum):
+class ClientState(enum.StrEnum):
     """What :attr:`Client.state` and ``on_state`` report."""
 
     IDLE = "idle"  # made, not connecting yet
@@ -329,7 +330,7 @@ class Client:
         if self.error is not None:
             raise self.error
 
-    def start(self, timeout: float = 30.0) -> "Client":
+    def start(self, timeout: float = 30.0) -> Client:
         """Run the client in a background thread; return once connected.
 
         Raises :class:`pushcore.tokens.AuthError` (refused token),
@@ -459,16 +460,16 @@ class Client:
             if not waiter.done():
                 waiter.set_exception(exc)
 
-    def wait_connected(self, timeout: float | None = None) -> "Client":
+    def wait_connected(self, timeout: float | None = None) -> Client:
         """Block until connected (from a thread other than the loop's)."""
         return self._new_waiter().result(timeout)
 
-    async def connected(self, timeout: float | None = None) -> "Client":
+    async def connected(self, timeout: float | None = None) -> Client:
         """Wait (asyncio) until the client is connected; raise why it cannot be."""
         waiter = asyncio.wrap_future(self._new_waiter())
         return await asyncio.wait_for(waiter, timeout)
 
-    async def __aenter__(self) -> "Client":
+    async def __aenter__(self) -> Client:
         """Drive the client's own loop from the running asyncio loop and connect."""
         from ..loop import attach_asyncio
 

@@ -29,8 +29,8 @@ failures and applies :attr:`HeartbeatPolicy.interval` to its connection.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 __all__ = ["HeartbeatPolicy", "NetworkHeartbeat"]
 

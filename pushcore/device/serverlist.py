@@ -27,7 +27,7 @@ import ipaddress
 import json
 import socket
 import urllib.request
-from typing import Iterable
+from collections.abc import Iterable
 
 __all__ = [
     "ServerListError",

@@ -112,7 +112,7 @@ class Profile:
             scale=self.heartbeat_scale,
         )
 
-    def with_(self, **changes) -> "Profile":
+    def with_(self, **changes) -> Profile:
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)
 

@@ -58,17 +58,17 @@ import os
 import random
 import time
 from collections import deque
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from ..codec import frames as _frames
-from ..loop.dispatch import dispatch_for
-from ..errors import Reason, reason_name
-from ..device.serverlist import parse_servers, resolve_servers
 from ..device.inbox import Inbox
+from ..device.serverlist import parse_servers, resolve_servers
+from ..errors import Reason, reason_name
+from ..loop.dispatch import dispatch_for
+from ..tokens import TokenSigner
 from .profiles import Profile
 from .report import Progress, Report, Samples
 from .traffic import MAGIC, Pusher
-from ..tokens import TokenSigner
 
 __all__ = ["Simulator", "SimDevice"]
 
@@ -884,7 +884,7 @@ class Simulator:
         if self._owns_loop and not loop.closed:
             loop.close()
 
-    def __enter__(self) -> "Simulator":
+    def __enter__(self) -> Simulator:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -26,7 +26,8 @@ import random
 import threading
 import time
 from array import array
-from typing import Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from ..loop.handover import call_on_loop
 
