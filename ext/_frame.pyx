@@ -26,11 +26,11 @@ Integer fields are C integers: assigning an out-of-range value to a frame's
 attribute raises ``OverflowError`` at once (the constructors and encoders
 raise ``ValueError`` as docs/CODEC.md says).
 
-Errors: decoding errors raise the ``ProtocolError`` class handed to
-:func:`_init` (``pushcore.codec`` does this at import). This module never
-imports Python-level pushcore code; until ``_init`` is called it raises
-:class:`CodecError`, a ``ValueError`` with the same ``code``, ``message`` and
-``frames`` attributes.
+Errors: decoding errors raise :class:`pushcore.errors.ProtocolError`,
+imported directly (as msgpack's ``_unpacker.pyx`` imports its exceptions):
+``pushcore.errors`` and ``pushcore.wire`` are leaf modules, the only
+Python-level pushcore code this module imports. The wire numbers come from
+``ext/pc_wire.h``.
 """
 
 cimport cython
@@ -41,6 +41,8 @@ from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.exc cimport PyErr_ExceptionMatches, PyErr_Clear
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
+
+from pushcore.errors import ProtocolError
 
 ctypedef unsigned long long u64
 
@@ -120,39 +122,6 @@ cdef tuple _TYPE_NAMES = (
     "TYPE0", "HELLO", "WELCOME", "PING", "PONG", "PUSH", "NOTIFY", "FETCH", "ACK",
     "SUBSCRIBE", "UNSUBSCRIBE", "UPSTREAM", "UPSTREAM_ACK", "REDIRECT", "GOAWAY", "ERROR",
 )
-
-
-# ----------------------------------------------------------------------------
-# the error class
-
-class CodecError(ValueError):
-    """Stand-in for ``pushcore.ProtocolError`` until :func:`_init` is called.
-
-    Same constructor and attributes: ``code`` (reason number), ``message``
-    and ``frames`` (frames completed earlier in the same ``feed`` call).
-    """
-
-    def __init__(self, code, message, frames=None):
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.frames = frames if frames is not None else []
-
-
-cdef object _error_class = CodecError
-
-
-def _init(error_class):
-    """Make decoding errors raise *error_class* (``pushcore.ProtocolError``).
-
-    It is called as ``error_class(code, message, frames)``. ``pushcore.codec``
-    calls this at import, so the compiled module needs no import of
-    Python-level pushcore code.
-    """
-    global _error_class
-    if not (isinstance(error_class, type) and issubclass(error_class, BaseException)):
-        raise TypeError(f"_init() needs an exception class, not {error_class!r}")
-    _error_class = error_class
 
 
 # ----------------------------------------------------------------------------
@@ -1338,7 +1307,7 @@ cdef object decode_body(unsigned char header, const unsigned char* body, Py_ssiz
     cdef Reader r
     frame = _dec_body(header, body, n, &r)
     if r.err:
-        raise _error_class(r.err, _body_error_message(header, n, &r))
+        raise ProtocolError(r.err, _body_error_message(header, n, &r))
     return frame
 
 
@@ -1362,27 +1331,27 @@ cdef object _decode_one(const unsigned char* p, Py_ssize_t n, u64 max_frame_size
     cdef u64 length
     cdef Reader r
     if n == 0:
-        raise _error_class(PC_R_TRUNCATED, "no bytes: a frame needs at least 2")
+        raise ProtocolError(PC_R_TRUNCATED, "no bytes: a frame needs at least 2")
     code = header_error(p[0])
     if code:
-        raise _error_class(code, _header_error_message(p[0], code))
+        raise ProtocolError(code, _header_error_message(p[0], code))
     k = parse_length(p + 1, n - 1, &length)
     if k < 0:
-        raise _error_class(PC_R_VARINT_OVERRUN, "the body length varint is longer than 5 bytes")
+        raise ProtocolError(PC_R_VARINT_OVERRUN, "the body length varint is longer than 5 bytes")
     if k == 0:
-        raise _error_class(PC_R_TRUNCATED, "the data ends inside the body length")
+        raise ProtocolError(PC_R_TRUNCATED, "the data ends inside the body length")
     if length > max_frame_size:
-        raise _error_class(PC_R_FRAME_TOO_LARGE,
-                           f"body length {length} is over the maximum frame size {max_frame_size}")
+        raise ProtocolError(PC_R_FRAME_TOO_LARGE,
+                            f"body length {length} is over the maximum frame size {max_frame_size}")
     if length > <u64>(n - 1 - k):
-        raise _error_class(PC_R_TRUNCATED,
-                           f"the data ends {length - <u64>(n - 1 - k)} byte(s) before the frame does")
+        raise ProtocolError(PC_R_TRUNCATED,
+                            f"the data ends {length - <u64>(n - 1 - k)} byte(s) before the frame does")
     frame = _dec_body(p[0], p + 1 + k, <Py_ssize_t>length, &r)
     if r.err:
-        raise _error_class(r.err, _body_error_message(p[0], <Py_ssize_t>length, &r))
+        raise ProtocolError(r.err, _body_error_message(p[0], <Py_ssize_t>length, &r))
     if <u64>(n - 1 - k) > length:
-        raise _error_class(PC_R_TRAILING_BYTES,
-                           f"{<u64>(n - 1 - k) - length} byte(s) follow the frame")
+        raise ProtocolError(PC_R_TRAILING_BYTES,
+                            f"{<u64>(n - 1 - k) - length} byte(s) follow the frame")
     return frame
 
 
@@ -1483,7 +1452,7 @@ cdef class Decoder:
         self._have = 0
         self._need = 0
         self._release_buffer()
-        raise _error_class(code, message, frames)
+        raise ProtocolError(code, message, frames)
 
     cdef void _release_buffer(self) noexcept:
         free(self._buf)
@@ -1513,8 +1482,8 @@ cdef class Decoder:
         cdef unsigned char b
         cdef Reader r
         if self._failed:
-            raise _error_class(self._failed, f"the decoder already failed ({self._failed_message}); "
-                                             f"open a new connection", [])
+            raise ProtocolError(self._failed, f"the decoder already failed ({self._failed_message}); "
+                                              f"open a new connection", [])
         while pos < n:
             if self._state == AT_HEADER:
                 b = data[pos]
