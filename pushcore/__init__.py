@@ -25,7 +25,7 @@ from .store import Store, open_store
 from .tokens import AuthError, TokenSigner
 from .tokens import mint as mint_token
 from .tokens import verify as verify_token
-from .version import __version__
+from .version import __version__ as __version__
 from .wire import DEFAULT_MAX_FRAME_SIZE, PRIORITY_HIGH, PRIORITY_LOW, PROTOCOL_VERSION
 
 if TYPE_CHECKING:

@@ -23,10 +23,16 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from .prometheus import LATENCY_BUCKETS, Histogram
 
+if TYPE_CHECKING:
+    from ..store.base import Store
+
 __all__ = ["PushAckTracker", "track_store", "store_tracker"]
+
+_S = TypeVar("_S", bound="Store")
 
 
 class PushAckTracker:
@@ -48,7 +54,7 @@ class PushAckTracker:
         )
         self.max_pending = max_pending
         self._clock = clock
-        self._pending: dict[str, deque] = {}
+        self._pending: dict[str, deque[tuple[int, float]]] = {}
         self.appended = 0  # messages seen appended
         self.acked = 0  # messages whose ack was observed
         self.forgotten = 0  # pending entries dropped (over max_pending)
@@ -101,7 +107,7 @@ class PushAckTracker:
         return sum(len(p) for p in self._pending.values())
 
 
-def track_store(store, tracker: PushAckTracker):
+def track_store(store: _S, tracker: PushAckTracker) -> _S:
     """Make *store* (a :class:`pushcore.store.Store`) report to *tracker*; returns the store.
 
     The tracker becomes the store's only push→ack observer: a tracker added
@@ -114,7 +120,7 @@ def track_store(store, tracker: PushAckTracker):
     return store
 
 
-def store_tracker(store) -> PushAckTracker | None:
+def store_tracker(store: Store) -> PushAckTracker | None:
     """The :class:`PushAckTracker` observing *store*, if any."""
     for observer in store.observers:
         if isinstance(observer, PushAckTracker):

@@ -45,11 +45,15 @@ import re
 import socket
 import threading
 import urllib.parse
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ..errors import PushcoreError
 from .gateway_metrics import GatewayMetrics
 from .prometheus import CONTENT_TYPE, Registry
+
+if TYPE_CHECKING:
+    from ..gateway.server import Server
 
 __all__ = ["AdminAPI", "DEFAULT_ADMIN_PORT", "MIN_TOKEN_LENGTH", "ApiError"]
 
@@ -61,6 +65,9 @@ MAX_BODY = 8 * 1024 * 1024  # bytes of JSON per request
 MAX_BATCH = 10_000  # messages per /v1/push/batch
 _MESSAGE_KEYS = frozenset({"device", "payload", "payload_b64", "priority", "ttl", "collapse_key", "topic"})
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
 
 class ApiError(PushcoreError):
     """A request the API refuses: ``status`` is the HTTP status, the message says why."""
@@ -71,7 +78,7 @@ class ApiError(PushcoreError):
         self.message = message
 
 
-def _text(obj: dict, key: str, default: str = "", *, required: bool = False) -> str:
+def _text(obj: dict[str, Any], key: str, default: str = "", *, required: bool = False) -> str:
     value = obj.get(key, None)
     if value is None:
         if required:
@@ -82,7 +89,7 @@ def _text(obj: dict, key: str, default: str = "", *, required: bool = False) -> 
     return value
 
 
-def _payload(obj: dict) -> bytes:
+def _payload(obj: dict[str, Any]) -> bytes:
     text, b64 = obj.get("payload"), obj.get("payload_b64")
     if text is not None and b64 is not None:
         raise ApiError(400, "give 'payload' (text) or 'payload_b64', not both")
@@ -100,7 +107,7 @@ def _payload(obj: dict) -> bytes:
     return text.encode("utf-8")
 
 
-def _options(obj: dict) -> dict:
+def _options(obj: dict[str, Any]) -> dict[str, Any]:
     """priority / ttl / collapse_key of a message, checked."""
     options: dict[str, Any] = {}
     priority = obj.get("priority", "high")
@@ -116,7 +123,7 @@ def _options(obj: dict) -> dict:
     return options
 
 
-def _message(obj: Any) -> tuple[str, bytes, dict]:
+def _message(obj: Any) -> tuple[str, bytes, dict[str, Any]]:
     """(device id, payload, push options) of one message object."""
     if not isinstance(obj, dict):
         raise ApiError(400, "a message must be a JSON object")
@@ -131,7 +138,7 @@ def _message(obj: Any) -> tuple[str, bytes, dict]:
     return device, _payload(obj), options
 
 
-def _topics(obj: dict) -> list[str]:
+def _topics(obj: dict[str, Any]) -> list[str]:
     topics = obj.get("topics")
     if not isinstance(topics, list) or not topics or not all(isinstance(t, str) and t for t in topics):
         raise ApiError(400, "'topics' must be a non-empty list of non-empty strings")
@@ -157,7 +164,7 @@ class AdminAPI:
 
     def __init__(
         self,
-        server,
+        server: Server,
         token: str,
         *,
         host: str = "127.0.0.1",
@@ -196,7 +203,9 @@ class AdminAPI:
     def address(self) -> tuple[str, int]:
         if self._httpd is None:
             raise RuntimeError("the admin API is not started")
-        return self._httpd.server_address[:2]
+        host, port = self._httpd.server_address[:2]
+        assert isinstance(host, str)  # an AF_INET or AF_INET6 socket's address
+        return host, port
 
     @property
     def url(self) -> str:
@@ -234,7 +243,7 @@ class AdminAPI:
             self.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # -- authentication ---------------------------------------------------------
@@ -251,7 +260,7 @@ class AdminAPI:
 
     # -- routes -------------------------------------------------------------------
 
-    def handle(self, method: str, path: str, query: dict, body: Any) -> tuple[str, int, Any]:
+    def handle(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[str, int, Any]:
         """``(route name, status, JSON-able result)`` of one authenticated request."""
         parts = [urllib.parse.unquote(p) for p in path.strip("/").split("/")] if path.strip("/") else []
         if parts[:1] != ["v1"]:
@@ -287,7 +296,7 @@ class AdminAPI:
         raise ApiError(404, f"no such endpoint {path!r}")
 
     @staticmethod
-    def _post(method: str, body: Any) -> dict:
+    def _post(method: str, body: Any) -> dict[str, Any]:
         if method != "POST":
             raise ApiError(405, "use POST with a JSON object body")
         if not isinstance(body, dict):
@@ -299,7 +308,7 @@ class AdminAPI:
         if method != "GET":
             raise ApiError(405, "use GET")
 
-    def _call(self, fn, *args, **kwargs):
+    def _call(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """A thread-safe server method, with its errors turned into API errors."""
         try:
             return fn(*args, **kwargs)
@@ -308,13 +317,13 @@ class AdminAPI:
         except (RuntimeError, TimeoutError) as exc:
             raise ApiError(503, f"the gateway is not running ({exc})") from None
 
-    def _push(self, body: dict) -> dict:
+    def _push(self, body: dict[str, Any]) -> dict[str, Any]:
         device, payload, options = _message(body)
         seq = self._call(self.server.push, device, payload, **options)
         self.pushes.labels("device").inc()
         return {"device": device, "seq": seq}
 
-    def _push_batch(self, body: dict) -> dict:
+    def _push_batch(self, body: dict[str, Any]) -> dict[str, Any]:
         if set(body) != {"messages"}:
             raise ApiError(400, "the body must be {\"messages\": [message, ...]}")
         items = body["messages"]
@@ -328,7 +337,7 @@ class AdminAPI:
         self.pushes.labels("device").inc(len(seqs))
         return {"seqs": seqs}
 
-    def _publish(self, body: dict) -> dict:
+    def _publish(self, body: dict[str, Any]) -> dict[str, Any]:
         allowed = {"topic", "payload", "payload_b64", "priority", "ttl", "collapse_key"}
         if set(body) - allowed:
             raise ApiError(400, f"unknown field(s) {sorted(set(body) - allowed)}")
@@ -339,7 +348,7 @@ class AdminAPI:
         self.pushes.labels("topic").inc()
         return {"topic": topic, "devices": n}
 
-    def _broadcast(self, body: dict) -> dict:
+    def _broadcast(self, body: dict[str, Any]) -> dict[str, Any]:
         allowed = {"payload", "payload_b64", "priority", "ttl", "collapse_key", "topic", "durable"}
         if set(body) - allowed:
             raise ApiError(400, f"unknown field(s) {sorted(set(body) - allowed)}")
@@ -351,7 +360,7 @@ class AdminAPI:
         self.pushes.labels("broadcast").inc()
         return {"devices": n, "durable": durable}
 
-    def _devices(self, query: dict) -> dict:
+    def _devices(self, query: dict[str, list[str]]) -> dict[str, Any]:
         result: dict[str, Any] = {"connected": self._call(self.server.device_count)}
         if query.get("list", ["0"])[-1] not in ("0", "", "false"):
             try:
@@ -365,7 +374,7 @@ class AdminAPI:
             result["truncated"] = len(ids) > limit
         return result
 
-    def _device(self, device_id: str) -> dict:
+    def _device(self, device_id: str) -> dict[str, Any]:
         store = self.server.store
         try:
             return {
@@ -404,7 +413,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server_version = "pushcore-admin"
     sys_version = ""
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
         log.debug("%s %s", self.address_string(), format % args)
 
     def do_GET(self) -> None:
@@ -488,7 +497,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send(status, "application/json", data, route, extra)
 
     def _send(self, status: int, content_type: str, data: bytes, route: str,
-              extra: dict | None = None) -> None:
+              extra: dict[str, str] | None = None) -> None:
         self.api.requests.labels(route, str(status)).inc()
         self.send_response(status)
         self.send_header("Content-Type", content_type)

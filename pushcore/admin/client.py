@@ -57,7 +57,7 @@ class AdminClient:
     def __enter__(self) -> AdminClient:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- requests -------------------------------------------------------------------------
@@ -92,7 +92,7 @@ class AdminClient:
                     if isinstance(exc, socket.timeout):
                         why = f"no answer within {self.timeout} s"
                     raise AdminError(0, f"cannot reach the admin API at {self.url}: {why}") from None
-            if resp.getheader("Connection", "").lower() == "close":
+            if self._conn is not None and resp.getheader("Connection", "").lower() == "close":
                 self._conn.close()
                 self._conn = None
         ctype = resp.getheader("Content-Type", "")
@@ -112,7 +112,7 @@ class AdminClient:
         return resp.status, decoded
 
     @staticmethod
-    def message(payload: bytes | str, **options) -> dict:
+    def message(payload: bytes | str, **options: Any) -> dict[str, Any]:
         """A message object of the API: text payloads as ``payload``, other bytes as ``payload_b64``."""
         out = {k: v for k, v in options.items() if v is not None and v != ""}
         if isinstance(payload, str):
@@ -124,34 +124,43 @@ class AdminClient:
                 out["payload_b64"] = base64.b64encode(bytes(payload)).decode("ascii")
         return out
 
-    def push(self, device: str, payload: bytes | str, **options) -> int:
+    def push(self, device: str, payload: bytes | str, **options: Any) -> int:
         """One message to *device*; returns its seq."""
-        return self.request("POST", "/v1/push", {"device": device, **self.message(payload, **options)})[1]["seq"]
+        seq: int = self.request("POST", "/v1/push", {"device": device, **self.message(payload, **options)})[1]["seq"]
+        return seq
 
-    def push_batch(self, messages: list[dict]) -> list[int]:
+    def push_batch(self, messages: list[dict[str, Any]]) -> list[int]:
         """Several message objects (with ``device``) in one request; returns their seqs."""
-        return self.request("POST", "/v1/push/batch", {"messages": messages})[1]["seqs"]
+        seqs: list[int] = self.request("POST", "/v1/push/batch", {"messages": messages})[1]["seqs"]
+        return seqs
 
-    def publish(self, topic: str, payload: bytes | str, **options) -> int:
-        return self.request("POST", "/v1/publish", {"topic": topic, **self.message(payload, **options)})[1]["devices"]
+    def publish(self, topic: str, payload: bytes | str, **options: Any) -> int:
+        body = {"topic": topic, **self.message(payload, **options)}
+        devices: int = self.request("POST", "/v1/publish", body)[1]["devices"]
+        return devices
 
-    def broadcast(self, payload: bytes | str, durable: bool = False, **options) -> int:
+    def broadcast(self, payload: bytes | str, durable: bool = False, **options: Any) -> int:
         body = {**self.message(payload, **options), "durable": durable}
-        return self.request("POST", "/v1/broadcast", body)[1]["devices"]
+        devices: int = self.request("POST", "/v1/broadcast", body)[1]["devices"]
+        return devices
 
-    def device(self, device_id: str) -> dict:
-        return self.request("GET", "/v1/devices/" + urllib.parse.quote(device_id, safe=""))[1]
+    def device(self, device_id: str) -> dict[str, Any]:
+        info: dict[str, Any] = self.request("GET", "/v1/devices/" + urllib.parse.quote(device_id, safe=""))[1]
+        return info
 
-    def devices(self, list_ids: bool = False, limit: int = 1000) -> dict:
+    def devices(self, list_ids: bool = False, limit: int = 1000) -> dict[str, Any]:
         path = f"/v1/devices?list=1&limit={limit}" if list_ids else "/v1/devices"
-        return self.request("GET", path)[1]
+        info: dict[str, Any] = self.request("GET", path)[1]
+        return info
 
     def metrics(self) -> str:
-        return self.request("GET", "/metrics")[1]
+        text: str = self.request("GET", "/metrics")[1]
+        return text
 
-    def healthz(self) -> dict:
+    def healthz(self) -> dict[str, Any]:
         try:
-            return self.request("GET", "/healthz", auth=False)[1]
+            health: dict[str, Any] = self.request("GET", "/healthz", auth=False)[1]
+            return health
         except AdminError as exc:
             if exc.status == 503:
                 return {"status": "down"}

@@ -18,11 +18,15 @@ from __future__ import annotations
 import os
 import resource
 import time
+from typing import TYPE_CHECKING, Any
 
 from ..errors import Reason, reason_name
 from ..loop.handover import LoopUnavailable, call_on_loop
 from .ack_latency import PushAckTracker, store_tracker, track_store
 from .prometheus import LATENCY_BUCKETS, Histogram, MetricFamily, Registry
+
+if TYPE_CHECKING:
+    from ..gateway.server import Server
 
 __all__ = ["GatewayMetrics", "ERROR_REASONS", "AUTH_REASONS"]
 
@@ -80,7 +84,7 @@ class GatewayMetrics:
     latency histogram (it hooks the server's store, once per store).
     """
 
-    def __init__(self, server, registry: Registry | None = None, *, timeout: float = 5.0) -> None:
+    def __init__(self, server: Server, registry: Registry | None = None, *, timeout: float = 5.0) -> None:
         self.server = server
         self.registry = registry if registry is not None else Registry()
         self.timeout = timeout
@@ -111,11 +115,11 @@ class GatewayMetrics:
 
     # -- reading ----------------------------------------------------------------
 
-    def snapshot(self) -> dict | None:
+    def snapshot(self) -> dict[str, Any] | None:
         """The loop-side numbers, read on the loop thread; None when the loop is not running."""
         server = self.server
 
-        def read():
+        def read() -> dict[str, Any]:
             loop = server.loop
             return {
                 "loop": loop.stats(),
@@ -147,7 +151,7 @@ class GatewayMetrics:
         families.extend(self._process_families())
         return families
 
-    def _loop_families(self, snap: dict) -> list[MetricFamily]:
+    def _loop_families(self, snap: dict[str, Any]) -> list[MetricFamily]:
         stats = snap["loop"]
         out = [
             MetricFamily("pushcore_devices_connected", "gauge",

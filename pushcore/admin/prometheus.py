@@ -33,6 +33,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Self, TypeVar
 
 __all__ = [
     "CONTENT_TYPE",
@@ -60,6 +61,8 @@ LATENCY_BUCKETS = (
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _TYPES = ("counter", "gauge", "histogram", "summary", "untyped")
+
+_M = TypeVar("_M", bound="_Metric")
 
 
 def _check_metric_name(name: str) -> str:
@@ -122,7 +125,7 @@ class MetricFamily:
     name: str
     type: str
     help: str
-    samples: list[tuple[str, dict, float]] = field(default_factory=list)
+    samples: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _check_metric_name(self.name)
@@ -160,9 +163,9 @@ class _Metric:
         self.help = help
         self.label_names = _check_label_names(labels)
         self._lock = threading.Lock()
-        self._children: dict[tuple[str, ...], _Metric] = {}
+        self._children: dict[tuple[str, ...], Self] = {}
 
-    def labels(self, *values: str, **by_name: str):
+    def labels(self, *values: str, **by_name: str) -> Self:
         """The child for these label values (made on first use)."""
         if not self.label_names:
             raise ValueError(f"metric {self.name} has no labels")
@@ -181,7 +184,7 @@ class _Metric:
                 child = self._children[key] = self._new_child()
             return child
 
-    def _new_child(self):
+    def _new_child(self) -> Self:
         raise NotImplementedError
 
     def _check_unlabelled(self) -> None:
@@ -199,7 +202,7 @@ class _Metric:
             self._samples(family, {})
         return family
 
-    def _samples(self, family: MetricFamily, labels: dict) -> None:
+    def _samples(self, family: MetricFamily, labels: dict[str, str]) -> None:
         raise NotImplementedError
 
 
@@ -210,7 +213,7 @@ class Counter(_Metric):
 
     def __init__(self, name: str, help: str, labels: Sequence[str] = ()) -> None:
         super().__init__(name, help, labels)
-        self._value = 0
+        self._value: float = 0
 
     def _new_child(self) -> Counter:
         return Counter(self.name, self.help)
@@ -226,7 +229,7 @@ class Counter(_Metric):
     def value(self) -> float:
         return self._value
 
-    def _samples(self, family: MetricFamily, labels: dict) -> None:
+    def _samples(self, family: MetricFamily, labels: dict[str, str]) -> None:
         family.add(self._value, labels)
 
 
@@ -263,7 +266,7 @@ class Gauge(_Metric):
     def value(self) -> float:
         return self._function() if self._function is not None else self._value
 
-    def _samples(self, family: MetricFamily, labels: dict) -> None:
+    def _samples(self, family: MetricFamily, labels: dict[str, str]) -> None:
         family.add(self.value, labels)
 
 
@@ -320,7 +323,7 @@ class Histogram(_Metric):
     def sum(self) -> float:
         return self._sum
 
-    def _samples(self, family: MetricFamily, labels: dict) -> None:
+    def _samples(self, family: MetricFamily, labels: dict[str, str]) -> None:
         with self._lock:
             counts = list(self._counts)
             total, count = self._sum, self._count
@@ -341,7 +344,7 @@ class Registry:
         self._metrics: dict[str, _Metric] = {}
         self._collectors: list[Callable[[], Iterable[MetricFamily]]] = []
 
-    def _add(self, metric: _Metric) -> _Metric:
+    def _add(self, metric: _M) -> _M:
         with self._lock:
             if metric.name in self._metrics:
                 raise ValueError(f"metric {metric.name!r} is already registered")
@@ -359,7 +362,7 @@ class Registry:
                   buckets: Sequence[float] = DEFAULT_BUCKETS) -> Histogram:
         return self._add(Histogram(name, help, labels, buckets))
 
-    def register(self, metric: _Metric) -> _Metric:
+    def register(self, metric: _M) -> _M:
         """Add an instrument made elsewhere."""
         return self._add(metric)
 

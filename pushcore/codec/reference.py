@@ -19,26 +19,45 @@ decides an error (PROTOCOL.md §1-2).
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from ..errors import ProtocolError, Reason
 from ..wire import (
-    ACK, DEFAULT_MAX_FRAME_SIZE, ERROR, FETCH, GOAWAY, HELLO, NOTIFY, PING, PING_BYTES, PONG,
-    PONG_BYTES, PRIORITY_HIGH, PRIORITY_LOW, PROTOCOL_VERSION, PUSH, REDIRECT, SUBSCRIBE,
-    UNSUBSCRIBE, UPSTREAM, UPSTREAM_ACK, WELCOME,
+    ACK,
+    DEFAULT_MAX_FRAME_SIZE,
+    ERROR,
+    FETCH,
+    GOAWAY,
+    HELLO,
+    NOTIFY,
+    PING,
+    PING_BYTES,
+    PONG,
+    PONG_BYTES,
+    PRIORITY_HIGH,
+    PRIORITY_LOW,
+    PROTOCOL_VERSION,
+    PUSH,
+    REDIRECT,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    UPSTREAM,
+    UPSTREAM_ACK,
+    WELCOME,
 )
+from ..wire import FIELD_VARINT_MAX_BYTES as _FIELD_VARINT_MAX_BYTES
 from ..wire import FLAGS as _DEFINED_FLAGS
 from ..wire import GOAWAY_HAS_SERVERS as _GOAWAY_HAS_SERVERS
+from ..wire import LENGTH_VARINT_MAX_BYTES as _LENGTH_VARINT_MAX_BYTES
+from ..wire import MAX_BODY_LENGTH as _MAX_BODY_LENGTH
+from ..wire import MAX_PORT as _MAX_PORT
+from ..wire import MAX_VERSIONS as _MAX_VERSIONS
 from ..wire import PUSH_HAS_COLLAPSE_KEY as _PUSH_HAS_COLLAPSE_KEY
 from ..wire import PUSH_HAS_EXPIRY as _PUSH_HAS_EXPIRY
 from ..wire import PUSH_HAS_TOPIC as _PUSH_HAS_TOPIC
 from ..wire import PUSH_HIGH_PRIORITY as _PUSH_HIGH_PRIORITY
 from ..wire import UPSTREAM_HAS_TOPIC as _UPSTREAM_HAS_TOPIC
-from ..wire import FIELD_VARINT_MAX_BYTES as _FIELD_VARINT_MAX_BYTES
-from ..wire import LENGTH_VARINT_MAX_BYTES as _LENGTH_VARINT_MAX_BYTES
-from ..wire import MAX_BODY_LENGTH as _MAX_BODY_LENGTH
-from ..wire import MAX_PORT as _MAX_PORT
-from ..wire import MAX_VERSIONS as _MAX_VERSIONS
 
 __all__ = [
     "PROTOCOL_VERSION", "DEFAULT_MAX_FRAME_SIZE", "PRIORITY_LOW", "PRIORITY_HIGH",
@@ -898,7 +917,7 @@ def _parse_prefix(buf: bytes | bytearray, pos: int, end: int, max_frame_size: in
         return cursor + 1, buf[cursor]          # fast path: a 1-byte length within the limit
     length = 0
     shift = 0
-    for index in range(_LENGTH_VARINT_MAX_BYTES):
+    for _index in range(_LENGTH_VARINT_MAX_BYTES):
         if cursor >= end:
             return None
         byte = buf[cursor]

@@ -24,16 +24,17 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from ..codec import frames as _frames
-from .delivery import DEFAULT_INLINE_MAX, DEFAULT_PAGE_MAX, Delivery, MessageIds
+from ..errors import Reason
 from ..loop.dispatch import dispatch_for
 from ..loop.handover import LoopTimeout, LoopUnavailable, call_on_loop
-from ..errors import Reason
 from ..store import PRIORITY_HIGH, PRIORITY_LOW, Store, open_store
 from ..store.base import MAX_SEQ, NewMessage, check_device_id, check_message
 from ..tokens import AuthError, TokenSigner
+from .delivery import DEFAULT_INLINE_MAX, DEFAULT_PAGE_MAX, Delivery, MessageIds
 
 __all__ = ["Server", "DEFAULT_STORE_PATH", "parse_priority"]
 

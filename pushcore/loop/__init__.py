@@ -39,7 +39,7 @@ __all__ = [
 _FROM_EXTENSION = ("Loop", "TimerHandle", "sizeof_conn")
 
 
-def new_loop(**options: Any) -> "Loop":
+def new_loop(**options: Any) -> Loop:
     """A new C-level Loop (``Loop(**options)``), or ``ExtensionMissing`` with the cause."""
     return require("_loop", "a connection loop").Loop(**options)  # type: ignore[no-any-return]
 

@@ -46,10 +46,10 @@ class ClientSide(Protocol):
 # One dispatcher per loop object, forgotten with the loop (the Loop type supports
 # weak references; the dispatcher itself keeps none to the loop, and the loop's
 # handlers keep the dispatcher alive exactly as long as the loop).
-_dispatchers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_dispatchers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def dispatch_for(loop) -> "LoopDispatch":
+def dispatch_for(loop) -> LoopDispatch:
     """The dispatcher of *loop*, installing its handlers the first time."""
     dispatch = _dispatchers.get(loop)
     if dispatch is None:

@@ -9,7 +9,8 @@ scripts).
 from __future__ import annotations
 
 import concurrent.futures
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ..errors import PushcoreError
 

@@ -325,7 +325,7 @@ class Store(abc.ABC):
 
     # -- observers --
 
-    def add_observer(self, observer: "StoreObserver") -> None:
+    def add_observer(self, observer: StoreObserver) -> None:
         """Tell *observer* of every message stored and every ack applied, from now on.
 
         Its ``on_stored(items)`` gets a list of ``(device_id, seq)`` after each
@@ -338,13 +338,13 @@ class Store(abc.ABC):
             if observer not in self._observers:
                 self._observers = self._observers + (observer,)
 
-    def remove_observer(self, observer: "StoreObserver") -> None:
+    def remove_observer(self, observer: StoreObserver) -> None:
         """Stop telling *observer*; unknown observers are ignored."""
         with self._lock:
             self._observers = tuple(o for o in self._observers if o is not observer)
 
     @property
-    def observers(self) -> tuple["StoreObserver", ...]:
+    def observers(self) -> tuple[StoreObserver, ...]:
         return self._observers
 
     def _stored(self, pairs, stored: list[StoredMessage]) -> list[StoredMessage]:

@@ -45,8 +45,8 @@ from contextlib import contextmanager
 from .base import (
     DEFAULT_MAX_MESSAGES,
     Store,
-    StoreError,
     StoredMessage,
+    StoreError,
 )
 
 __all__ = ["SQLiteStore"]
