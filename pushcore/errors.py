@@ -8,6 +8,8 @@ nothing else of pushcore), so the extensions can import them early.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from .wire import Reason, reason_name
 
 __all__ = ["Reason", "reason_name", "PushcoreError", "ProtocolError"]
@@ -25,15 +27,16 @@ class ProtocolError(PushcoreError, ValueError):
     met the bad bytes, so nothing decoded is lost.
     """
 
-    def __init__(self, code: int, message: str, frames: list | None = None) -> None:
+    def __init__(self, code: int, message: str, frames: list[Any] | None = None) -> None:
         try:
             code = Reason(code)
         except ValueError:
             pass
         super().__init__(f"{reason_name(code)}: {message}")
-        self.code = code
+        #: a :class:`Reason`, or the plain int of a code this version does not know
+        self.code: int = code
         self.message = message
         self.frames = frames if frames is not None else []
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[ProtocolError], tuple[int, str, list[Any]]]:
         return (type(self), (int(self.code), self.message, self.frames))

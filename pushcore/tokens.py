@@ -76,7 +76,7 @@ class AuthError(PushcoreError):
     def code(self) -> Reason:
         return self.reason
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[AuthError], tuple[int, str]]:
         return (type(self), (int(self.reason), self.message))
 
 

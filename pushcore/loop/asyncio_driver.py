@@ -3,7 +3,10 @@ without a thread (``Client.run_async``, applications on asyncio)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .._loop import Loop
 
 __all__ = ["AsyncioDriver", "attach_asyncio"]
 
@@ -19,7 +22,7 @@ class AsyncioDriver:
     ``run_once(0)``: it never blocks the asyncio loop.
     """
 
-    def __init__(self, loop: Any, aio_loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: Loop, aio_loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.aio_loop = aio_loop
         self._timer: asyncio.TimerHandle | None = None
@@ -72,7 +75,7 @@ class AsyncioDriver:
             self.loop._set_wakeup(None)
 
 
-def attach_asyncio(loop: Any, aio_loop: asyncio.AbstractEventLoop | None = None) -> AsyncioDriver:
+def attach_asyncio(loop: Loop, aio_loop: asyncio.AbstractEventLoop | None = None) -> AsyncioDriver:
     """Drive *loop* from *aio_loop* (default: the running asyncio loop).
 
     Call :meth:`AsyncioDriver.detach` before closing the Loop. Handlers run in

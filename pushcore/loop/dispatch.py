@@ -19,26 +19,33 @@ in one thread.
 from __future__ import annotations
 
 import weakref
-from typing import Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
+
+if TYPE_CHECKING:
+    from .._frame import Frame
+    from .._loop import Loop
 
 __all__ = ["LoopDispatch", "dispatch_for"]
+
+_X = TypeVar("_X")
 
 
 class ServerSide(Protocol):
     """What a server attached to a loop receives (whole batches)."""
 
-    def _on_frames(self, batch: list) -> None: ...
-    def _on_open(self, batch: list) -> None: ...
-    def _on_close(self, batch: list) -> None: ...
-    def _on_awake(self, batch: list) -> None: ...
-    def _on_pause(self, batch: list) -> None: ...
-    def _on_resume(self, batch: list) -> None: ...
+    def _on_frames(self, batch: list[tuple[int, Frame]]) -> None: ...
+    def _on_open(self, batch: list[tuple[int, int]]) -> None: ...
+    def _on_close(self, batch: list[tuple[int, int]]) -> None: ...
+    def _on_awake(self, batch: list[int]) -> None: ...
+    def _on_pause(self, batch: list[int]) -> None: ...
+    def _on_resume(self, batch: list[int]) -> None: ...
 
 
 class ClientSide(Protocol):
     """What a client receives: one call per event on one of its cids."""
 
-    def _on_frame(self, cid: int, frame) -> None: ...
+    def _on_frame(self, cid: int, frame: Frame) -> None: ...
     def _on_open(self, cid: int) -> None: ...
     def _on_close(self, cid: int, reason: int) -> None: ...
 
@@ -46,10 +53,10 @@ class ClientSide(Protocol):
 # One dispatcher per loop object, forgotten with the loop (the Loop type supports
 # weak references; the dispatcher itself keeps none to the loop, and the loop's
 # handlers keep the dispatcher alive exactly as long as the loop).
-_dispatchers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_dispatchers: weakref.WeakKeyDictionary[Loop, LoopDispatch] = weakref.WeakKeyDictionary()
 
 
-def dispatch_for(loop) -> LoopDispatch:
+def dispatch_for(loop: Loop) -> LoopDispatch:
     """The dispatcher of *loop*, installing its handlers the first time."""
     dispatch = _dispatchers.get(loop)
     if dispatch is None:
@@ -60,7 +67,7 @@ def dispatch_for(loop) -> LoopDispatch:
 class LoopDispatch:
     """Routes one loop's callbacks to its server and its clients (see the module doc)."""
 
-    def __init__(self, loop) -> None:
+    def __init__(self, loop: Loop) -> None:
         self.server: ServerSide | None = None
         self.clients: dict[int, ClientSide] = {}
         loop.set_handlers(
@@ -81,13 +88,13 @@ class LoopDispatch:
 
     # -- events ---------------------------------------------------------------
 
-    def _on_frames(self, batch: list) -> None:
+    def _on_frames(self, batch: list[tuple[int, Frame]]) -> None:
         clients = self.clients
         if not clients:
             if self.server is not None:
                 self.server._on_frames(batch)
             return
-        rest = None
+        rest: list[tuple[int, Frame]] | None = None
         for item in batch:
             client = clients.get(item[0])
             if client is None:
@@ -99,19 +106,25 @@ class LoopDispatch:
         if rest and self.server is not None:
             self.server._on_frames(rest)
 
-    def _split(self, batch: list, key_is_pair: bool):
+    @overload
+    def _split(self, batch: list[tuple[int, _X]], key_is_pair: Literal[True]
+               ) -> tuple[Sequence[tuple[int, _X]], list[tuple[int, _X]]]: ...
+    @overload
+    def _split(self, batch: list[int], key_is_pair: Literal[False]) -> tuple[Sequence[int], list[int]]: ...
+
+    def _split(self, batch: list[Any], key_is_pair: bool) -> tuple[Sequence[Any], list[Any]]:
         """(client items, the rest) of *batch* whose items are cids or (cid, x) pairs."""
         clients = self.clients
         if not clients:
             return (), batch
-        mine = []
-        rest = []
+        mine: list[Any] = []
+        rest: list[Any] = []
         for item in batch:
             cid = item[0] if key_is_pair else item
             (mine if cid in clients else rest).append(item)
         return mine, rest
 
-    def _on_open(self, batch: list) -> None:
+    def _on_open(self, batch: list[tuple[int, int]]) -> None:
         mine, rest = self._split(batch, True)
         for cid, _listener in mine:
             client = self.clients.get(cid)
@@ -120,7 +133,7 @@ class LoopDispatch:
         if rest and self.server is not None:
             self.server._on_open(rest)
 
-    def _on_close(self, batch: list) -> None:
+    def _on_close(self, batch: list[tuple[int, int]]) -> None:
         mine, rest = self._split(batch, True)
         for cid, reason in mine:
             client = self.clients.pop(cid, None)
@@ -129,17 +142,17 @@ class LoopDispatch:
         if rest and self.server is not None:
             self.server._on_close(rest)
 
-    def _on_awake(self, batch: list) -> None:
+    def _on_awake(self, batch: list[int]) -> None:
         mine, rest = self._split(batch, False)
         if rest and self.server is not None:
             self.server._on_awake(rest)
 
-    def _on_pause(self, batch: list) -> None:
+    def _on_pause(self, batch: list[int]) -> None:
         _mine, rest = self._split(batch, False)
         if rest and self.server is not None:
             self.server._on_pause(rest)
 
-    def _on_resume(self, batch: list) -> None:
+    def _on_resume(self, batch: list[int]) -> None:
         _mine, rest = self._split(batch, False)
         if rest and self.server is not None:
             self.server._on_resume(rest)

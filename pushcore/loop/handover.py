@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import PushcoreError
+
+if TYPE_CHECKING:
+    from .._loop import Loop
 
 __all__ = ["LoopUnavailable", "LoopTimeout", "call_on_loop", "run_until"]
 
@@ -28,7 +31,7 @@ class LoopTimeout(LoopUnavailable, TimeoutError):
     unless it had not started)."""
 
 
-def call_on_loop(loop: Any, fn: Callable[..., T], *args: Any, timeout: float | None = 5.0) -> T:
+def call_on_loop(loop: Loop, fn: Callable[..., T], *args: Any, timeout: float | None = 5.0) -> T:
     """Run ``fn(*args)`` on the thread running *loop*; return its result or raise its exception.
 
     For callers on another thread (an HTTP handler, the application): calling
@@ -57,7 +60,7 @@ def call_on_loop(loop: Any, fn: Callable[..., T], *args: Any, timeout: float | N
         raise LoopTimeout(f"the loop did not answer within {timeout} s") from None
 
 
-def run_until(loop: Any, predicate: Callable[[], bool], timeout: float = 5.0,
+def run_until(loop: Loop, predicate: Callable[[], bool], timeout: float = 5.0,
               step: float = 0.05) -> bool:
     """Run turns of *loop* until ``predicate()`` is true or *timeout* seconds pass.
     Returns the predicate's last value (handy in tests and scripts)."""

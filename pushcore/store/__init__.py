@@ -14,6 +14,7 @@ collapse, the per-device cap policy, threads) are documented in
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from .base import (
     DEFAULT_MAX_MESSAGES,
@@ -47,7 +48,7 @@ __all__ = [
 _SQLITE_PREFIX = "sqlite:///"
 
 
-def open_store(target: str | os.PathLike[str], **options) -> Store:
+def open_store(target: str | os.PathLike[str], **options: Any) -> Store:
     """Open the store *target* names (see the module doc); *options* go to its constructor.
 
     E.g. ``open_store("memory:", max_messages=100)`` or

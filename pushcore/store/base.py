@@ -81,7 +81,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, Self, TypeGuard
 
 from ..errors import PushcoreError
 from ..wire import PRIORITY_HIGH, PRIORITY_LOW
@@ -162,7 +162,7 @@ class StoreStats:
 # ---- argument validation, shared by every backend -------------------------------------------
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -347,7 +347,7 @@ class Store(abc.ABC):
     def observers(self) -> tuple[StoreObserver, ...]:
         return self._observers
 
-    def _stored(self, pairs, stored: list[StoredMessage]) -> list[StoredMessage]:
+    def _stored(self, pairs: list[tuple[str, MessageFields]], stored: list[StoredMessage]) -> list[StoredMessage]:
         # Called with the lock held after every append primitive.
         if self._observers:
             items = [(device_id, message.seq) for (device_id, _fields), message in zip(pairs, stored)]
@@ -608,10 +608,10 @@ class Store(abc.ABC):
                 self._closed = True
                 self._close()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     # -- what a backend implements (called with the lock held, arguments validated) --

@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_right
 
-from .base import DEFAULT_MAX_MESSAGES, MAX_SEQ, Store, StoredMessage, StoreError
+from .base import DEFAULT_MAX_MESSAGES, MAX_SEQ, MessageFields, Store, StoredMessage, StoreError
 
 __all__ = ["MemoryStore"]
 
@@ -66,7 +66,7 @@ class MemoryStore(Store):
 
     # -- messages --
 
-    def _append(self, pairs, now: float) -> list[StoredMessage]:
+    def _append(self, pairs: list[tuple[str, MessageFields]], now: float) -> list[StoredMessage]:
         devices = self._devices
         boxes = []
         planned: dict[str, int] = {}  # seqs each device will take, checked before any change
@@ -144,7 +144,7 @@ class MemoryStore(Store):
         self._expiry_heap = heap
         self._heap_limit = max(_MIN_HEAP_LIMIT, 2 * len(heap))
 
-    def _range(self, device_id, after_seq, limit, now) -> list[StoredMessage]:
+    def _range(self, device_id: str, after_seq: int, limit: int, now: float) -> list[StoredMessage]:
         box = self._devices.get(device_id)
         if box is None:
             return []
@@ -160,7 +160,7 @@ class MemoryStore(Store):
                 break
         return out
 
-    def _ack(self, device_id, seq) -> int:
+    def _ack(self, device_id: str, seq: int) -> int:
         box = self._devices.get(device_id)
         if box is None:
             return 0
@@ -170,11 +170,11 @@ class MemoryStore(Store):
         del box.seqs[:cut]
         return cut
 
-    def _last_seq(self, device_id) -> int:
+    def _last_seq(self, device_id: str) -> int:
         box = self._devices.get(device_id)
         return 0 if box is None else box.last_seq
 
-    def _advance_seq(self, device_id, seq) -> int:
+    def _advance_seq(self, device_id: str, seq: int) -> int:
         box = self._devices.get(device_id)
         if box is None:
             if seq == 0:
@@ -184,7 +184,7 @@ class MemoryStore(Store):
             box.last_seq = seq
         return box.last_seq
 
-    def _backlog(self, device_id, after_seq, now) -> int:
+    def _backlog(self, device_id: str, after_seq: int, now: float) -> int:
         box = self._devices.get(device_id)
         if box is None:
             return 0
@@ -195,7 +195,7 @@ class MemoryStore(Store):
             if not messages[seqs[i]].expired(now)
         )
 
-    def _purge_expired(self, now) -> int:
+    def _purge_expired(self, now: float) -> int:
         heap = self._expiry_heap
         touched: dict[int, _Device] = {}
         removed = 0
@@ -211,7 +211,7 @@ class MemoryStore(Store):
             box.seqs = [s for s in box.seqs if s in box.messages]
         return removed
 
-    def _devices_with_backlog(self, now) -> list[str]:
+    def _devices_with_backlog(self, now: float) -> list[str]:
         return sorted(
             device_id
             for device_id, box in self._devices.items()
@@ -228,7 +228,7 @@ class MemoryStore(Store):
 
     # -- subscriptions --
 
-    def _subscribe(self, device_id, topics) -> int:
+    def _subscribe(self, device_id: str, topics: list[str]) -> int:
         mine = self._device_topics.setdefault(device_id, set())
         added = 0
         for topic in topics:
@@ -238,7 +238,7 @@ class MemoryStore(Store):
                 added += 1
         return added
 
-    def _unsubscribe(self, device_id, topics) -> int:
+    def _unsubscribe(self, device_id: str, topics: list[str]) -> int:
         mine = self._device_topics.get(device_id)
         if not mine:
             return 0
@@ -255,10 +255,10 @@ class MemoryStore(Store):
             del self._device_topics[device_id]
         return removed
 
-    def _subscribers(self, topic) -> set[str]:
+    def _subscribers(self, topic: str) -> set[str]:
         return set(self._topic_members.get(topic, ()))
 
-    def _topics(self, device_id) -> set[str]:
+    def _topics(self, device_id: str) -> set[str]:
         return set(self._device_topics.get(device_id, ()))
 
     def _close(self) -> None:

@@ -40,10 +40,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from .base import (
     DEFAULT_MAX_MESSAGES,
+    MessageFields,
     Store,
     StoredMessage,
     StoreError,
@@ -137,7 +140,7 @@ def _signed(message_id: int) -> int:
     return message_id - _U64 if message_id > _I64_MAX else message_id
 
 
-def _message(row) -> StoredMessage:
+def _message(row: tuple[Any, ...]) -> StoredMessage:
     seq, message_id, payload, priority, expiry, collapse_key, topic, created = row
     if message_id < 0:
         message_id += _U64
@@ -233,7 +236,7 @@ class SQLiteStore(Store):
         )
 
     @contextmanager
-    def _write(self):
+    def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: commit on success, roll back on any error."""
         db = self._db
         try:
@@ -254,10 +257,10 @@ class SQLiteStore(Store):
 
     # -- messages --
 
-    def _append(self, pairs, now: float) -> list[StoredMessage]:
+    def _append(self, pairs: list[tuple[str, MessageFields]], now: float) -> list[StoredMessage]:
         cap = self._max_messages
         collapsed = dropped = expired = 0
-        out = []
+        out: list[StoredMessage] = []
         with self._write() as db:
             execute = db.execute
             for device_id, fields in pairs:
@@ -312,7 +315,7 @@ class SQLiteStore(Store):
         self._expired += expired
         return out
 
-    def _make_room(self, db, device_id: str, stored: int, now: float) -> tuple[int, int]:
+    def _make_room(self, db: sqlite3.Connection, device_id: str, stored: int, now: float) -> tuple[int, int]:
         """Apply the cap policy to a device holding *stored* (> cap) messages.
 
         Deletes its expired messages first, then its oldest; returns
@@ -325,18 +328,18 @@ class SQLiteStore(Store):
         cut = db.execute(_NTH_OLDEST_SEQ, (device_id, excess - 1)).fetchone()[0]
         return expired, db.execute(_DELETE_UP_TO, (device_id, cut)).rowcount
 
-    def _range(self, device_id, after_seq, limit, now) -> list[StoredMessage]:
+    def _range(self, device_id: str, after_seq: int, limit: int, now: float) -> list[StoredMessage]:
         rows = self._db.execute(_RANGE, (device_id, after_seq, now, limit)).fetchall()
         return [_message(row) for row in rows]
 
-    def _ack(self, device_id, seq) -> int:
+    def _ack(self, device_id: str, seq: int) -> int:
         with self._write() as db:
             removed = db.execute(_DELETE_UP_TO, (device_id, seq)).rowcount
             if removed:
                 db.execute(_SUBTRACT_STORED, (removed, device_id))
             return removed
 
-    def _ack_many(self, acks) -> int:
+    def _ack_many(self, acks: list[tuple[str, int]]) -> int:
         total = 0
         with self._write() as db:
             for device_id, seq in acks:
@@ -346,20 +349,25 @@ class SQLiteStore(Store):
                     total += removed
         return total
 
-    def _last_seq(self, device_id) -> int:
+    def _last_seq(self, device_id: str) -> int:
         row = self._db.execute(_LAST_SEQ, (device_id,)).fetchone()
-        return 0 if row is None else row[0]
+        if row is None:
+            return 0
+        seq: int = row[0]
+        return seq
 
-    def _advance_seq(self, device_id, seq) -> int:
+    def _advance_seq(self, device_id: str, seq: int) -> int:
         if seq == 0:
             return self._last_seq(device_id)
         with self._write() as db:
-            return db.execute(_ADVANCE_SEQ, (device_id, seq)).fetchone()[0]
+            advanced: int = db.execute(_ADVANCE_SEQ, (device_id, seq)).fetchone()[0]
+            return advanced
 
-    def _backlog(self, device_id, after_seq, now) -> int:
-        return self._db.execute(_BACKLOG, (device_id, after_seq, now)).fetchone()[0]
+    def _backlog(self, device_id: str, after_seq: int, now: float) -> int:
+        count: int = self._db.execute(_BACKLOG, (device_id, after_seq, now)).fetchone()[0]
+        return count
 
-    def _purge_expired(self, now) -> int:
+    def _purge_expired(self, now: float) -> int:
         with self._write() as db:
             per_device = db.execute(_EXPIRED_PER_DEVICE, (now,)).fetchall()
             if not per_device:
@@ -367,27 +375,29 @@ class SQLiteStore(Store):
             db.executemany(_SUBTRACT_STORED, per_device)
             return db.execute(_PURGE, (now,)).rowcount
 
-    def _devices_with_backlog(self, now) -> list[str]:
+    def _devices_with_backlog(self, now: float) -> list[str]:
         return [row[0] for row in self._db.execute(_DEVICES_WITH_BACKLOG, (now,))]
 
     def _sizes(self) -> tuple[int, int]:
+        messages: int
+        devices: int
         messages, devices = self._db.execute(_SIZES).fetchone()
         return messages, devices
 
     # -- subscriptions --
 
-    def _subscribe(self, device_id, topics) -> int:
+    def _subscribe(self, device_id: str, topics: list[str]) -> int:
         with self._write() as db:
             return db.executemany(_SUBSCRIBE, [(t, device_id) for t in topics]).rowcount
 
-    def _unsubscribe(self, device_id, topics) -> int:
+    def _unsubscribe(self, device_id: str, topics: list[str]) -> int:
         with self._write() as db:
             return db.executemany(_UNSUBSCRIBE, [(t, device_id) for t in topics]).rowcount
 
-    def _subscribers(self, topic) -> set[str]:
+    def _subscribers(self, topic: str) -> set[str]:
         return {row[0] for row in self._db.execute(_SUBSCRIBERS, (topic,))}
 
-    def _topics(self, device_id) -> set[str]:
+    def _topics(self, device_id: str) -> set[str]:
         return {row[0] for row in self._db.execute(_TOPICS, (device_id,))}
 
     def _close(self) -> None:
