@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeAlias, TypeVar
 
 from ..errors import ProtocolError, Reason
 from ..wire import (
@@ -90,6 +90,10 @@ _MIN_VERSIONS = 1
 
 _U32LE = struct.Struct("<I")
 _U64LE = struct.Struct("<Q")
+
+_T = TypeVar("_T")
+#: A server in REDIRECT / GOAWAY: ``(host, port, load)``.
+_Server: TypeAlias = tuple[str, int, int]
 
 def _header_error(header: int) -> tuple[Reason, str] | None:
     """Why a header byte is refused (PROTOCOL.md §1), or None when it is valid."""
@@ -187,7 +191,7 @@ def _text_field(value: Any, name: str) -> bytes:
     return _length_prefixed(_utf8(value, name))
 
 
-def _server_list(servers: tuple, name: str) -> bytes:
+def _server_list(servers: tuple[_Server, ...], name: str) -> bytes:
     """A ``list<server>``: count, then (text host, uvarint port, uvarint load) each."""
     parts = [_uvarint_bytes(len(servers))]
     for i, server in enumerate(servers):
@@ -201,7 +205,7 @@ def _server_list(servers: tuple, name: str) -> bytes:
     return b"".join(parts)
 
 
-def _topic_list(topics: tuple, name: str) -> bytes:
+def _topic_list(topics: tuple[str, ...], name: str) -> bytes:
     """A non-empty ``list<text>`` of topics (SUBSCRIBE / UNSUBSCRIBE)."""
     if not topics:
         raise ValueError(f"{name} must hold at least one topic")
@@ -221,7 +225,7 @@ def _frame_bytes(frame_type: int, flags: int, body: bytes) -> bytes:
     return b"".join((_HEADER_BYTES[(frame_type << 4) | flags], _uvarint_bytes(len(body)), body))
 
 
-def _as_tuple(values: Iterable, name: str) -> tuple:
+def _as_tuple(values: Iterable[_T], name: str) -> tuple[_T, ...]:
     """Constructor helper: store a sequence field as a tuple (CODEC.md)."""
     if isinstance(values, tuple):
         return values
@@ -230,12 +234,12 @@ def _as_tuple(values: Iterable, name: str) -> tuple:
     return tuple(values)
 
 
-def _as_servers(servers: Iterable) -> tuple:
+def _as_servers(servers: Iterable[_Server]) -> tuple[_Server, ...]:
     """Constructor helper: a tuple of ``(host, port, load)`` tuples."""
-    servers = _as_tuple(servers, "servers")
-    if all(type(s) is tuple for s in servers):
-        return servers
-    return tuple(s if isinstance(s, tuple) else tuple(s) for s in servers)
+    items: tuple[Any, ...] = _as_tuple(servers, "servers")
+    if all(type(s) is tuple for s in items):
+        return items
+    return tuple(s if isinstance(s, tuple) else tuple(s) for s in items)
 
 
 # --------------------------------------------------------------------------
@@ -249,7 +253,7 @@ class _Frame:
     TYPE = 0
     _FIELD_NAMES: tuple[str, ...] = ()
 
-    def fields(self) -> tuple:  # pragma: no cover - every subclass overrides
+    def fields(self) -> tuple[Any, ...]:  # pragma: no cover - every subclass overrides
         raise NotImplementedError
 
     def encode(self) -> bytes:  # pragma: no cover - every subclass overrides
@@ -264,7 +268,8 @@ class _Frame:
             return NotImplemented
         if other_type != self.TYPE or not callable(other_fields):
             return False
-        return self.fields() == other_fields()
+        equal: bool = self.fields() == other_fields()
+        return equal
 
     __hash__ = None  # type: ignore[assignment]  # frames are mutable, not hashable
 
@@ -288,7 +293,7 @@ class Hello(_Frame):
         self.last_seq = last_seq
         self.heartbeat = heartbeat
 
-    def fields(self) -> tuple:
+    def fields(self) -> tuple[tuple[int, ...], str, bytes, int, int]:
         return (self.versions, self.device_id, self.token, self.last_seq, self.heartbeat)
 
     def encode(self) -> bytes:
@@ -322,7 +327,7 @@ class Welcome(_Frame):
         self.heartbeat_max = heartbeat_max
         self.server_time = server_time
 
-    def fields(self) -> tuple:
+    def fields(self) -> tuple[int, int, int, int]:
         return (self.version, self.heartbeat_min, self.heartbeat_max, self.server_time)
 
     def encode(self) -> bytes:
@@ -341,7 +346,7 @@ class Ping(_Frame):
     __slots__ = ()
     TYPE = PING
 
-    def fields(self) -> tuple:
+    def fields(self) -> tuple[()]:
         return ()
 
     def encode(self) -> bytes:
@@ -354,7 +359,7 @@ class Pong(_Frame):
     __slots__ = ()
     TYPE = PONG
 
-    def fields(self) -> tuple:
+    def fields(self) -> tuple[()]:
         return ()
 
     def encode(self) -> bytes:
@@ -379,7 +384,7 @@ class Push(_Frame):
         self.collapse_key = collapse_key
         self.topic = topic
 
-    def fields(self) -> tuple:
+    def fields(self) -> tuple[int, int, bytes, int, int, str, str]:
         return (self.seq, self.message_id, self.payload, self.priority, self.expiry,
                 self.collapse_key, self.topic)
 
@@ -398,7 +403,7 @@ class Notify(_Frame):
     def __init__(self, latest_seq: int = 0) -> None:
         self.latest_seq = latest_seq
 
-    def fields(self) -> tuple:
+    def fields(self) -> tuple[int]:
         return (self.latest_seq,)
 
     def encode(self) -> bytes:
@@ -416,7 +421,7 @@ class Fetch(_Frame):
         self.after_seq = after_seq
         self.max_count = max_count
 
-    def fields(self) -> tuple:
+    def fields(self) -> tuple[int, int]:
         return (self.after_seq, self.max_count)
 
     def encode(self) -> bytes:
@@ -434,7 +439,7 @@ class Ack(_Frame):
     def __init__(self, seq: int = 0) -> None:
         self.seq = seq
 
-    def fields(self) -> tuple:
+    def fields(self) -> tuple[int]:
         return (self.seq,)
 
     def encode(self) -> bytes:
@@ -451,7 +456,7 @@ class Subscribe(_Frame):
     def __init__(self, topics: Iterable[str] = ()) -> None:
         self.topics = _as_tuple(topics, "topics")
 
-    def fields(self) -> tuple:
+    def fields(self) -> tuple[tuple[str, ...]]:
         return (self.topics,)
 
     def encode(self) -> bytes:
@@ -468,7 +473,7 @@ class Unsubscribe(_Frame):
     def __init__(self, topics: Iterable[str] = ()) -> None:
         self.topics = _as_tuple(topics, "topics")
 
-    def fields(self) -> tuple:
+    def fields(self) -> tuple[tuple[str, ...]]:
         return (self.topics,)
 
     def encode(self) -> bytes:
@@ -487,7 +492,7 @@ class Upstream(_Frame):
         self.payload = payload
         self.topic = topic
 
-    def fields(self) -> tuple:
+    def fields(self) -> tuple[int, bytes, str]:
         return (self.upstream_id, self.payload, self.topic)
 
     def encode(self) -> bytes:
@@ -511,7 +516,7 @@ class UpstreamAck(_Frame):
     def __init__(self, upstream_id: int = 0) -> None:
         self.upstream_id = upstream_id
 
-    def fields(self) -> tuple:
+    def fields(self) -> tuple[int]:
         return (self.upstream_id,)
 
     def encode(self) -> bytes:
@@ -528,7 +533,7 @@ class Redirect(_Frame):
     def __init__(self, servers: Iterable[tuple[str, int, int]] = ()) -> None:
         self.servers = _as_servers(servers)
 
-    def fields(self) -> tuple:
+    def fields(self) -> tuple[tuple[_Server, ...]]:
         return (self.servers,)
 
     def encode(self) -> bytes:
@@ -548,7 +553,7 @@ class Goaway(_Frame):
         self.message = message
         self.servers = _as_servers(servers)
 
-    def fields(self) -> tuple:
+    def fields(self) -> tuple[int, str, tuple[_Server, ...]]:
         return (self.reason, self.message, self.servers)
 
     def encode(self) -> bytes:
@@ -571,7 +576,7 @@ class ErrorFrame(_Frame):
         self.code = code
         self.message = message
 
-    def fields(self) -> tuple:
+    def fields(self) -> tuple[int, str]:
         return (self.code, self.message)
 
     def encode(self) -> bytes:
@@ -597,7 +602,8 @@ def encode(frame: Any) -> bytes:
     """
     if isinstance(frame, _Frame):
         return frame.encode()
-    cls = _CLASSES.get(getattr(frame, "TYPE", None)) if hasattr(frame, "fields") else None
+    kind: Any = getattr(frame, "TYPE", None)
+    cls = _CLASSES.get(kind) if hasattr(frame, "fields") else None
     if cls is None:
         raise TypeError(f"encode() needs a frame, not {type(frame).__name__}")
     return cls(*frame.fields()).encode()
@@ -621,14 +627,14 @@ def encode_push(seq: int, message_id: int, payload: bytes, priority: int = PRIOR
     if _check_uint(expiry, _U32_LIMIT, "Push.expiry"):
         flags |= _PUSH_HAS_EXPIRY
         parts.append(_U32LE.pack(expiry))
-    collapse_key = _utf8(collapse_key, "Push.collapse_key")
-    if collapse_key:
+    collapse_key_utf8 = _utf8(collapse_key, "Push.collapse_key")
+    if collapse_key_utf8:
         flags |= _PUSH_HAS_COLLAPSE_KEY
-        parts.append(_length_prefixed(collapse_key))
-    topic = _utf8(topic, "Push.topic")
-    if topic:
+        parts.append(_length_prefixed(collapse_key_utf8))
+    topic_utf8 = _utf8(topic, "Push.topic")
+    if topic_utf8:
         flags |= _PUSH_HAS_TOPIC
-        parts.append(_length_prefixed(topic))
+        parts.append(_length_prefixed(topic_utf8))
     parts.append(_raw_bytes(payload, "Push.payload"))
     return _frame_bytes(PUSH, flags, b"".join(parts))
 
@@ -724,10 +730,10 @@ def _read_count(buf: bytes, pos: int, end: int, what: str) -> tuple[int, int]:
     return count, pos
 
 
-def _read_servers(buf: bytes, pos: int, end: int, what: str) -> tuple[tuple, int]:
+def _read_servers(buf: bytes, pos: int, end: int, what: str) -> tuple[tuple[_Server, ...], int]:
     """A ``list<server>``: each server is (text host, uvarint port ≤ 65535, uvarint load)."""
     count, pos = _read_count(buf, pos, end, what)
-    servers = []
+    servers: list[_Server] = []
     for i in range(count):
         item = f"{what}[{i}]"
         host, pos = _read_text(buf, pos, end, item + ".host")
@@ -739,12 +745,12 @@ def _read_servers(buf: bytes, pos: int, end: int, what: str) -> tuple[tuple, int
     return tuple(servers), pos
 
 
-def _read_topics(buf: bytes, pos: int, end: int, what: str) -> tuple[tuple, int]:
+def _read_topics(buf: bytes, pos: int, end: int, what: str) -> tuple[tuple[str, ...], int]:
     """A non-empty ``list<text>`` of topics."""
     count, pos = _read_count(buf, pos, end, what)
     if count == 0:
         raise ProtocolError(Reason.INVALID_VALUE, f"{what} is empty; at least one topic is required")
-    topics = []
+    topics: list[str] = []
     for i in range(count):
         topic, pos = _read_text(buf, pos, end, f"{what}[{i}]")
         topics.append(topic)
@@ -772,7 +778,7 @@ def _decode_hello(flags: int, buf: bytes, pos: int, end: int) -> Hello:
             Reason.INVALID_VALUE,
             f"HELLO.versions has {count} entries; it must have {_MIN_VERSIONS} to {_MAX_VERSIONS}",
         )
-    versions = []
+    versions: list[int] = []
     for i in range(count):
         version, pos = _read_uvarint(buf, pos, end, f"HELLO.versions[{i}]")
         versions.append(version)
@@ -873,7 +879,7 @@ def _decode_redirect(flags: int, buf: bytes, pos: int, end: int) -> Redirect:
 def _decode_goaway(flags: int, buf: bytes, pos: int, end: int) -> Goaway:
     reason, pos = _read_uvarint(buf, pos, end, "GOAWAY.reason")
     message, pos = _read_text(buf, pos, end, "GOAWAY.message")
-    servers: tuple = ()
+    servers: tuple[_Server, ...] = ()
     if flags & _GOAWAY_HAS_SERVERS:
         servers, pos = _read_servers(buf, pos, end, "GOAWAY.servers")
     _expect_end(pos, end, "GOAWAY")
@@ -887,9 +893,14 @@ def _decode_error(flags: int, buf: bytes, pos: int, end: int) -> ErrorFrame:
     return ErrorFrame(code, message)
 
 
+def _decode_type0(flags: int, buf: bytes, pos: int, end: int) -> _Frame:
+    # Never called: the header check refuses type 0 before any body is decoded.
+    raise ProtocolError(Reason.UNKNOWN_TYPE, "frame type 0 is not a frame type")
+
+
 # Indexed by frame type; index 0 is never used (type 0 fails the header check).
-_BODY_DECODERS: list[Callable[[int, bytes, int, int], _Frame] | None] = [
-    None, _decode_hello, _decode_welcome, _decode_ping, _decode_pong, _decode_push,
+_BODY_DECODERS: list[Callable[[int, bytes, int, int], _Frame]] = [
+    _decode_type0, _decode_hello, _decode_welcome, _decode_ping, _decode_pong, _decode_push,
     _decode_notify, _decode_fetch, _decode_ack, _decode_subscribe, _decode_unsubscribe,
     _decode_upstream, _decode_upstream_ack, _decode_redirect, _decode_goaway, _decode_error,
 ]
@@ -998,14 +1009,14 @@ class Decoder:
         self._frame_size = 0
         # (code, message) of the error that failed this decoder, if any; not
         # the exception itself, whose traceback would keep buffers alive.
-        self._failure: tuple[Reason, str] | None = None
+        self._failure: tuple[int, str] | None = None
 
     @property
     def pending(self) -> int:
         """Bytes buffered towards the next frame."""
         return len(self._partial)
 
-    def feed(self, data: Any) -> list:
+    def feed(self, data: Any) -> list[_Frame]:
         """Return every frame the bytes-like *data* completes, in order.
 
         On bad bytes raise ``ProtocolError`` whose ``frames`` holds the frames
@@ -1015,7 +1026,7 @@ class Decoder:
             code, message = self._failure
             raise ProtocolError(code, f"the decoder already failed ({message}); open a new connection")
         buf = data if type(data) is bytes else memoryview(data).tobytes()
-        frames: list = []
+        frames: list[_Frame] = []
         try:
             pos = self._finish_partial(buf, frames) if self._partial else 0
             self._decode_whole_frames(buf, pos, frames)
@@ -1027,7 +1038,7 @@ class Decoder:
             raise
         return frames
 
-    def _finish_partial(self, buf: bytes, frames: list) -> int:
+    def _finish_partial(self, buf: bytes, frames: list[_Frame]) -> int:
         """Complete the buffered frame with bytes from *buf*; return where *buf*'s unused bytes start."""
         partial = self._partial
         pos = 0
@@ -1057,7 +1068,7 @@ class Decoder:
             frames.append(_BODY_DECODERS[header >> 4](header & 0x0F, frame_bytes, body_start, len(frame_bytes)))
         return pos
 
-    def _decode_whole_frames(self, buf: bytes, pos: int, frames: list) -> None:
+    def _decode_whole_frames(self, buf: bytes, pos: int, frames: list[_Frame]) -> None:
         """Decode the frames in ``buf[pos:]``; buffer a trailing partial frame."""
         end = len(buf)
         max_frame_size = self.max_frame_size
