@@ -50,7 +50,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVarTuple, cast
 
 from ..codec import frames as _frames
 from ..errors import ProtocolError, PushcoreError, Reason
@@ -59,12 +59,20 @@ from ..tokens import AuthError
 from .heartbeat import HeartbeatPolicy
 from .inbox import Inbox
 from .serverlist import (
+    Address,
+    ServerEntry,
     ServerListError,
     fetch_servers,
     is_ip_literal,
     parse_servers,
     resolve_servers,
 )
+
+if TYPE_CHECKING:
+    from .._frame import ErrorFrame, Frame, Goaway, Notify, Push, Redirect, UpstreamAck, Welcome
+    from .._loop import Loop, TimerHandle
+    from ..loop.asyncio_driver import AsyncioDriver
+    from ..loop.dispatch import LoopDispatch
 
 __all__ = ["Client", "ClientState", "ConnectError", "NotConnected", "backoff_delay"]
 
@@ -80,6 +88,8 @@ _ERROR = _frames.ERROR
 
 # Refusals that reconnecting cannot fix: the client stops and says why.
 _FATAL = frozenset({Reason.AUTH_FAILED, Reason.TOKEN_EXPIRED, Reason.UNSUPPORTED_VERSION})
+
+_Ts = TypeVarTuple("_Ts")
 
 
 class ClientState(enum.StrEnum):
@@ -158,8 +168,8 @@ class Client:
         ``message_id``, ``payload``, ``priority``, ``expiry``,
         ``collapse_key``, ``topic``). Ephemeral broadcasts have ``seq == 0``.
     on_state(state, reason)
-        a :class:`ClientState` change; *reason* is a :class:`pushcore.Reason`
-        or None.
+        a :class:`ClientState` change; *reason* is a :class:`pushcore.Reason`,
+        the plain int of a close code this version does not know, or None.
     reconnect_on_replaced
         reconnect after GOAWAY REPLACED (default False: another instance of
         this device took over, and fighting it would never end).
@@ -169,11 +179,11 @@ class Client:
         self,
         device_id: str,
         token: bytes | str | Callable[[], bytes],
-        servers: Iterable = (),
+        servers: Iterable[ServerEntry] = (),
         *,
         servers_url: str | None = None,
-        fallback: Iterable = (),
-        loop=None,
+        fallback: Iterable[ServerEntry] = (),
+        loop: Loop | None = None,
         last_seq: int = 0,
         topics: Iterable[str] = (),
         heartbeat: HeartbeatPolicy | None = None,
@@ -185,8 +195,8 @@ class Client:
         ack_every: int = 32,
         ack_delay: float = 0.05,
         page_size: int = 256,
-        on_message: Callable[[Any], Any] | None = None,
-        on_state: Callable[[ClientState, Reason | None], Any] | None = None,
+        on_message: Callable[[Push], Any] | None = None,
+        on_state: Callable[[ClientState, Reason | int | None], Any] | None = None,
         versions: Iterable[int] = (1,),
         url_timeout: float = 5.0,
         reconnect_on_replaced: bool = False,
@@ -223,30 +233,30 @@ class Client:
 
         self._loop = loop
         self._owns_loop = loop is None
-        self._dispatch = None
+        self._dispatch: LoopDispatch | None = None
         self._loop_thread: int | None = None  # thread running the loop, when known
         self._thread: threading.Thread | None = None
         self._running = False  # run() is driving the client's own loop
-        self._aio_driver = None  # the asyncio driver, inside "async with"
+        self._aio_driver: AsyncioDriver | None = None  # the asyncio driver, inside "async with"
 
         self.state = ClientState.IDLE
         self.error: BaseException | None = None  # why the client FAILED
         self.server: tuple[str, int] | None = None  # the server it is connected to
         self._cid: int | None = None
-        self._probes: dict[int, tuple[str, int]] = {}
-        self._candidates: list[tuple[str, int]] = []
+        self._probes: dict[int, Address] = {}
+        self._candidates: list[Address] = []
         self._refusals: list[tuple[int, str]] = []
-        self._redirect: list[tuple[str, int]] | None = None
+        self._redirect: list[Address] | None = None
         self._cycle = 0  # bumped per connection cycle, so stale worker results are ignored
         self._attempt = 0
-        self._probe_timer = None
-        self._retry_timer = None
-        self._ack_timer = None
-        self._hb_timer = None
+        self._probe_timer: TimerHandle | None = None
+        self._retry_timer: TimerHandle | None = None
+        self._ack_timer: TimerHandle | None = None
+        self._hb_timer: TimerHandle | None = None
         self._pongs_seen = 0
         self._upstream_id = 0
-        self._upstreams: dict[int, concurrent.futures.Future] = {}
-        self._waiters: list[concurrent.futures.Future] = []
+        self._upstreams: dict[int, concurrent.futures.Future[int]] = {}
+        self._waiters: list[concurrent.futures.Future[Client]] = []
         self._stopping = False
         self._replaced = False
         self.stats = {"connects": 0, "messages": 0, "heartbeat_failures": 0}
@@ -264,31 +274,38 @@ class Client:
         return self.state is ClientState.CONNECTED
 
     @property
-    def loop(self):
+    def loop(self) -> Loop:
         """The ``pushcore._loop.Loop`` the client runs on."""
         return self._ensure_loop()
 
-    def conn_info(self) -> dict | None:
+    def conn_info(self) -> dict[str, Any] | None:
         """The loop's ``conn_info`` of the live connection (bytes, PONGs, peer, ...), or None.
 
         Call it on the loop's thread (from a callback, or while no thread runs the loop).
         """
         if self._cid is None:
             return None
-        return self._loop.conn_info(self._cid)
+        return self._live_loop.conn_info(self._cid)
 
     @property
     def topics(self) -> list[str]:
         return list(self._topics)
 
-    def _ensure_loop(self):
+    def _ensure_loop(self) -> Loop:
         if self._loop is None:
             from ..loop import new_loop
 
             self._loop = new_loop()
         return self._loop
 
-    def _set_state(self, state: ClientState, reason=None) -> None:
+    @property
+    def _live_loop(self) -> Loop:
+        """The loop, for the code that runs between connect() (which makes it) and _cleanup()."""
+        loop = self._loop
+        assert loop is not None, "the client's loop is gone"
+        return loop
+
+    def _set_state(self, state: ClientState, reason: int | None = None) -> None:
         if state is self.state and reason is None:
             return
         self.state = state
@@ -322,7 +339,7 @@ class Client:
         self._running = True
         try:
             self.connect()
-            self._loop.run()
+            self._live_loop.run()
         finally:
             self._running = False
             self._loop_thread = None
@@ -343,7 +360,7 @@ class Client:
         waiter = self._new_waiter()
         started = threading.Event()
 
-        def body():
+        def body() -> None:
             self._loop_thread = threading.get_ident()
             started.set()
             try:
@@ -387,10 +404,10 @@ class Client:
 
     def kill(self) -> None:
         """Drop the connection abruptly (RST, no ACK flush) and stop: a crash, for tests."""
-        def now():
+        def now() -> None:
             self._stopping = True
             if self._cid is not None:
-                self._loop.abort(self._cid, Reason.PEER_RESET)
+                self._live_loop.abort(self._cid, Reason.PEER_RESET)
             self._stop_now(flush=False)
 
         if self._loop is None:
@@ -407,19 +424,19 @@ class Client:
             return
         self._stopping = True
         self._cancel_timers()
-        loop = self._loop
         if self._cid is not None:
             if flush:
                 self._flush_ack()
-            loop.close_conn(self._cid, Reason.NORMAL)
+            self._live_loop.close_conn(self._cid, Reason.NORMAL)
         for cid in list(self._probes):
-            loop.close_conn(cid, Reason.NORMAL)
+            self._live_loop.close_conn(cid, Reason.NORMAL)
         self._probes.clear()
         self._fail_upstreams("client stopped")
         self._fail_waiters(ConnectError("the client was stopped before it connected"))
         self._set_state(ClientState.STOPPED)
         if self._running:
             # let the close flush on the next turn, then stop the loop
+            loop = self._live_loop
             loop.call_later(0.05, loop.stop)
 
     def _cleanup(self) -> None:
@@ -436,16 +453,16 @@ class Client:
     def _on_loop_thread(self) -> bool:
         return self._loop_thread is None or self._loop_thread == threading.get_ident()
 
-    def _soon(self, fn: Callable, *args) -> None:
+    def _soon(self, fn: Callable[[*_Ts], object], *args: *_Ts) -> None:
         if self._on_loop_thread():
             fn(*args)
         else:
-            self._loop.call_soon_threadsafe(fn, *args)
+            self._live_loop.call_soon_threadsafe(fn, *args)
 
     # -- waiting for a connection ---------------------------------------------
 
-    def _new_waiter(self) -> concurrent.futures.Future:
-        waiter: concurrent.futures.Future = concurrent.futures.Future()
+    def _new_waiter(self) -> concurrent.futures.Future[Client]:
+        waiter: concurrent.futures.Future[Client] = concurrent.futures.Future()
         if self.state is ClientState.CONNECTED:
             waiter.set_result(self)
         elif self.error is not None:
@@ -486,7 +503,7 @@ class Client:
             raise
         return self
 
-    async def __aexit__(self, *exc_info) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         self._stop_now()
         # let the driver run the turns that flush the ACK and the close
         deadline = time.monotonic() + 2.0
@@ -523,9 +540,9 @@ class Client:
             target=self._gather, args=(cycle, url, given), name="pushcore-serverlist", daemon=True
         ).start()
 
-    def _gather(self, cycle: int, url: str | None, given: list) -> None:
+    def _gather(self, cycle: int, url: str | None, given: list[Address]) -> None:
         """Worker thread: fetch the list, resolve names, fall back; hand the result to the loop."""
-        candidates: list = []
+        candidates: list[Address] = []
         if url is not None:
             try:
                 candidates = resolve_servers(fetch_servers(url, self._url_timeout))
@@ -543,22 +560,22 @@ class Client:
             except ServerListError as exc:
                 log.warning("pushcore client %s: fallback: %s", self.device_id, exc)
         try:
-            self._loop.call_soon_threadsafe(self._probe, cycle, candidates)
+            self._live_loop.call_soon_threadsafe(self._probe, cycle, candidates)
         except Exception:
             pass  # the loop closed meanwhile
 
-    def _probe(self, cycle: int, candidates: list) -> None:
+    def _probe(self, cycle: int, candidates: list[Address]) -> None:
         if cycle != self._cycle or self._stopping:
             return
         self._candidates = list(candidates)
         if not self._candidates:
             self._cycle_failed()
             return
-        self._probe_timer = self._loop.call_later(self._probe_timeout, self._probe_timed_out, cycle)
+        self._probe_timer = self._live_loop.call_later(self._probe_timeout, self._probe_timed_out, cycle)
         self._probe_more()
 
     def _probe_more(self) -> None:
-        loop = self._loop
+        loop = self._live_loop
         while len(self._probes) < self._probe_count and self._candidates:
             host, port = self._candidates.pop(0)
             try:
@@ -567,7 +584,9 @@ class Client:
                 log.info("pushcore client %s: connect %s:%d failed: %s", self.device_id, host, port, exc)
                 continue
             self._probes[cid] = (host, port)
-            self._dispatch.clients[cid] = self
+            dispatch = self._dispatch
+            assert dispatch is not None  # connect() made it before the first probe
+            dispatch.clients[cid] = self
         if not self._probes and self._cid is None:
             self._cycle_failed()
 
@@ -576,7 +595,7 @@ class Client:
         if cycle != self._cycle or self._cid is not None or self._stopping:
             return
         for cid in list(self._probes):
-            self._loop.close_conn(cid, Reason.NORMAL)
+            self._live_loop.close_conn(cid, Reason.NORMAL)
         self._probes.clear()
         self._candidates = []
         self._cycle_failed()
@@ -593,7 +612,7 @@ class Client:
             return
         self._schedule_retry()
 
-    def _fail(self, exc: BaseException, reason) -> None:
+    def _fail(self, exc: BaseException, reason: int | None) -> None:
         self.error = exc
         self._stopping = True
         self._cancel_timers()
@@ -601,7 +620,8 @@ class Client:
         self._fail_waiters(exc)
         self._fail_upstreams(str(exc))
         if self._running:
-            self._loop.call_later(0.05, self._loop.stop)
+            loop = self._live_loop
+            loop.call_later(0.05, loop.stop)
 
     def _schedule_retry(self, delay: float | None = None) -> None:
         if self._stopping:
@@ -610,7 +630,7 @@ class Client:
             delay = backoff_delay(self._attempt, *self._backoff)
             self._attempt += 1
         self._set_state(ClientState.BACKOFF)
-        self._retry_timer = self._loop.call_later(delay, self._retry)
+        self._retry_timer = self._live_loop.call_later(delay, self._retry)
 
     def _retry(self) -> None:
         self._retry_timer = None
@@ -635,7 +655,7 @@ class Client:
                 self.inbox.last_seq,
                 int(self.heartbeat.interval),
             )
-            self._loop.send(cid, hello.encode())
+            self._live_loop.send(cid, hello.encode())
 
     def _on_close(self, cid: int, reason: int) -> None:
         reason = _reason(reason)
@@ -661,7 +681,8 @@ class Client:
             self._set_state(ClientState.REPLACED, Reason.REPLACED)
             self._fail_waiters(ConnectError("another connection of this device took over"))
             if self._running:
-                self._loop.call_later(0.05, self._loop.stop)
+                loop = self._live_loop
+                loop.call_later(0.05, loop.stop)
             return
         self._set_state(ClientState.DISCONNECTED, reason)
         if self._redirect:
@@ -669,22 +690,26 @@ class Client:
         else:
             self._schedule_retry()
 
-    def _on_frame(self, cid: int, frame) -> None:
+    # A frame's TYPE says which class it is: each branch casts it to that class.
+    def _on_frame(self, cid: int, frame: Frame) -> None:
         if cid == self._cid:
-            self._handle(frame)
+            self._handle(cid, frame)
             return
         if cid not in self._probes:
             return
         kind = frame.TYPE
         if kind == _WELCOME:
-            self._welcomed(cid, frame)
+            self._welcomed(cid, cast("Welcome", frame))
         elif kind == _ERROR:
-            self._refusals.append((frame.code, frame.message))
-        elif kind == _GOAWAY and frame.servers:
-            self._redirect = parse_servers(frame.servers)
+            error = cast("ErrorFrame", frame)
+            self._refusals.append((error.code, error.message))
+        elif kind == _GOAWAY:
+            servers = cast("Goaway", frame).servers
+            if servers:
+                self._redirect = parse_servers(servers)
 
-    def _welcomed(self, cid: int, welcome) -> None:
-        loop = self._loop
+    def _welcomed(self, cid: int, welcome: Welcome) -> None:
+        loop = self._live_loop
         if welcome.version not in self._versions:
             self._refusals.append((Reason.UNSUPPORTED_VERSION, f"server chose version {welcome.version}"))
             loop.close_conn(cid, Reason.UNSUPPORTED_VERSION)
@@ -715,48 +740,53 @@ class Client:
             if not waiter.done():
                 waiter.set_result(self)
 
-    def _handle(self, frame) -> None:
+    def _handle(self, cid: int, frame: Frame) -> None:
+        """A frame on the live connection *cid* (``self._cid``)."""
         kind = frame.TYPE
         if kind == _PUSH:
+            push = cast("Push", frame)
             inbox = self.inbox
-            if inbox.accept(frame.seq, frame.expiry, time.time()):
+            if inbox.accept(push.seq, push.expiry, time.time()):
                 self.stats["messages"] += 1
                 if self.on_message is not None:
                     try:
-                        self.on_message(frame)
+                        self.on_message(push)
                     except Exception:
                         log.exception("pushcore client %s: on_message failed", self.device_id)
             if inbox.ack_due():
                 self._flush_ack()
             elif inbox.unacked and self._ack_timer is None:
-                self._ack_timer = self._loop.call_later(self._ack_delay, self._ack_timer_fired)
+                self._ack_timer = self._live_loop.call_later(self._ack_delay, self._ack_timer_fired)
         elif kind == _NOTIFY:
-            fetch = self.inbox.on_notify(frame.latest_seq)
+            fetch = self.inbox.on_notify(cast("Notify", frame).latest_seq)
             if fetch is not None:
                 self._flush_ack()
-                self._loop.send(self._cid, _frames.Fetch(*fetch).encode())
+                self._live_loop.send(cid, _frames.Fetch(*fetch).encode())
         elif kind == _UPSTREAM_ACK:
-            future = self._upstreams.pop(frame.upstream_id, None)
+            upstream_id = cast("UpstreamAck", frame).upstream_id
+            future = self._upstreams.pop(upstream_id, None)
             if future is not None and not future.done():
-                future.set_result(frame.upstream_id)
+                future.set_result(upstream_id)
         elif kind == _REDIRECT:
-            servers = parse_servers(frame.servers)
+            servers = parse_servers(cast("Redirect", frame).servers)
             if servers:
                 self._redirect = servers
                 self._flush_ack()
-                self._loop.close_conn(self._cid, Reason.NORMAL)
+                self._live_loop.close_conn(cid, Reason.NORMAL)
         elif kind == _GOAWAY:
-            if frame.reason == Reason.REPLACED:
+            goaway = cast("Goaway", frame)
+            if goaway.reason == Reason.REPLACED:
                 self._replaced = True
-            if frame.servers:
-                self._redirect = parse_servers(frame.servers)
+            if goaway.servers:
+                self._redirect = parse_servers(goaway.servers)
             self._flush_ack()
-            self._loop.close_conn(self._cid, int(frame.reason))
+            self._live_loop.close_conn(cid, int(goaway.reason))
         elif kind == _ERROR:
-            self._refusals.append((frame.code, frame.message))
+            error = cast("ErrorFrame", frame)
+            self._refusals.append((error.code, error.message))
             log.warning(
                 "pushcore client %s: server error %s: %s",
-                self.device_id, _reason(frame.code), frame.message,
+                self.device_id, _reason(error.code), error.message,
             )
 
     # -- ACK, heartbeat -------------------------------------------------------
@@ -773,14 +803,14 @@ class Client:
             return
         seq = self.inbox.take_ack()
         if seq is not None:
-            self._loop.send(self._cid, _frames.Ack(seq).encode())
+            self._live_loop.send(self._cid, _frames.Ack(seq).encode())
 
     def _apply_heartbeat(self) -> None:
         """Put the policy's interval on the connection and check its PONGs once per interval."""
         if self._cid is None:
             return
         interval = self.heartbeat.interval
-        loop = self._loop
+        loop = self._live_loop
         loop.set_ping_interval(self._cid, interval)
         loop.set_idle_timeout(self._cid, interval + self._pong_timeout)
         self._pongs_seen = self._pongs(self._cid)
@@ -790,7 +820,7 @@ class Client:
 
     def _pongs(self, cid: int) -> int:
         try:
-            return int(self._loop.conn_info(cid).get("pongs", 0))
+            return int(self._live_loop.conn_info(cid).get("pongs", 0))
         except Exception:
             return 0
 
@@ -804,11 +834,11 @@ class Client:
             self._apply_heartbeat()
             return
         self._pongs_seen = pongs
-        self._hb_timer = self._loop.call_later(self.heartbeat.interval, self._heartbeat_check)
+        self._hb_timer = self._live_loop.call_later(self.heartbeat.interval, self._heartbeat_check)
 
     def set_network(self, name: str) -> None:
         """The device moved to network *name*: resume the heartbeat learnt there. Thread-safe."""
-        def run():
+        def run() -> None:
             self.heartbeat.set_network(name)
             self._apply_heartbeat()
 
@@ -828,11 +858,11 @@ class Client:
         topics = tuple(t for t in topics)
         if not topics:
             return
-        def run():
+        def run() -> None:
             new = [t for t in topics if t not in self._topics]
             self._topics.update(dict.fromkeys(new))
             if new and self._cid is not None:
-                self._loop.send(self._cid, _frames.Subscribe(tuple(new)).encode())
+                self._live_loop.send(self._cid, _frames.Subscribe(tuple(new)).encode())
 
         self._soon(run)
 
@@ -841,15 +871,15 @@ class Client:
         topics = tuple(t for t in topics)
         if not topics:
             return
-        def run():
+        def run() -> None:
             for t in topics:
                 self._topics.pop(t, None)
             if self._cid is not None:
-                self._loop.send(self._cid, _frames.Unsubscribe(topics).encode())
+                self._live_loop.send(self._cid, _frames.Unsubscribe(topics).encode())
 
         self._soon(run)
 
-    def upstream(self, payload: bytes, topic: str = "") -> concurrent.futures.Future:
+    def upstream(self, payload: bytes, topic: str = "") -> concurrent.futures.Future[int]:
         """Send an UPSTREAM message; the future resolves with its id on UPSTREAM_ACK. Thread-safe.
 
         It fails with :class:`NotConnected` when the client is not connected
@@ -857,17 +887,17 @@ class Client:
         have reached the server's hook: resend if it must arrive). In asyncio
         code: ``await asyncio.wrap_future(client.upstream(b"..."))``.
         """
-        future: concurrent.futures.Future = concurrent.futures.Future()
+        future: concurrent.futures.Future[int] = concurrent.futures.Future()
         payload = bytes(payload)
 
-        def run():
+        def run() -> None:
             if self._cid is None:
                 future.set_exception(NotConnected("the client is not connected"))
                 return
             self._upstream_id += 1
             upstream_id = self._upstream_id
             self._upstreams[upstream_id] = future
-            self._loop.send(self._cid, _frames.Upstream(upstream_id, payload, topic).encode())
+            self._live_loop.send(self._cid, _frames.Upstream(upstream_id, payload, topic).encode())
 
         self._soon(run)
         return future
@@ -882,7 +912,7 @@ class Client:
         return f"<pushcore.Client {self.device_id!r} {self.state.value} last_seq={self.last_seq}>"
 
 
-def _reason(code: int):
+def _reason(code: int) -> Reason | int:
     try:
         return Reason(code)
     except ValueError:

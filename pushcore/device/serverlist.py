@@ -28,6 +28,7 @@ import json
 import socket
 import urllib.request
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "ServerListError",
@@ -39,13 +40,15 @@ __all__ = [
 ]
 
 Address = tuple[str, int]
+# What parse_server accepts: "host:port", a {"host", "port", "load"} object, (host, port[, load]).
+ServerEntry = str | dict[str, Any] | Iterable[Any]
 
 
 class ServerListError(Exception):
     """A server list could not be parsed, fetched or resolved."""
 
 
-def parse_server(entry) -> tuple[str, int, int]:
+def parse_server(entry: ServerEntry) -> tuple[str, int, int]:
     """``(host, port, load)`` from a ``"host:port"`` string or a 2/3-tuple or a JSON object."""
     if isinstance(entry, str):
         host, sep, port = entry.strip().rpartition(":")
@@ -72,7 +75,7 @@ def parse_server(entry) -> tuple[str, int, int]:
         raise ServerListError(f"server {entry!r} has a non-integer port or load") from None
 
 
-def _checked(host: str, port: int, load: int, entry) -> tuple[str, int, int]:
+def _checked(host: str, port: int, load: int, entry: object) -> tuple[str, int, int]:
     if not host:
         raise ServerListError(f"server {entry!r} has an empty host")
     if not 0 < port <= 65535:
@@ -80,7 +83,7 @@ def _checked(host: str, port: int, load: int, entry) -> tuple[str, int, int]:
     return host, port, load
 
 
-def parse_servers(entries: Iterable, *, sort_by_load: bool = True) -> list[Address]:
+def parse_servers(entries: Iterable[ServerEntry] | bytes, *, sort_by_load: bool = True) -> list[Address]:
     """``[(host, port), ...]`` from *entries*, sorted by load (stable), duplicates dropped."""
     if isinstance(entries, (str, bytes)):
         entries = [e for e in str(entries).replace(",", " ").split() if e]
@@ -140,7 +143,7 @@ def resolve_servers(servers: Iterable[Address]) -> list[Address]:
             continue
         infos.sort(key=lambda info: info[0] != socket.AF_INET)
         for info in infos[:1]:
-            out.append((info[4][0], port))
+            out.append((str(info[4][0]), port))  # AF_INET/AF_INET6: the host is a str
     out = list(dict.fromkeys(out))
     if not out:
         raise ServerListError("no server name resolved: " + "; ".join(errors or ["empty list"]))
