@@ -1,0 +1,254 @@
+# Declarations of the connection loop (ext/_loop.pyx): the C externs it uses,
+# its constants and C structs, and the fields of the Loop class. The code is
+# split by concern into ext/loop/*.pxi, included by _loop.pyx; each private
+# function there takes the Loop as its first argument (a direct C call).
+# Nothing here is meant to be cimported by other modules.
+cimport cython
+from cpython.ref cimport PyObject
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+
+from pushcore._pool cimport pc_chunk, pc_pool
+
+
+cdef extern from "Python.h":
+    PyObject* PyObject_CallOneArg(object callable, object arg)
+    PyObject* PyObject_CallNoArgs(object callable)
+    PyObject* PyObject_CallObject(object callable, object args)
+    int PyErr_CheckSignals_ "PyErr_CheckSignals" ()
+    void PyErr_WriteUnraisable(PyObject* obj)
+    int PyErr_ExceptionMatches(PyObject* exc)
+    PyObject* PyExc_Exception
+
+
+cdef extern from "<sys/epoll.h>" nogil:
+    ctypedef union epoll_data_t:
+        void* ptr
+        int fd
+        uint32_t u32
+        uint64_t u64
+
+    struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event* event)
+    int epoll_wait(int epfd, epoll_event* events, int maxevents, int timeout)
+    enum:
+        EPOLLIN
+        EPOLLOUT
+        EPOLLRDHUP
+        EPOLLERR
+        EPOLLHUP
+        EPOLLET
+        EPOLL_CTL_ADD
+        EPOLL_CTL_MOD
+        EPOLL_CTL_DEL
+        EPOLL_CLOEXEC
+
+
+cdef extern from "<sys/eventfd.h>" nogil:
+    int eventfd(unsigned int initval, int flags)
+    enum:
+        EFD_NONBLOCK
+        EFD_CLOEXEC
+
+
+cdef extern from "<sys/uio.h>" nogil:
+    struct iovec:
+        void* iov_base
+        size_t iov_len
+
+
+cdef extern from "<sys/socket.h>" nogil:
+    int shutdown(int fd, int how)
+    enum:
+        SHUT_WR
+
+
+cdef extern from "pc_net.h" nogil:
+    ctypedef struct pc_addr:
+        pass
+    int pc_addr_parse(const char* host, int port, pc_addr* a)
+    int pc_addr_format(const pc_addr* a, char* host, size_t hostlen, int* port)
+    int pc_sock_addr(int fd, int peer, pc_addr* a)
+    void pc_set_linger0(int fd)
+    int pc_so_error(int fd)
+    int pc_listen(const pc_addr* a, int backlog, int reuse_port)
+    int pc_accept(int lfd)
+    int pc_connect(const pc_addr* a, const pc_addr* src, int* failed)
+    ssize_t pc_writev(int fd, iovec* iov, int iovcnt)
+
+
+# ----------------------------------------------------------------------------
+# constants
+
+cdef enum:
+    TICK_MS = 10              # timing-wheel resolution
+    WHEEL_SLOTS = 4096        # 41 s per revolution; longer deadlines wait rounds
+    WHEEL_MASK = WHEEL_SLOTS - 1
+    IOV_BATCH = 1024          # Linux IOV_MAX
+    LISTENER_RETRY_MS = 100   # back-off after accept() ran out of fds/memory
+    POOL_DECAY_MS = 1000      # give back pool slabs unused for this long
+    MAX_TIMEOUT_MS = 1000000000   # ~11.6 days: keeps wrap-safe 32-bit ms arithmetic valid
+
+# what an epoll event's data.u64 names (kind << 32 | index)
+cdef enum:
+    K_CONN = 0
+    K_LISTENER = 1
+    K_WAKE = 2
+
+# connection states (mutually exclusive)
+cdef enum:
+    S_FREE = 0        # slot unused (generation kept)
+    S_CONNECTING = 1  # outbound connect in progress
+    S_OPEN = 2        # established: frames are read
+    S_CLOSING = 3     # graceful close: input discarded, output being flushed
+    S_LINGER = 4      # FIN sent, on_close reported; input discarded until EOF or linger
+    S_DEAD = 5        # fd closed and slot freed at the end of the turn
+
+# connection flags
+cdef enum:
+    F_UNAUTH = 1 << 0     # auth gate on: only one HELLO allowed until authenticate()
+    F_HELLO = 1 << 1      # the gate saw its HELLO
+    F_DIRTY = 1 << 2      # on the dirty list (output to flush this turn)
+    F_READY = 1 << 3      # on the ready list (read budget hit; more input waits)
+    F_WANT_OUT = 1 << 4   # the kernel buffer is full; waiting for EPOLLOUT
+    F_PAUSED = 1 << 5     # above the high watermark (on_pause reported)
+    F_WATCH = 1 << 6      # watch_activity(): report the next frame to on_awake
+    F_EOF = 1 << 7        # the peer sent FIN
+    F_TIMER = 1 << 8      # linked in the timing wheel
+    F_DEADLINE = 1 << 9   # `deadline` is set (auth / connect / close / linger)
+    F_NOTIFIED = 1 << 10  # on_close queued
+    F_RST = 1 << 11       # close with RST (SO_LINGER 0)
+    F_REASON = 1 << 12    # `reason` decided (the first close reason wins)
+
+
+# ----------------------------------------------------------------------------
+# C structs
+
+ctypedef struct Conn:
+    # one per table slot; slot index == fd. Kept small: an idle connection
+    # costs exactly this (plus the kernel's socket), no buffers.
+    uint32_t gen          # bumped on each reuse of the slot (cid high half)
+    uint32_t flags        # F_*
+    uint8_t state         # S_*
+    uint8_t reason        # close reason (Reason code)
+    uint16_t err          # errno of a failed connect / read / write
+    int32_t listener      # listener id, -1 for outbound
+    int32_t t_next        # timing-wheel links (fds), valid with F_TIMER
+    int32_t t_prev
+    uint32_t t_when       # wheel tick (low 32 bits) the timer fires at
+    uint32_t deadline     # ms (low 32 bits of monotonic ms), with F_DEADLINE
+    uint32_t last_rx      # ms of the last bytes received
+    uint32_t last_tx      # ms of the last bytes written (or PING queued)
+    uint32_t idle_ms      # close IDLE_TIMEOUT after this long without input (0 = off)
+    uint32_t ping_ms      # send PING after this long quiet both ways (0 = off)
+    uint32_t last_pong    # ms of the last PONG received
+    uint32_t pongs        # PONGs received
+    uint32_t wq_bytes     # bytes queued for output
+    uint32_t frames_in
+    uint32_t frames_out
+    pc_chunk* rbuf        # the trailing partial frame (NULL when none)
+    pc_chunk* wq_head     # output queue (NULL when drained)
+    pc_chunk* wq_tail
+    int64_t tag           # free for the user (the server keeps a session index)
+    uint64_t bytes_in
+    uint64_t bytes_out
+
+
+ctypedef struct Listener:
+    int fd                # -1 once closed
+    uint32_t auth_ms      # auth gate + timeout for accepted conns (0 = no gate)
+    uint32_t idle_ms      # idle timeout for accepted conns (0 = none)
+    int paused            # accept() hit EMFILE & co: disarmed until paused_until
+    uint64_t paused_until
+
+
+ctypedef struct IntVec:
+    int32_t* v
+    uint32_t n
+    uint32_t cap
+
+
+ctypedef struct Counters:
+    uint64_t open               # connections not yet reported closed
+    uint64_t connecting
+    uint64_t accepted
+    uint64_t connected
+    uint64_t closed_total
+    uint64_t bytes_in
+    uint64_t bytes_out
+    uint64_t frames_in
+    uint64_t frames_out
+    uint64_t pings_answered
+    uint64_t pongs_received
+    uint64_t pings_sent
+    uint64_t send_queue_bytes   # sum of every conn's queued output
+    uint64_t recv_partial_bytes # sum of every conn's buffered partial frame
+    uint64_t callback_errors
+    uint64_t turns
+    uint64_t stale_ops          # operations on a cid that is gone or closing
+    uint64_t accept_errors
+    uint64_t accept_paused
+    uint64_t reads
+    uint64_t writes
+    uint64_t write_would_block
+    uint64_t pauses
+    uint64_t resumes
+    uint64_t closed_by_reason[256]
+    uint64_t errors_by_code[256]
+
+
+# ----------------------------------------------------------------------------
+# the loop
+
+@cython.final
+cdef class Loop:
+    cdef int epfd
+    cdef int evfd
+    cdef Conn* conns
+    cdef int32_t nconns
+    cdef pc_pool pool              # page-sized chunks
+    cdef pc_pool spool             # small chunks: the first of a queue, small partial frames
+    cdef unsigned char* scratch
+    cdef uint32_t scratch_size
+    cdef uint32_t read_budget
+    cdef epoll_event* events
+    cdef int max_events
+    cdef iovec* iov
+    cdef IntVec dirty
+    cdef IntVec ready
+    cdef IntVec ready_swap
+    cdef IntVec dead
+    cdef IntVec dead_swap
+    cdef IntVec tmp
+    cdef int32_t* wheel
+    cdef uint64_t cur_tick
+    cdef uint64_t wheel_count
+    cdef uint64_t now_ms
+    cdef double now_s
+    cdef uint64_t last_decay
+    cdef Listener* listeners
+    cdef int nlisteners
+    cdef int paused_listeners
+    cdef Counters st
+    cdef readonly uint64_t max_frame_size
+    cdef uint64_t high_water
+    cdef uint64_t low_water
+    cdef uint64_t write_cap
+    cdef uint32_t close_timeout_ms
+    cdef uint32_t linger_ms
+    cdef object on_frames, on_open, on_close, on_pause, on_resume, on_awake
+    cdef list b_frames, b_open, b_close, b_pause, b_resume, b_awake
+    cdef object callbacks          # deque of TimerHandle ready to run
+    cdef object threadsafe         # deque filled by call_soon_threadsafe
+    cdef list timers               # heap of (when, seq, TimerHandle)
+    cdef uint64_t timer_seq
+    cdef object wakeup
+    cdef bint poked
+    cdef bint in_turn
+    cdef bint stopping
+    cdef readonly bint running
+    cdef readonly bint closed
+    cdef object __weakref__

@@ -1,0 +1,190 @@
+# Sockets: address resolution, listeners (accept, back-off when out of
+# fds), outbound connect completion. (Included by ext/_loop.pyx.)
+
+
+cdef int _resolve(Loop self, host, int port, pc_addr* a) except -1:
+    cdef bytes h
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a str, not {type(host).__name__}")
+    h = host.encode("ascii", "replace")
+    if pc_addr_parse(h, port, a) == 0:
+        return 0
+    if not 0 <= port <= PC_MAX_PORT:
+        raise ValueError(f"port must be in 0..65535, got {port}")
+    # a name: resolved here, blocking (pass IP literals to avoid it)
+    infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+    h = infos[0][4][0].encode("ascii")
+    if pc_addr_parse(h, port, a) != 0:
+        raise ValueError(f"cannot use address {infos[0][4][0]!r}")
+    return 0
+
+
+cdef Listener* _listener(Loop self, int lid) except NULL:
+    _check_open(self)
+    if not 0 <= lid < self.nlisteners or self.listeners[lid].fd < 0:
+        raise ValueError(f"no open listener {lid}")
+    return &self.listeners[lid]
+
+
+cdef int _connect_done(Loop self, int32_t fd) except -1:
+    cdef Conn* c = &self.conns[fd]
+    cdef int e = pc_so_error(fd)
+    if e < 0:
+        e = -e
+    if e != 0:
+        c.err = <uint16_t>e
+        return _kill(self, fd, PC_R_CONNECT_FAILED, False)
+    c.state = S_OPEN
+    c.flags &= ~F_DEADLINE
+    c.last_rx = c.last_tx = <uint32_t>self.now_ms
+    self.st.connecting -= 1
+    self.st.connected += 1
+    self.b_open.append((_cid(self, fd), -1))
+    if c.wq_head != NULL:
+        _mark_dirty(self, fd)
+    _timer_arm(self, fd)
+    return 0
+
+
+cdef int _accept(Loop self, int lid) except -1:
+    cdef Listener* L = &self.listeners[lid]
+    cdef int fd, e
+    cdef Conn* c
+    cdef epoll_event ev
+    while L.fd >= 0:
+        fd = pc_accept(L.fd)
+        if fd < 0:
+            e = -fd
+            if e == EAGAIN:
+                return 0
+            if e == EINTR or e == ECONNABORTED:
+                continue
+            self.st.accept_errors += 1
+            if e == EMFILE or e == ENFILE or e == ENOBUFS or e == ENOMEM:
+                # out of fds: stop polling this listener for a while instead
+                # of spinning on a backlog we cannot take from
+                ev.events = 0
+                ev.data.u64 = (<uint64_t>K_LISTENER << 32) | <uint32_t>lid
+                epoll_ctl(self.epfd, EPOLL_CTL_MOD, L.fd, &ev)
+                L.paused = 1
+                L.paused_until = self.now_ms + LISTENER_RETRY_MS
+                self.paused_listeners += 1
+                self.st.accept_paused += 1
+            return 0
+        try:
+            _init_conn(self, fd, S_OPEN, lid)
+        except MemoryError:
+            c_close(fd)
+            raise
+        L = &self.listeners[lid]
+        e = _register(self, fd)
+        if e:
+            c_close(fd)
+            self.conns[fd].state = S_FREE
+            self.st.accept_errors += 1
+            continue
+        c = &self.conns[fd]
+        c.idle_ms = L.idle_ms
+        if L.auth_ms:
+            c.flags |= F_UNAUTH | F_DEADLINE
+            c.deadline = <uint32_t>(self.now_ms + L.auth_ms)
+        self.st.accepted += 1
+        self.st.open += 1
+        self.b_open.append((_cid(self, fd), lid))
+        _timer_arm(self, fd)
+    return 0
+
+
+cdef int _resume_listeners(Loop self) except -1:
+    cdef epoll_event ev
+    cdef int i
+    for i in range(self.nlisteners):
+        if self.listeners[i].paused and self.listeners[i].paused_until <= self.now_ms:
+            self.listeners[i].paused = 0
+            self.paused_listeners -= 1
+            if self.listeners[i].fd >= 0:
+                ev.events = EPOLLIN
+                ev.data.u64 = (<uint64_t>K_LISTENER << 32) | <uint32_t>i
+                epoll_ctl(self.epfd, EPOLL_CTL_MOD, self.listeners[i].fd, &ev)
+    return 0
+
+
+cdef int _listen(Loop self, host, int port, int backlog, bint reuse_port,
+                 auth_timeout, idle_timeout) except -1:
+    cdef pc_addr a
+    cdef int fd, lid
+    cdef epoll_event ev
+    cdef Listener* L
+    _check_open(self)
+    cdef uint32_t auth_ms = timeout_ms(auth_timeout, "auth_timeout")
+    cdef uint32_t idle_ms = timeout_ms(idle_timeout, "idle_timeout")
+    if auth_timeout is not None and auth_ms == 0:
+        raise ValueError("auth_timeout must be > 0 (None = no auth gate)")
+    _resolve(self, host, port, &a)
+    fd = pc_listen(&a, backlog, 1 if reuse_port else 0)
+    if fd < 0:
+        raise _oserror(-fd, f"listen on {host}:{port}")
+    L = <Listener*>realloc(self.listeners, (self.nlisteners + 1) * sizeof(Listener))
+    if L == NULL:
+        c_close(fd)
+        raise MemoryError()
+    self.listeners = L
+    lid = self.nlisteners
+    self.nlisteners += 1
+    L = &self.listeners[lid]
+    memset(L, 0, sizeof(Listener))
+    L.fd = fd
+    L.auth_ms = auth_ms
+    L.idle_ms = idle_ms
+    # level-triggered: a backlog left behind (fd limit) is seen again
+    ev.events = EPOLLIN
+    ev.data.u64 = (<uint64_t>K_LISTENER << 32) | <uint32_t>lid
+    if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev) < 0:
+        err = errno
+        c_close(fd)
+        L.fd = -1
+        raise _oserror(err, "epoll_ctl")
+    return lid
+
+
+cdef object _connect(Loop self, host, int port, source, timeout):
+    cdef pc_addr a, src
+    cdef pc_addr* srcp = NULL
+    cdef int fd, failed = 0, e
+    cdef Conn* c
+    _check_open(self)
+    cdef uint32_t tmo = timeout_ms(timeout, "timeout")
+    _resolve(self, host, port, &a)
+    if source is not None:
+        if isinstance(source, tuple):
+            _resolve(self, source[0], source[1], &src)
+        else:
+            _resolve(self, source, 0, &src)
+        srcp = &src
+    fd = pc_connect(&a, srcp, &failed)
+    if fd < 0:
+        raise _oserror(-fd, f"connect to {host}:{port}")
+    _update_time(self)
+    try:
+        _init_conn(self, fd, S_CONNECTING, -1)
+    except MemoryError:
+        c_close(fd)
+        raise
+    e = _register(self, fd)
+    if e:
+        c_close(fd)
+        self.conns[fd].state = S_FREE
+        raise _oserror(e, "epoll_ctl")
+    self.st.open += 1
+    self.st.connecting += 1
+    cid = _cid(self, fd)
+    c = &self.conns[fd]
+    if failed:
+        c.err = <uint16_t>failed
+        _kill(self, fd, PC_R_CONNECT_FAILED, False)
+    elif tmo:
+        c.deadline = <uint32_t>(self.now_ms + tmo)
+        c.flags |= F_DEADLINE
+        _timer_arm(self, fd)
+    _poke(self)
+    return cid

@@ -1,0 +1,153 @@
+# The write path: bytes copied into the connection's pooled output chunks
+# (coalesced into the tail chunk), flushed once per turn with one writev per
+# connection; watermarks (on_pause / on_resume) and the hard cap.
+# (Included by ext/_loop.pyx.)
+
+
+# the heartbeat frames the loop writes itself: a header byte and a zero length
+cdef unsigned char PONG_BYTES[2]
+PONG_BYTES[:] = [PC_PONG_HEADER, 0]
+cdef unsigned char PING_BYTES[2]
+PING_BYTES[:] = [PC_PING_HEADER, 0]
+
+
+cdef inline int _mark_dirty(Loop self, int32_t fd) except -1:
+    cdef Conn* c = &self.conns[fd]
+    if not (c.flags & F_DIRTY):
+        c.flags |= F_DIRTY
+        vec_push(&self.dirty, fd)
+    return 0
+
+
+cdef int _queue(Loop self, int32_t fd, const unsigned char* p, Py_ssize_t n,
+                 uint32_t frames) except -1:
+    """Append bytes to the connection's output. 1 = queued, 0 = the conn was
+    closed instead (over the hard cap, or out of memory)."""
+    cdef Conn* c = &self.conns[fd]
+    cdef pc_chunk* t = c.wq_tail
+    cdef pc_chunk* ch
+    cdef Py_ssize_t m, total = n
+    if <uint64_t>c.wq_bytes + <uint64_t>n > self.write_cap:
+        _kill(self, fd, PC_R_SLOW_CONSUMER, True)
+        return 0
+    # coalesce into the tail chunk first
+    if t != NULL and t.end < t.cap and n > 0:
+        m = min(<Py_ssize_t>(t.cap - t.end), n)
+        memcpy(&t.data[t.end], p, m)
+        t.end += <uint32_t>m
+        p += m
+        n -= m
+    while n > 0:
+        # an empty queue getting a small write takes a small chunk: a
+        # broadcast of one small frame to N connections then costs N x 256
+        # bytes while queued, not N pages
+        if t == NULL and n <= <Py_ssize_t>self.spool.chunk_size:
+            ch = pc_chunk_get(&self.spool)
+        else:
+            ch = pc_chunk_get(&self.pool)
+        if ch == NULL:
+            _kill(self, fd, PC_R_INTERNAL_ERROR, True)
+            return 0
+        m = min(<Py_ssize_t>ch.cap, n)
+        memcpy(&ch.data[0], p, m)
+        ch.end = <uint32_t>m
+        if t != NULL:
+            t.next = ch
+        else:
+            c.wq_head = ch
+        c.wq_tail = t = ch
+        p += m
+        n -= m
+    c.wq_bytes += <uint32_t>total
+    c.frames_out += frames
+    self.st.send_queue_bytes += <uint64_t>total
+    self.st.frames_out += frames
+    _mark_dirty(self, fd)
+    if c.wq_bytes > self.high_water and not (c.flags & F_PAUSED):
+        c.flags |= F_PAUSED
+        self.st.pauses += 1
+        self.b_pause.append(_cid(self, fd))
+    return 1
+
+
+cdef void _consume_out(Loop self, int32_t fd, Py_ssize_t n) noexcept:
+    cdef Conn* c = &self.conns[fd]
+    cdef pc_chunk* ch
+    cdef uint32_t avail
+    c.wq_bytes -= <uint32_t>n
+    c.bytes_out += <uint64_t>n
+    c.last_tx = <uint32_t>self.now_ms
+    self.st.send_queue_bytes -= <uint64_t>n
+    self.st.bytes_out += <uint64_t>n
+    while n > 0:
+        ch = c.wq_head
+        avail = ch.end - ch.start
+        if <Py_ssize_t>avail <= n:
+            n -= avail
+            c.wq_head = ch.next
+            pc_chunk_put(&self.pool, ch)
+        else:
+            ch.start += <uint32_t>n
+            n = 0
+    if c.wq_head == NULL:
+        c.wq_tail = NULL
+
+
+cdef int _flush(Loop self, int32_t fd) except -1:
+    """One writev per call (more only past IOV_MAX chunks); what the kernel
+    does not take waits for EPOLLOUT."""
+    cdef Conn* c = &self.conns[fd]
+    cdef pc_chunk* ch
+    cdef int cnt, e
+    cdef Py_ssize_t want, n
+    while c.wq_head != NULL:
+        cnt = 0
+        want = 0
+        ch = c.wq_head
+        while ch != NULL and cnt < IOV_BATCH:
+            self.iov[cnt].iov_base = &ch.data[ch.start]
+            self.iov[cnt].iov_len = ch.end - ch.start
+            want += ch.end - ch.start
+            cnt += 1
+            ch = ch.next
+        n = pc_writev(fd, self.iov, cnt)
+        self.st.writes += 1
+        if n < 0:
+            e = errno
+            if e == EINTR:
+                continue
+            if e == EAGAIN:
+                c.flags |= F_WANT_OUT
+                self.st.write_would_block += 1
+                break
+            c.err = <uint16_t>e
+            return _kill(self, fd, PC_R_PEER_RESET, False)
+        _consume_out(self, fd, n)
+        if n < want:
+            c.flags |= F_WANT_OUT
+            self.st.write_would_block += 1
+            break
+    if c.flags & F_PAUSED and c.wq_bytes <= self.low_water:
+        c.flags &= ~F_PAUSED
+        self.st.resumes += 1
+        self.b_resume.append(_cid(self, fd))
+    if c.wq_head == NULL and c.state == S_CLOSING:
+        return _finish_close(self, fd)
+    return 0
+
+
+cdef int _flush_dirty(Loop self) except -1:
+    cdef uint32_t i = 0
+    cdef int32_t fd
+    cdef Conn* c
+    while i < self.dirty.n:
+        fd = self.dirty.v[i]
+        i += 1
+        c = &self.conns[fd]
+        if not (c.flags & F_DIRTY):
+            continue
+        c.flags &= ~F_DIRTY
+        if (c.state == S_OPEN or c.state == S_CLOSING) and not (c.flags & F_WANT_OUT):
+            _flush(self, fd)
+    self.dirty.n = 0
+    return 0
