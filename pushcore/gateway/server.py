@@ -25,16 +25,21 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from ..codec import frames as _frames
 from ..errors import Reason
-from ..loop.dispatch import dispatch_for
+from ..loop.dispatch import LoopDispatch, dispatch_for
 from ..loop.handover import LoopTimeout, LoopUnavailable, call_on_loop
 from ..store import PRIORITY_HIGH, PRIORITY_LOW, Store, open_store
 from ..store.base import MAX_SEQ, NewMessage, check_device_id, check_message
 from ..tokens import AuthError, TokenSigner
 from .delivery import DEFAULT_INLINE_MAX, DEFAULT_PAGE_MAX, Delivery, MessageIds
+
+if TYPE_CHECKING:
+    from .._frame import Ack, Fetch, Frame, Hello, Upstream
+    from .._loop import Loop
 
 __all__ = ["Server", "DEFAULT_STORE_PATH", "parse_priority"]
 
@@ -52,6 +57,14 @@ _UPSTREAM = _frames.UPSTREAM
 _ERROR = _frames.ERROR
 _PING = _frames.PING
 _PONG = _frames.PONG
+
+_T = TypeVar("_T")
+#: ``(host, port, load)`` in REDIRECT and GOAWAY
+_Server: TypeAlias = tuple[str, int, int]
+#: one :meth:`Server.push_batch` item: ``(device_id, payload)`` or ``(device_id, payload, options)``
+_BatchItem: TypeAlias = tuple[str, bytes] | tuple[str, bytes, dict[str, Any]]
+#: a checked batch item: ``(device_id, payload, priority, expiry, collapse_key, topic, message_id|None)``
+_CheckedItem: TypeAlias = tuple[str, bytes, int, int, str, str, int | None]
 
 
 def parse_priority(priority: int | str) -> int:
@@ -82,7 +95,7 @@ def _expiry_from_ttl(ttl: float | None) -> int:
 _PUSH_OPTIONS = frozenset({"priority", "ttl", "collapse_key", "topic", "message_id"})
 
 
-def _checked_message(index: int, item) -> tuple:
+def _checked_message(index: int, item: object) -> _CheckedItem:
     """``(device_id, payload, priority, expiry, collapse_key, topic, message_id|None)`` of one batch item.
 
     Checks everything the store would (so a bad item is refused before any
@@ -113,9 +126,9 @@ def _checked_message(index: int, item) -> tuple:
     return (device_id, fields.payload, priority, expiry, fields.collapse_key, fields.topic, message_id)
 
 
-def _servers_tuple(servers: Iterable) -> tuple:
+def _servers_tuple(servers: Iterable[str | Iterable[Any]]) -> tuple[_Server, ...]:
     """``((host, port, load), ...)`` from tuples or ``"host:port"`` strings."""
-    out = []
+    out: list[_Server] = []
     for entry in servers:
         if isinstance(entry, str):
             host, _, port = entry.rpartition(":")
@@ -181,11 +194,11 @@ class Server:
         port: int = 0,
         *,
         secret: bytes | None = None,
-        authenticate: Callable[[str, bytes, dict], bool] | None = None,
-        on_connect: Callable[[str, dict], Any] | None = None,
-        on_disconnect: Callable[[str, Reason], Any] | None = None,
-        on_upstream: Callable[[str, bytes, str], Any] | None = None,
-        store: Store | str | os.PathLike = DEFAULT_STORE_PATH,
+        authenticate: Callable[[str, bytes, dict[str, Any]], bool] | None = None,
+        on_connect: Callable[[str, dict[str, Any]], object] | None = None,
+        on_disconnect: Callable[[str, Reason], object] | None = None,
+        on_upstream: Callable[[str, bytes, str], object] | None = None,
+        store: Store | str | os.PathLike[str] = DEFAULT_STORE_PATH,
         heartbeat: tuple[float, float] = (30, 600),
         idle_grace: float = 30.0,
         auth_timeout: float = 10.0,
@@ -194,7 +207,7 @@ class Server:
         versions: Iterable[int] = SUPPORTED_VERSIONS,
         reuse_port: bool = False,
         backlog: int = 1024,
-        loop=None,
+        loop: Loop | None = None,
         node_id: int | None = None,
     ) -> None:
         if authenticate is None:
@@ -241,8 +254,8 @@ class Server:
         self._loop = loop
         self._owns_loop = loop is None
         self._delivery: Delivery | None = None
-        self._dispatch = None
-        self._listener = None
+        self._dispatch: LoopDispatch | None = None
+        self._listener: int | None = None
         self._address: tuple[str, int] | None = None
         self._thread_id: int | None = None  # the loop thread, while running
         self._thread: threading.Thread | None = None
@@ -251,7 +264,7 @@ class Server:
         self._start_error: BaseException | None = None
         self._draining = False
         self._stopped = False
-        self._drain_deadline = None
+        self._drain_deadline: float | None = None
         self.stats = {"hello": 0, "welcome": 0, "refused": 0, "replaced": 0, "upstream": 0}
 
     # -- public properties ----------------------------------------------------
@@ -264,7 +277,7 @@ class Server:
         return self._address
 
     @property
-    def loop(self):
+    def loop(self) -> Loop:
         """The ``pushcore._loop.Loop`` the server runs on."""
         return self._ensure_loop()
 
@@ -287,7 +300,7 @@ class Server:
 
     # -- lifecycle ------------------------------------------------------------
 
-    def _ensure_loop(self):
+    def _ensure_loop(self) -> Loop:
         if self._loop is None:
             from ..loop import new_loop
 
@@ -315,7 +328,8 @@ class Server:
             reuse_port=self._reuse_port,
             auth_timeout=self._auth_timeout,
         )
-        self._address = tuple(loop.listen_address(self._listener))
+        host, port = loop.listen_address(self._listener)
+        self._address = (host, port)
         return self._address
 
     def run(self) -> None:
@@ -341,7 +355,7 @@ class Server:
         self._ready.set()
         try:
             if self._owns_loop:
-                self._loop.run()
+                self._running_loop().run()
         finally:
             self._restore_signals(restore)
             self._finish()
@@ -369,7 +383,7 @@ class Server:
             if self._start_error is None:
                 log.exception("pushcore server thread failed")
 
-    def drain(self, redirect: Iterable = (), message: str = "", timeout: float = 10.0) -> None:
+    def drain(self, redirect: Iterable[str | Iterable[Any]] = (), message: str = "", timeout: float = 10.0) -> None:
         """Close every connection gracefully and stop. Thread-safe.
 
         Stops accepting, sends each device GOAWAY ``SHUTTING_DOWN`` with
@@ -384,7 +398,7 @@ class Server:
         if self._thread_id is None or threading.get_ident() == self._thread_id:
             self._begin_drain(servers, message, timeout)
             return
-        self._loop.call_soon_threadsafe(self._begin_drain, servers, message, timeout)
+        self._running_loop().call_soon_threadsafe(self._begin_drain, servers, message, timeout)
         self._wait_stopped(timeout + 5.0)
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -399,19 +413,20 @@ class Server:
         elif not self._done.wait(timeout):
             raise TimeoutError("the server did not stop in time")
 
-    def _begin_drain(self, servers: tuple, message: str, timeout: float) -> None:
+    def _begin_drain(self, servers: tuple[_Server, ...], message: str, timeout: float) -> None:
         if self._draining or self._stopped:
             return
         if self._address is None:  # never listened: nothing to drain
             self._finish()
             return
         self._draining = True
-        loop = self._loop
+        loop = self._running_loop()
+        delivery = self._live_delivery()
         if self._listener is not None:
             loop.unlisten(self._listener)
             self._listener = None
         goaway = _frames.Goaway(Reason.SHUTTING_DOWN, message or "server shutting down", servers).encode()
-        cids = self._delivery.connections()
+        cids = delivery.connections()
         if cids:
             loop.send_many(cids, goaway)
         for cid in cids:
@@ -424,13 +439,17 @@ class Server:
     def _check_drained(self) -> None:
         if not self._draining or self._stopped:
             return
-        if len(self._delivery) and time.monotonic() < self._drain_deadline:
-            self._loop.call_later(0.02, self._check_drained)
+        loop = self._running_loop()
+        delivery = self._live_delivery()
+        deadline = self._drain_deadline
+        assert deadline is not None, "set by _begin_drain"
+        if len(delivery) and time.monotonic() < deadline:
+            loop.call_later(0.02, self._check_drained)
             return
-        for cid in self._delivery.connections():  # deadline passed: cut the rest
-            self._loop.abort(cid, Reason.SHUTTING_DOWN)
+        for cid in delivery.connections():  # deadline passed: cut the rest
+            loop.abort(cid, Reason.SHUTTING_DOWN)
         if self._owns_loop:
-            self._loop.stop()
+            loop.stop()
         else:
             self._finish()
 
@@ -448,32 +467,32 @@ class Server:
             self.store.close()
         self._done.set()
 
-    def _install_signals(self):
+    def _install_signals(self) -> dict[signal.Signals, Any] | None:
         if threading.current_thread() is not threading.main_thread() or not self._owns_loop:
             return None
-        previous = {}
+        previous: dict[signal.Signals, Any] = {}
 
-        def on_signal(signum, _frame):
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
             if self._draining:
                 # a second signal while draining: stop waiting for slow devices
                 log.warning("pushcore server: signal %d again, stopping now", signum)
                 raise KeyboardInterrupt
             log.info("pushcore server: signal %d, draining", signum)
-            self._loop.call_soon_threadsafe(self._begin_drain, (), "server shutting down", 10.0)
+            self._running_loop().call_soon_threadsafe(self._begin_drain, (), "server shutting down", 10.0)
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous[signum] = signal.signal(signum, on_signal)
         return previous
 
     @staticmethod
-    def _restore_signals(previous) -> None:
+    def _restore_signals(previous: dict[signal.Signals, Any] | None) -> None:
         if previous:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
     # -- thread hand-over -----------------------------------------------------
 
-    def call(self, fn: Callable, *args, timeout: float | None = 30.0):
+    def call(self, fn: Callable[..., _T], *args: Any, timeout: float | None = 30.0) -> _T:
         """Run ``fn(*args)`` on the loop thread; return its result or raise its exception. Thread-safe.
 
         For work that must see (or change) the server's state consistently:
@@ -489,11 +508,26 @@ class Server:
                 raise RuntimeError("the server is stopped")
             return fn(*args)
         try:
-            return call_on_loop(self._loop, fn, *args, timeout=timeout)
+            return call_on_loop(self._running_loop(), fn, *args, timeout=timeout)
         except LoopTimeout:
             raise TimeoutError(f"the server's loop did not answer within {timeout} s") from None
         except LoopUnavailable as exc:
             raise RuntimeError(f"the server is stopped ({exc})") from None
+
+    # -- the loop and the delivery, where they exist for sure -----------------
+
+    def _running_loop(self) -> Loop:
+        """The loop, where the server has one for sure: it listens (so a
+        thread runs it, or it calls the server back)."""
+        loop = self._loop
+        assert loop is not None, "the server has no loop before listen()"
+        return loop
+
+    def _live_delivery(self) -> Delivery:
+        """The delivery, in the loop's callbacks (they come only after listen())."""
+        delivery = self._delivery
+        assert delivery is not None, "the server has no delivery before listen()"
+        return delivery
 
     # -- sending (thread-safe) ------------------------------------------------
 
@@ -534,7 +568,7 @@ class Server:
             ).seq
         )
 
-    def push_batch(self, messages: Iterable, *, timeout: float | None = 30.0) -> list[int]:
+    def push_batch(self, messages: Iterable[_BatchItem], *, timeout: float | None = 30.0) -> list[int]:
         """Store many messages in one store transaction, deliver them, return their seqs. Thread-safe.
 
         Each item is ``(device_id, payload)`` or ``(device_id, payload,
@@ -555,7 +589,7 @@ class Server:
             return []
         message_ids = self._message_ids
 
-        def run():
+        def run() -> list[int]:
             # Message ids are made on the loop thread, in store order.
             next_id = message_ids.next
             batch = [
@@ -584,7 +618,7 @@ class Server:
         priority = parse_priority(priority)
         expiry = _expiry_from_ttl(ttl)
 
-        def run():
+        def run() -> int:
             devices = sorted(self.store.subscribers(topic))
             return self._ready_delivery().push_many(
                 devices, payload, priority=priority, expiry=expiry,
@@ -614,7 +648,7 @@ class Server:
         priority = parse_priority(priority)
         expiry = _expiry_from_ttl(ttl)
 
-        def run():
+        def run() -> int:
             delivery = self._ready_delivery()
             if durable:
                 return delivery.push_many(
@@ -637,18 +671,18 @@ class Server:
         """Unsubscribe *device_id* from *topics*; returns how many ended. Thread-safe."""
         return self.call(self.store.unsubscribe, device_id, topics)
 
-    def redirect(self, device_id: str, servers: Iterable) -> bool:
+    def redirect(self, device_id: str, servers: Iterable[str | Iterable[Any]]) -> bool:
         """Send *device_id* a REDIRECT to *servers* (sorted by load). Thread-safe.
 
         Returns False when the device is not connected here.
         """
-        servers = _servers_tuple(servers)
+        checked = _servers_tuple(servers)
 
-        def run():
+        def run() -> bool:
             cid = self._delivery.connection_of(device_id) if self._delivery else None
             if cid is None:
                 return False
-            self._loop.send(cid, _frames.Redirect(servers).encode())
+            self._running_loop().send(cid, _frames.Redirect(checked).encode())
             return True
 
         return self.call(run)
@@ -656,70 +690,78 @@ class Server:
     def disconnect(self, device_id: str, reason: int = Reason.NORMAL, message: str = "") -> bool:
         """Close *device_id*'s connection with GOAWAY *reason*. Thread-safe."""
 
-        def run():
+        def run() -> bool:
             cid = self._delivery.connection_of(device_id) if self._delivery else None
             if cid is None:
                 return False
-            self._loop.send(cid, _frames.Goaway(int(reason), message, ()).encode())
-            self._loop.close_conn(cid, int(reason))
+            loop = self._running_loop()
+            loop.send(cid, _frames.Goaway(int(reason), message, ()).encode())
+            loop.close_conn(cid, int(reason))
             return True
 
         return self.call(run)
 
     # -- loop callbacks (loop thread) -----------------------------------------
 
-    def _on_open(self, batch: list) -> None:
+    def _on_open(self, batch: list[tuple[int, int]]) -> None:
         if self._draining:
+            loop = self._running_loop()
             for cid, _listener in batch:
-                self._loop.close_conn(cid, Reason.SHUTTING_DOWN)
+                loop.close_conn(cid, Reason.SHUTTING_DOWN)
 
-    def _on_close(self, batch: list) -> None:
-        detach = self._delivery.detach
+    def _on_close(self, batch: list[tuple[int, int]]) -> None:
+        detach = self._live_delivery().detach
         hook = self.on_disconnect
         for cid, reason in batch:
             device_id = detach(cid)
             if device_id is not None and hook is not None:
                 self._call_hook(hook, device_id, _reason(reason))
 
-    def _on_awake(self, batch: list) -> None:
-        self._delivery.awake(batch)
+    def _on_awake(self, batch: list[int]) -> None:
+        self._live_delivery().awake(batch)
 
-    def _on_pause(self, batch: list) -> None:
+    def _on_pause(self, batch: list[int]) -> None:
         pass  # the loop stops reading a paused connection; nothing to do at this level
 
-    def _on_resume(self, batch: list) -> None:
+    def _on_resume(self, batch: list[int]) -> None:
         pass
 
-    def _on_frames(self, batch: list) -> None:
-        delivery = self._delivery
+    def _on_frames(self, batch: list[tuple[int, Frame]]) -> None:
+        delivery = self._live_delivery()
         acks: dict[int, int] | None = None
+        # The class of each frame follows from frame.TYPE, which mypy cannot
+        # narrow on: each branch names the class it reads.
+        frame: Any
         for cid, frame in batch:
             kind = frame.TYPE
             try:
                 if kind == _ACK:
+                    ack: Ack = frame
                     if acks is None:
                         acks = {}
-                    if frame.seq > acks.get(cid, 0):
-                        acks[cid] = frame.seq
+                    if ack.seq > acks.get(cid, 0):
+                        acks[cid] = ack.seq
                 elif kind == _HELLO:
                     self._hello(cid, frame)
                 elif kind == _FETCH:
-                    delivery.fetch(cid, frame.after_seq, frame.max_count)
+                    fetch: Fetch = frame
+                    delivery.fetch(cid, fetch.after_seq, fetch.max_count)
                 elif kind == _UPSTREAM:
                     self._upstream(cid, frame)
                 elif kind == _SUBSCRIBE or kind == _UNSUBSCRIBE:
                     device_id = delivery.device_of(cid)
                     if device_id is None:
                         continue
-                    if "" in frame.topics:
+                    topics: tuple[str, ...] = frame.topics
+                    if "" in topics:
                         self._refuse(cid, Reason.INVALID_VALUE, "a topic must not be empty")
                     elif kind == _SUBSCRIBE:
-                        self.store.subscribe(device_id, frame.topics)
+                        self.store.subscribe(device_id, topics)
                     else:
-                        self.store.unsubscribe(device_id, frame.topics)
+                        self.store.unsubscribe(device_id, topics)
                 elif kind == _ERROR:
                     # The device reports an error and closes; close our side too.
-                    self._loop.close_conn(cid, Reason.PEER_CLOSED)
+                    self._running_loop().close_conn(cid, Reason.PEER_CLOSED)
                 elif kind == _PING or kind == _PONG:
                     pass  # answered in C; never expected here
                 else:
@@ -736,17 +778,17 @@ class Server:
     def _refuse(self, cid: int, reason: int, message: str) -> None:
         """Send ERROR *reason* and close the connection after it."""
         self.stats["refused"] += 1
-        loop = self._loop
+        loop = self._running_loop()
         loop.send(cid, _frames.ErrorFrame(int(reason), message).encode())
         loop.close_conn(cid, int(reason))
 
-    def _verify_token(self, device_id: str, token: bytes, metadata: dict) -> bool:
+    def _verify_token(self, device_id: str, token: bytes, metadata: dict[str, Any]) -> bool:
         self._signer.verify(device_id, token)
         return True
 
-    def _metadata(self, cid: int, hello) -> dict:
+    def _metadata(self, cid: int, hello: Hello) -> dict[str, Any]:
         try:
-            peer = self._loop.conn_info(cid).get("peer")
+            peer = self._running_loop().conn_info(cid).get("peer")
         except Exception:  # a closed cid: the hook still gets the HELLO fields
             peer = None
         return {
@@ -756,9 +798,9 @@ class Server:
             "heartbeat": hello.heartbeat,
         }
 
-    def _hello(self, cid: int, hello) -> None:
+    def _hello(self, cid: int, hello: Hello) -> None:
         self.stats["hello"] += 1
-        delivery = self._delivery
+        delivery = self._live_delivery()
         if delivery.device_of(cid) is not None:
             self._refuse(cid, Reason.INVALID_VALUE, "HELLO sent twice on one connection")
             return
@@ -793,7 +835,7 @@ class Server:
         if accepted is not True:
             self._refuse(cid, Reason.AUTH_FAILED, "device refused")
             return
-        loop = self._loop
+        loop = self._running_loop()
         old = delivery.attach(cid, device_id, hello.last_seq)
         if old is not None:
             self.stats["replaced"] += 1
@@ -813,8 +855,8 @@ class Server:
         if self.on_connect is not None:
             self._call_hook(self.on_connect, device_id, metadata)
 
-    def _upstream(self, cid: int, frame) -> None:
-        device_id = self._delivery.device_of(cid)
+    def _upstream(self, cid: int, frame: Upstream) -> None:
+        device_id = self._live_delivery().device_of(cid)
         if device_id is None:
             return
         self.stats["upstream"] += 1
@@ -825,10 +867,10 @@ class Server:
             except Exception:
                 log.exception("pushcore server: on_upstream hook failed for %r", device_id)
                 return
-        self._loop.send(cid, _frames.UpstreamAck(frame.upstream_id).encode())
+        self._running_loop().send(cid, _frames.UpstreamAck(frame.upstream_id).encode())
 
     @staticmethod
-    def _call_hook(hook: Callable, *args) -> None:
+    def _call_hook(hook: Callable[..., object], *args: Any) -> None:
         try:
             hook(*args)
         except Exception:
@@ -839,7 +881,7 @@ class Server:
         return f"<pushcore.Server {where} devices={self.device_count()}>"
 
 
-def _reason(code: int):
+def _reason(code: int) -> Reason | int:
     try:
         return Reason(code)
     except ValueError:
