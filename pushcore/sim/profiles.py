@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ..device.heartbeat import (
     DEFAULT_BACK_OFF,
@@ -70,7 +71,7 @@ class Profile:
     ack_delay: float = 0.05
     ack_every: int = 32
     page_size: int = 256
-    extra: dict = field(default_factory=dict, compare=False)
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.heartbeat not in HEARTBEAT_MODES:
@@ -112,13 +113,13 @@ class Profile:
             scale=self.heartbeat_scale,
         )
 
-    def with_(self, **changes) -> Profile:
+    def with_(self, **changes: Any) -> Profile:
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """The profile as JSON-able data (for the report)."""
-        out = {
+        out: dict[str, Any] = {
             "heartbeat": self.heartbeat,
             "pong_timeout": self.pong_timeout,
             "connect_rate": self.connect_rate,
@@ -179,11 +180,11 @@ def _number(text: str, what: str) -> float:
     return value
 
 
-def parse_heartbeat(text: str) -> dict:
+def parse_heartbeat(text: str) -> dict[str, Any]:
     """``adaptive``, ``adaptive:SCALE``, ``fixed:SECONDS`` or ``off`` → Profile fields."""
     mode, _, arg = text.partition(":")
     if mode == "adaptive":
-        out: dict = {"heartbeat": "adaptive"}
+        out: dict[str, Any] = {"heartbeat": "adaptive"}
         if arg:
             out["heartbeat_scale"] = _number(arg, "--heartbeat adaptive:SCALE")
         return out
@@ -194,7 +195,7 @@ def parse_heartbeat(text: str) -> dict:
     raise ValueError(f"--heartbeat {text!r}: use adaptive, adaptive:SCALE, fixed:SECONDS or off")
 
 
-def parse_churn(text: str) -> dict:
+def parse_churn(text: str) -> dict[str, Any]:
     """``MEAN_ONLINE:MEAN_OFFLINE`` seconds, or ``off``."""
     if text == "off":
         return {"churn_online": None}
@@ -205,12 +206,12 @@ def parse_churn(text: str) -> dict:
             "churn_offline": _number(offline, "--churn offline")}
 
 
-def parse_nat(text: str) -> dict:
+def parse_nat(text: str) -> dict[str, Any]:
     """``SECONDS`` or ``SECONDS:FRACTION``, or ``off``."""
     if text == "off":
         return {"nat_timeout": None}
     timeout, sep, fraction = text.partition(":")
-    out = {"nat_timeout": _number(timeout, "--nat timeout")}
+    out: dict[str, Any] = {"nat_timeout": _number(timeout, "--nat timeout")}
     if sep:
         out["nat_fraction"] = _number(fraction, "--nat fraction")
     return out

@@ -18,13 +18,14 @@ import shutil
 import sys
 import time
 from array import array
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 __all__ = ["Samples", "Report", "Progress", "percentile"]
 
 
-def percentile(sorted_values, q: float) -> float:
+def percentile(sorted_values: Sequence[float], q: float) -> float:
     """The *q*-th percentile (0-100) of ascending *sorted_values*, by linear interpolation."""
     n = len(sorted_values)
     if n == 0:
@@ -69,7 +70,7 @@ class Samples:
             if j < self.capacity:
                 values[j] = value
 
-    def summary(self, scale: float = 1.0) -> dict:
+    def summary(self, scale: float = 1.0) -> dict[str, float]:
         """``count, mean, min, p50, p90, p99, p999, max`` (values times *scale*); empty: count only."""
         if not self.count:
             return {"count": 0}
@@ -91,18 +92,18 @@ class Report:
     """The result of one simulation run (see :meth:`table` for what each part means)."""
 
     devices: int
-    servers: list
+    servers: list[list[str | int]]  # [host, port] each
     duration: float  # seconds of the steady phase (pushes flowing)
     wall_time: float  # seconds of the whole run, connect and drain included
-    profile: dict
+    profile: dict[str, Any]
     push_rate: float | None  # messages per second asked of the pusher (None: no pusher)
-    connect: dict  # ramp: seconds until every device was online, rate, connect time summary (ms)
-    connections: dict  # connects, failures, refusals, closes by reason, injected faults
-    messages: dict  # sent, received, missing, duplicates, out of order, misrouted, redelivered
-    latency_ms: dict  # every push: summary in milliseconds
-    latency_live_ms: dict  # pushes sent while the device was connected
-    heartbeat: dict  # intervals at the end; NAT convergence
-    problems: list = field(default_factory=list)  # per-device issues (first few)
+    connect: dict[str, Any]  # ramp: seconds until every device was online, rate, connect time summary (ms)
+    connections: dict[str, Any]  # connects, failures, refusals, closes by reason, injected faults
+    messages: dict[str, float]  # sent, received, missing, duplicates, out of order, misrouted, redelivered
+    latency_ms: dict[str, float]  # every push: summary in milliseconds
+    latency_live_ms: dict[str, float]  # pushes sent while the device was connected
+    heartbeat: dict[str, Any]  # intervals at the end; NAT convergence
+    problems: list[str] = field(default_factory=list)  # per-device issues (first few)
     online_at_end: int = 0
     failed_devices: int = 0
 
@@ -112,7 +113,7 @@ class Report:
         return (m.get("missing", 0) == 0 and m.get("duplicates", 0) == 0
                 and m.get("out_of_order", 0) == 0 and m.get("misrouted", 0) == 0)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["ok"] = self.ok
         return data
@@ -175,19 +176,19 @@ class Report:
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-def _latency_line(summary: dict) -> str:
+def _latency_line(summary: dict[str, float]) -> str:
     if not summary.get("count"):
         return "no samples"
     return (f"p50 {summary['p50']:.2f} ms, p90 {summary['p90']:.2f} ms, p99 {summary['p99']:.2f} ms, "
             f"max {summary['max']:.2f} ms ({summary['count']:,} samples)")
 
 
-def _interval_line(intervals: dict) -> str:
+def _interval_line(intervals: dict[str, float]) -> str:
     return (f"interval at the end: min {intervals['min']:.2f} s, median {intervals['p50']:.2f} s, "
             f"max {intervals['max']:.2f} s over {intervals['count']:,} devices")
 
 
-def _dict_tail(label: str, counts: dict) -> str:
+def _dict_tail(label: str, counts: dict[str, int]) -> str:
     if not counts:
         return ""
     return f"; {label} " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items()))

@@ -59,16 +59,22 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 from ..codec import frames as _frames
+from ..device.heartbeat import HeartbeatPolicy
 from ..device.inbox import Inbox
-from ..device.serverlist import parse_servers, resolve_servers
+from ..device.serverlist import Address, ServerEntry, parse_servers, resolve_servers
 from ..errors import Reason, reason_name
 from ..loop.dispatch import dispatch_for
 from ..tokens import TokenSigner
 from .profiles import Profile
 from .report import Progress, Report, Samples
 from .traffic import MAGIC, Pusher
+
+if TYPE_CHECKING:
+    from .._frame import ErrorFrame, Frame, Goaway, Notify, Push, Redirect, Welcome
+    from .._loop import Loop, TimerHandle
 
 __all__ = ["Simulator", "SimDevice"]
 
@@ -106,7 +112,7 @@ class SimDevice:
         "target", "nat_drops", "refusal",
     )
 
-    def __init__(self, index: int, inbox: Inbox, policy, nat: bool) -> None:
+    def __init__(self, index: int, inbox: Inbox, policy: HeartbeatPolicy | None, nat: bool) -> None:
         self.index = index
         self.cid = 0
         self.state = IDLE
@@ -114,14 +120,14 @@ class SimDevice:
         self.policy = policy  # HeartbeatPolicy (adaptive) or None
         self.nat = nat  # behind the emulated NAT
         self.pongs_seen = 0
-        self.hb_timer = None
-        self.nat_timer = None
-        self.wait_timer = None
+        self.hb_timer: TimerHandle | None = None
+        self.nat_timer: TimerHandle | None = None
+        self.wait_timer: TimerHandle | None = None
         self.t_connect = 0.0
         self.online_since_ns = 0
         self.last_tx = 0.0
         self.next_counter = 1  # the pusher's next counter for this device
-        self.holes = None  # counters skipped so far (set), made on the first gap
+        self.holes: set[int] | None = None  # counters skipped so far, made on the first gap
         self.received = 0  # distinct simulator messages received
         self.duplicates = 0
         self.out_of_order = 0
@@ -129,9 +135,9 @@ class SimDevice:
         self.foreign = 0  # not a message of this run (another run's, or an operator's)
         self.connects = 0
         self.attempt = 0
-        self.target = None  # (host, port) from a REDIRECT / GOAWAY, used once
+        self.target: Address | None = None  # (host, port) from a REDIRECT / GOAWAY, used once
         self.nat_drops = 0
-        self.refusal = None
+        self.refusal: int | None = None  # the code of the server's last ERROR (or REPLACED)
 
 
 def _poisson(rng: random.Random, lam: float) -> int:
@@ -177,14 +183,14 @@ class Simulator:
 
     def __init__(
         self,
-        servers: Iterable,
+        servers: Iterable[ServerEntry],
         *,
         devices: int = 1000,
         secret: bytes | None = None,
         token: Callable[[str], bytes] | None = None,
         id_prefix: str = "sim-",
         profile: Profile | None = None,
-        loop=None,
+        loop: Loop | None = None,
         run_id: int | None = None,
         seed: int | None = None,
         versions: tuple[int, ...] = (1,),
@@ -224,9 +230,9 @@ class Simulator:
         self._zombies: dict[int, SimDevice] = {}  # NAT-dropped connections the gateway still holds
         self._queue: deque[SimDevice] = deque()
         self._ack_dirty: set[SimDevice] = set()
-        self._ack_timer = None
-        self._pump_timer = None
-        self._fault_timer = None
+        self._ack_timer: TimerHandle | None = None
+        self._pump_timer: TimerHandle | None = None
+        self._fault_timer: TimerHandle | None = None
         self._tokens = 0.0
         self._pump_last = 0.0
         self._fault_last = 0.0
@@ -343,43 +349,47 @@ class Simulator:
         self.loop.send(cid, hello.encode())
         dev.last_tx = self.loop.time()
 
-    def _on_frame(self, cid: int, frame) -> None:
+    # A frame's TYPE says which class it is: each branch casts it to that class.
+    def _on_frame(self, cid: int, frame: Frame) -> None:
         dev = self._by_cid.get(cid)
         if dev is None:
             return  # a zombie's bytes: lost in the emulated NAT
         kind = frame.TYPE
         if kind == _PUSH:
             if dev.state == ONLINE:
-                self._on_push(dev, frame)
+                self._on_push(dev, cast("Push", frame))
         elif kind == _WELCOME:
             if dev.state == CONNECTING:
-                self._on_welcome(dev, frame)
+                self._on_welcome(dev, cast("Welcome", frame))
         elif kind == _NOTIFY:
-            fetch = dev.inbox.on_notify(frame.latest_seq)
+            fetch = dev.inbox.on_notify(cast("Notify", frame).latest_seq)
             if fetch is not None and dev.state == ONLINE:
                 self._send_ack(dev)
                 self.loop.send(cid, _frames.Fetch(*fetch).encode())
         elif kind == _GOAWAY:
-            name = reason_name(frame.reason)
+            goaway = cast("Goaway", frame)
+            name = reason_name(goaway.reason)
             self.goaways[name] = self.goaways.get(name, 0) + 1
-            if frame.reason == Reason.REPLACED:
+            if goaway.reason == Reason.REPLACED:
                 dev.refusal = Reason.REPLACED
-            if frame.servers:
-                dev.target = tuple(frame.servers[0][:2])
+            if goaway.servers:
+                dev.target = goaway.servers[0][:2]
             self._send_ack(dev)
-            self.loop.close_conn(cid, int(frame.reason))
+            self.loop.close_conn(cid, int(goaway.reason))
         elif kind == _REDIRECT:
-            if frame.servers:
+            servers = cast("Redirect", frame).servers
+            if servers:
                 self.counts["redirects"] += 1
-                dev.target = tuple(sorted(frame.servers, key=lambda s: s[2])[0][:2])
+                dev.target = sorted(servers, key=lambda s: s[2])[0][:2]
                 self._send_ack(dev)
                 self.loop.close_conn(cid, Reason.NORMAL)
         elif kind == _ERROR:
-            dev.refusal = frame.code
-            name = reason_name(frame.code)
+            error = cast("ErrorFrame", frame)
+            dev.refusal = error.code
+            name = reason_name(error.code)
             self.refusals[name] = self.refusals.get(name, 0) + 1
 
-    def _on_welcome(self, dev: SimDevice, welcome) -> None:
+    def _on_welcome(self, dev: SimDevice, welcome: Welcome) -> None:
         loop = self.loop
         now = loop.time()
         dev.state = ONLINE
@@ -399,9 +409,11 @@ class Simulator:
                 pass  # a bad grant: keep the policy's own bounds
         self._apply_heartbeat(dev)
         if dev.nat:
-            dev.nat_timer = loop.call_later(self.profile.nat_timeout, self._nat_check, dev, dev.cid)
+            nat_timeout = self.profile.nat_timeout
+            assert nat_timeout is not None  # devices are behind the NAT only when the profile has one
+            dev.nat_timer = loop.call_later(nat_timeout, self._nat_check, dev, dev.cid)
 
-    def _on_push(self, dev: SimDevice, push) -> None:
+    def _on_push(self, dev: SimDevice, push: Push) -> None:
         inbox = dev.inbox
         now_ns = time.time_ns()
         if not inbox.accept(push.seq, push.expiry, now_ns / 1e9):
@@ -544,12 +556,14 @@ class Simulator:
         dev.hb_timer = None
         if dev.cid != cid or dev.state != ONLINE:
             return
+        policy = dev.policy
+        assert policy is not None  # only adaptive devices have the check (_apply_heartbeat)
         pongs = self.loop.conn_info(cid)["pongs"]
-        if pongs > dev.pongs_seen and dev.policy.on_success():
+        if pongs > dev.pongs_seen and policy.on_success():
             self._apply_heartbeat(dev)
             return
         dev.pongs_seen = pongs
-        dev.hb_timer = self.loop.call_later(dev.policy.interval, self._heartbeat_check, dev, cid)
+        dev.hb_timer = self.loop.call_later(policy.interval, self._heartbeat_check, dev, cid)
 
     def _nat_check(self, dev: SimDevice, cid: int) -> None:
         dev.nat_timer = None
@@ -559,6 +573,7 @@ class Simulator:
         now = loop.time()
         quiet = min(loop.conn_info(cid)["idle_for"], now - dev.last_tx)
         timeout = self.profile.nat_timeout
+        assert timeout is not None  # the check runs for devices behind the NAT only
         if quiet >= timeout - 0.005:
             self._nat_drop(dev, now - quiet)
         else:
@@ -687,7 +702,8 @@ class Simulator:
             self._turn()
             progress.update((self.online + self.failed) / n,
                             f"connecting: {self.online:,}/{n:,} online")
-        ramp_seconds = (self.all_online_at - self.started_at) if self.all_online_at is not None else None
+        ramp_seconds = (self.all_online_at - self.started_at
+                        if self.all_online_at is not None and self.started_at is not None else None)
 
         traffic_start = loop.time()
         self._set_faults(True)
@@ -819,8 +835,8 @@ class Simulator:
             failed_devices=self.failed,
         )
 
-    def _heartbeat_summary(self) -> dict:
-        out: dict = {"mode": self.profile.heartbeat}
+    def _heartbeat_summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mode": self.profile.heartbeat}
         intervals = Samples()
         for dev in self.devices:
             if dev.policy is not None:
@@ -887,5 +903,5 @@ class Simulator:
     def __enter__(self) -> Simulator:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

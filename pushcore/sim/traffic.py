@@ -27,9 +27,13 @@ import threading
 import time
 from array import array
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..loop.handover import call_on_loop
+
+if TYPE_CHECKING:
+    from ..admin.client import AdminClient
+    from ..gateway.server import Server
 
 __all__ = ["MAGIC", "encode_payload", "parse_payload", "Pusher", "ServerSink", "AdminSink", "Sink"]
 
@@ -67,12 +71,12 @@ class ServerSink:
     includes storing, encoding, the socket and the device's handling.
     """
 
-    def __init__(self, server, id_prefix: str, run_id: int, *, timeout: float = 30.0,
+    def __init__(self, server: Server, id_prefix: str, run_id: int, *, timeout: float = 30.0,
                  id_of: Callable[[int], str] | None = None) -> None:
         self.server = server
         self.run_id = run_id
         self.timeout = timeout
-        self.id_of = id_of or (lambda i, p=id_prefix: f"{p}{i}")
+        self.id_of: Callable[[int], str] = id_of or (lambda i: f"{id_prefix}{i}")
 
     def send(self, batch: Sequence[tuple[int, int]]) -> int:
         server, run_id, id_of = self.server, self.run_id, self.id_of
@@ -95,11 +99,11 @@ class ServerSink:
 class AdminSink:
     """Pushes through a gateway's admin API, one ``POST /v1/push/batch`` per batch."""
 
-    def __init__(self, client, id_prefix: str, run_id: int,
+    def __init__(self, client: AdminClient, id_prefix: str, run_id: int,
                  id_of: Callable[[int], str] | None = None) -> None:
-        self.client = client  # a pushcore.admin.client.AdminClient
+        self.client = client
         self.run_id = run_id
-        self.id_of = id_of or (lambda i, p=id_prefix: f"{p}{i}")
+        self.id_of: Callable[[int], str] = id_of or (lambda i: f"{id_prefix}{i}")
 
     def send(self, batch: Sequence[tuple[int, int]]) -> int:
         now = time.time_ns()
