@@ -27,12 +27,11 @@ import threading
 import time
 from array import array
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..loop.handover import call_on_loop
 
 if TYPE_CHECKING:
-    from ..admin.client import AdminClient
     from ..gateway.server import Server
 
 __all__ = ["MAGIC", "encode_payload", "parse_payload", "Pusher", "ServerSink", "AdminSink", "Sink"]
@@ -62,6 +61,12 @@ class Sink(Protocol):
     """Delivers ``(device index, counter)`` messages; returns how many were accepted, in order."""
 
     def send(self, batch: Sequence[tuple[int, int]]) -> int: ...
+
+
+class BatchClient(Protocol):
+    """What :class:`AdminSink` needs of a :class:`pushcore.admin.client.AdminClient`."""
+
+    def push_batch(self, messages: list[dict[str, Any]]) -> list[int]: ...
 
 
 class ServerSink:
@@ -99,9 +104,9 @@ class ServerSink:
 class AdminSink:
     """Pushes through a gateway's admin API, one ``POST /v1/push/batch`` per batch."""
 
-    def __init__(self, client: AdminClient, id_prefix: str, run_id: int,
+    def __init__(self, client: BatchClient, id_prefix: str, run_id: int,
                  id_of: Callable[[int], str] | None = None) -> None:
-        self.client = client
+        self.client = client  # a pushcore.admin.client.AdminClient
         self.run_id = run_id
         self.id_of: Callable[[int], str] = id_of or (lambda i: f"{id_prefix}{i}")
 
