@@ -24,21 +24,23 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = ["build_parser", "main"]
 
 
-def _run_module(module: str):
+def _run_module(module: str) -> Callable[[argparse.Namespace], int]:
     """The ``run(args)`` of ``pushcore.cli.<module>``, imported when the command runs."""
 
     def handler(args: argparse.Namespace) -> int:
-        return importlib.import_module(f"{__name__}.{module}").run(args)
+        status: int = importlib.import_module(f"{__name__}.{module}").run(args)
+        return status
 
     return handler
 
 
-def _add_command(commands, name: str, module: str, help_text: str, description: str):
+def _add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, module: str,
+                 help_text: str, description: str) -> argparse.ArgumentParser:
     # Each command module defines add_arguments(parser) and run(args); the
     # module imports what its work needs only inside run().
     parser = commands.add_parser(name, help=help_text, description=description,
@@ -115,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        status = args.handler(args)
+        status: int = args.handler(args)
         sys.stdout.flush()
     except CommandError as exc:
         sys.stdout.flush()

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from ..sim.profiles import DEMO_PROFILE
+from ..sim.profiles import DEMO_PROFILE, Profile
 from .common import CommandError, raise_fd_limit
 from .simulate import add_profile_arguments, profile_from_args, write_report
 
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
             server.stop(timeout=5.0)
 
 
-def _behaviour(profile) -> str:
+def _behaviour(profile: Profile) -> str:
     parts = []
     if profile.heartbeat == "adaptive":
         s = profile.heartbeat_scale

@@ -74,18 +74,20 @@ def run(args: argparse.Namespace) -> int:
                         f"{info['backlog']} waiting, last seq {info['last_seq']}, "
                         f"topics {', '.join(info['topics']) or '-'}")
                 result = info
-            elif args.device is not None:
-                seq = client.push(args.device, payload, **options)
-                result = {"device": args.device, "seq": seq}
-                text = f"stored for {args.device} as seq {seq}"
-            elif args.topic is not None:
-                n = client.publish(args.topic, payload, **options)
-                result = {"topic": args.topic, "devices": n}
-                text = f"stored for {n} subscriber(s) of {args.topic!r}"
             else:
-                n = client.broadcast(payload, durable=args.durable, **options)
-                result = {"devices": n, "durable": args.durable}
-                text = f"sent to {n} connected device(s)" + (" (stored)" if args.durable else " (not stored)")
+                assert payload is not None  # checked above: only --status goes without a PAYLOAD
+                if args.device is not None:
+                    seq = client.push(args.device, payload, **options)
+                    result = {"device": args.device, "seq": seq}
+                    text = f"stored for {args.device} as seq {seq}"
+                elif args.topic is not None:
+                    n = client.publish(args.topic, payload, **options)
+                    result = {"topic": args.topic, "devices": n}
+                    text = f"stored for {n} subscriber(s) of {args.topic!r}"
+                else:
+                    n = client.broadcast(payload, durable=args.durable, **options)
+                    result = {"devices": n, "durable": args.durable}
+                    text = f"sent to {n} connected device(s)" + (" (stored)" if args.durable else " (not stored)")
     except AdminError as exc:
         hint = " (is `pushcore serve` running? --admin URL)" if exc.status == 0 else ""
         raise CommandError(exc.message + hint, status=1) from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..sim.profiles import Profile, parse_churn, parse_heartbeat, parse_nat, parse_rate
 from .common import (
@@ -23,6 +24,9 @@ from .common import (
     parse_hostport,
     raise_fd_limit,
 )
+
+if TYPE_CHECKING:
+    from ..sim.report import Report
 
 __all__ = ["add_arguments", "add_profile_arguments", "profile_from_args", "run", "write_report"]
 
@@ -51,7 +55,7 @@ def add_profile_arguments(parser: argparse.ArgumentParser, defaults: Profile) ->
 
 
 def profile_from_args(args: argparse.Namespace, defaults: Profile) -> Profile:
-    changes: dict = {}
+    changes: dict[str, Any] = {}
     try:
         if args.heartbeat is not None:
             changes.update(parse_heartbeat(args.heartbeat))
@@ -98,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_profile_arguments(parser, Profile())
 
 
-def write_report(report, json_target: str | None, out) -> None:
+def write_report(report: Report, json_target: str | None, out: TextIO) -> None:
     """The table on *out*; the JSON to a file or stdout (``-``) when asked."""
     if json_target == "-":
         out.write(report.to_json() + "\n")
