@@ -11,9 +11,12 @@ from __future__ import annotations
 import datetime
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .comparison import BENCH_EXTRA_HINT, REFERENCE, Case, build_cases
+
+if TYPE_CHECKING:
+    from .table import Result
 
 __all__ = ["push_layout", "run_demo"]
 
@@ -102,6 +105,12 @@ def _print_sizes(cases: Sequence[Case], out: TextIO) -> None:
         print(f"  {label:{label_width}}  {size:5d}{pct}", file=out)
 
 
+def _timed_ns(result: Result) -> tuple[float, float]:
+    """``(encode ns, decode ns)`` of a timed case's result."""
+    assert result.encode_ns is not None and result.decode_ns is not None  # measured: the case is timed
+    return result.encode_ns, result.decode_ns
+
+
 def _print_speed(cases: Sequence[Case], out: TextIO) -> None:
     from .table import measure
 
@@ -114,10 +123,12 @@ def _print_speed(cases: Sequence[Case], out: TextIO) -> None:
     tail = "  (encode / decode vs XMPP)" if xmpp else ""
     print(f"  {'encoder':{width}}  {'encode':>8}  {'decode':>8}{tail}", file=out)
     for r in results:
-        line = f"  {r.case.encoder:{width}}  {r.encode_ns:8,.0f}  {r.decode_ns:8,.0f}"
+        encode_ns, decode_ns = _timed_ns(r)
+        line = f"  {r.case.encoder:{width}}  {encode_ns:8,.0f}  {decode_ns:8,.0f}"
         if xmpp:
-            line += (f"  {xmpp.encode_ns / r.encode_ns:6.1f}x / "
-                     f"{xmpp.decode_ns / r.decode_ns:.1f}x")
+            xmpp_encode_ns, xmpp_decode_ns = _timed_ns(xmpp)
+            line += (f"  {xmpp_encode_ns / encode_ns:6.1f}x / "
+                     f"{xmpp_decode_ns / decode_ns:.1f}x")
         print(line, file=out)
 
 

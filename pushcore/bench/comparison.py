@@ -45,7 +45,7 @@ class Notification:
     topic: str
     payload: bytes
 
-    def as_tuple(self) -> tuple:
+    def as_tuple(self) -> tuple[int, int, int, int, str, bytes]:
         return (self.seq, self.message_id, self.priority, self.expiry, self.topic, self.payload)
 
 
@@ -99,9 +99,14 @@ class Case:
         return self.encode_expr is not None
 
     def encode(self) -> bytes:
-        return eval(self.encode_expr, self.namespace)  # noqa: S307 - our own constant expressions
+        if self.encode_expr is None:
+            raise TypeError(f"{self.operation}/{self.encoder} is measured in bytes only: no encode expression")
+        frame: bytes = eval(self.encode_expr, self.namespace)  # noqa: S307 - our own constant expressions
+        return frame
 
     def decode(self) -> Any:
+        if self.decode_expr is None:
+            raise TypeError(f"{self.operation}/{self.encoder} is measured in bytes only: no decode expression")
         return eval(self.decode_expr, self.namespace)  # noqa: S307
 
     def accepts(self, decoded: Any) -> bool:
@@ -126,7 +131,7 @@ def _matches(got: Any, expected: Any) -> bool:
         return isinstance(got, tuple) and len(got) == len(expected) and all(
             e is None or g == e for g, e in zip(got, expected)
         )
-    return got == expected
+    return bool(got == expected)
 
 
 def _fields_namespace(n: Notification) -> dict[str, Any]:
@@ -136,7 +141,9 @@ def _fields_namespace(n: Notification) -> dict[str, Any]:
     }
 
 
-def _push_fields_in_notification_order(values: tuple) -> tuple:
+def _push_fields_in_notification_order(
+    values: tuple[int, int, bytes, int, int, str, str],
+) -> tuple[int, int, int, int, str, bytes]:
     """Reorder ``Push.fields()`` (constructor order) to ``Notification.as_tuple()``'s order."""
     seq, message_id, payload, priority, expiry, _collapse_key, topic = values
     return (seq, message_id, priority, expiry, topic, payload)
@@ -175,11 +182,11 @@ def _pushcore_cases(name: str, module: Any, n: Notification) -> list[Case]:
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
-def _json_fields(d: dict) -> tuple:
+def _json_fields(d: dict[str, Any]) -> tuple[Any, ...]:
     return (d["seq"], d["id"], d["prio"], d["exp"], d["topic"], d["payload"].encode("utf-8"))
 
 
-def _mqtt_json_fields(packet: mqtt311.Publish) -> tuple:
+def _mqtt_json_fields(packet: mqtt311.Publish) -> tuple[Any, ...]:
     d = json.loads(packet.payload)
     return (d["seq"], d["id"], d["prio"], d["exp"], packet.topic, d["payload"].encode("utf-8"))
 
@@ -266,7 +273,7 @@ def _xmpp_cases(n: Notification) -> list[Case]:
 
 
 def _msgpack_cases(n: Notification) -> list[Case]:
-    import msgpack
+    import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
 
     ns = {
         "packb": msgpack.packb, "unpackb": msgpack.unpackb,

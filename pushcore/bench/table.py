@@ -22,7 +22,7 @@ import sys
 import timeit
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 from .comparison import BENCH_EXTRA_HINT, OPERATIONS, Case, build_cases
 from .options import add_arguments
@@ -111,6 +111,7 @@ def measure(cases: Sequence[Case], min_time: float = 0.1, repeat: int = 10) -> l
     timings: dict[int, tuple[_Timing, _Timing]] = {}
     for i, case in enumerate(cases):
         if case.timed:
+            assert case.encode_expr is not None and case.decode_expr is not None  # a timed case has both
             timings[i] = (_Timing(case.encode_expr, case.namespace, min_time),
                           _Timing(case.decode_expr, case.namespace, min_time))
     for _ in range(repeat):
@@ -240,7 +241,7 @@ def machine_info() -> dict[str, str]:
     try:
         import Cython
 
-        cython_version = Cython.__version__
+        cython_version = Cython.__version__  # type: ignore[attr-defined]  # re-exported implicitly (from .Shadow import __version__)
     except ImportError:
         cython_version = "not installed"
     from ..codec import BACKEND
@@ -255,7 +256,7 @@ def machine_info() -> dict[str, str]:
     }
 
 
-def run(args: argparse.Namespace, out=sys.stdout) -> int:
+def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Build, check, time and print. Returns the exit status (0 even on MISS)."""
     repeat, min_time = (3, 0.02) if args.quick else (args.repeat, args.min_time)
     if repeat < 1 or min_time <= 0:

@@ -33,6 +33,8 @@ is cleared after each stanza, as slixmpp does, so memory stays flat.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from typing import cast
 
 from slixmpp import Iq, Message
 from slixmpp.plugins.xep_0184.stanza import Received
@@ -65,6 +67,14 @@ class PushElement(ElementBase):
     interfaces = {"seq", "priority", "expiry", "topic"}
 
 
+# slixmpp's Message and Iq constructors are unannotated: they are called through
+# these typed names (the same classes).
+_new_message: Callable[..., Message] = Message
+_new_iq: Callable[..., Iq] = Iq
+# A parser asked for start and end events yields only (event, element) pairs
+# (typeshed's read_events also has the 1-tuples of the other event kinds).
+_StartEnd = Iterator[tuple[str, ET.Element]]
+
 register_stanza_plugin(Message, PushElement)
 register_stanza_plugin(Message, Received)  # XEP-0184 receipts, as slixmpp's plugin does
 register_stanza_plugin(Iq, Ping)  # XEP-0199, as slixmpp's plugin does
@@ -82,9 +92,9 @@ class StreamReader:
     """
 
     def __init__(self) -> None:
-        self._parser = ET.XMLPullParser(("start", "end"))
+        self._parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(("start", "end"))
         self._parser.feed(STREAM_HEADER)
-        ((event, root),) = self._parser.read_events()
+        ((event, root),) = cast(_StartEnd, self._parser.read_events())
         self._root = root
         self._depth = 1
 
@@ -93,7 +103,7 @@ class StreamReader:
         self._parser.feed(data)
         stanzas = []
         depth = self._depth
-        for event, element in self._parser.read_events():
+        for event, element in cast(_StartEnd, self._parser.read_events()):
             if event == "start":
                 depth += 1
             else:
@@ -115,7 +125,7 @@ def _one(reader: StreamReader, data: bytes) -> ET.Element:
 def encode_push(seq: int, message_id: int, priority: int, expiry: int, topic: str,
                 payload: bytes) -> bytes:
     """The push message stanza for these fields, as wire bytes."""
-    msg = Message()
+    msg = _new_message()
     msg["id"] = f"{message_id:016x}"
     msg["body"] = payload.decode("utf-8")
     push = msg["push"]
@@ -128,9 +138,9 @@ def encode_push(seq: int, message_id: int, priority: int, expiry: int, topic: st
     return _wire(msg)
 
 
-def decode_push(reader: StreamReader, data: bytes) -> tuple:
+def decode_push(reader: StreamReader, data: bytes) -> tuple[int, int, int, int, str, bytes]:
     """Parse a push stanza: ``(seq, message_id, priority, expiry, topic, payload)``."""
-    msg = Message(xml=_one(reader, data), recv=True)
+    msg = _new_message(xml=_one(reader, data), recv=True)
     push = msg["push"]
     expiry = push["expiry"]
     return (
@@ -145,7 +155,7 @@ def decode_push(reader: StreamReader, data: bytes) -> tuple:
 
 def encode_ping(iq_id: str) -> bytes:
     """An XEP-0199 ping from the client to its server."""
-    iq = Iq()
+    iq = _new_iq()
     iq["type"] = "get"
     iq["id"] = iq_id
     iq.enable("ping")
@@ -154,10 +164,11 @@ def encode_ping(iq_id: str) -> bytes:
 
 def decode_ping(reader: StreamReader, data: bytes) -> str:
     """Parse an XEP-0199 ping: returns its iq id (ValueError if it is not a ping)."""
-    iq = Iq(xml=_one(reader, data))
+    iq = _new_iq(xml=_one(reader, data))
     if iq["type"] != "get" or iq.xml.find(_PING_TAG) is None:
         raise ValueError("not an XEP-0199 ping")
-    return iq["id"]
+    iq_id: str = iq["id"]
+    return iq_id
 
 
 def encode_stream_ack(h: int) -> bytes:
@@ -169,19 +180,20 @@ def encode_stream_ack(h: int) -> bytes:
 
 def decode_stream_ack(reader: StreamReader, data: bytes) -> int:
     """Parse an XEP-0198 ack: returns h."""
-    return StreamAck(xml=_one(reader, data))["h"]
+    h: int = StreamAck(xml=_one(reader, data))["h"]
+    return h
 
 
 def encode_receipt(message_id: int) -> bytes:
     """An XEP-0184 receipt for the message with this id."""
-    msg = Message()
+    msg = _new_message()
     msg["receipt"] = f"{message_id:016x}"
     return _wire(msg)
 
 
 def decode_receipt(reader: StreamReader, data: bytes) -> int:
     """Parse an XEP-0184 receipt: returns the acknowledged message id."""
-    receipt = Message(xml=_one(reader, data), recv=True)["receipt"]
+    receipt = _new_message(xml=_one(reader, data), recv=True)["receipt"]
     if not receipt:
         raise ValueError("not an XEP-0184 receipt")
     return int(receipt, 16)
