@@ -48,6 +48,12 @@ cdef int parse_length(const unsigned char* p, Py_ssize_t n, unsigned long long* 
 # new frame object, or raises pushcore.errors.ProtocolError.
 cdef object decode_body(unsigned char header, const unsigned char* body, Py_ssize_t n)
 
+# PUSH frame bytes from Python field values, with encode_push()'s checks
+# (TypeError / ValueError); *seq_out* gets the seq as a C integer. The loop's
+# send_push() queues these bytes.
+cdef bytes push_frame(object seq, object message_id, object payload, object priority, object expiry,
+                      object collapse_key, object topic, unsigned long long* seq_out)
+
 # Encoded sizes and writers used by the loop to build frames without Python
 # objects: uvarint_size(v) bytes; write_uvarint returns the bytes written.
 cdef int uvarint_size(unsigned long long v) noexcept nogil

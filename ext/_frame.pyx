@@ -4,8 +4,8 @@
 The API is docs/CODEC.md's, byte for byte the same as the pure-Python
 reference ``pushcore.protocol``; docs/PROTOCOL.md is the wire specification.
 The C-level functions declared in ext/_frame.pxd (``header_error``,
-``parse_length``, ``decode_body``, ``uvarint_size``, ``write_uvarint``) are
-cimported by the connection loop.
+``parse_length``, ``decode_body``, ``push_frame``, ``uvarint_size``,
+``write_uvarint``) are cimported by the connection loop.
 
 How it is fast:
 
@@ -901,15 +901,22 @@ def encode(frame):
     return (<Frame>_CLASSES[kind](*frame.fields()))._encode()
 
 
-def encode_push(seq, message_id, payload, priority=PRIORITY_HIGH, expiry=0, collapse_key="", topic=""):
-    """PUSH frame bytes straight from the field values, without building a Push."""
+cdef bytes push_frame(object seq, object message_id, object payload, object priority, object expiry,
+                      object collapse_key, object topic, u64* seq_out):
     cdef u64 s = _u64(seq, "seq")
     cdef u64 m = _u64(message_id, "message_id")
     cdef int prio = _priority(priority)
     cdef unsigned int exp = _u32(expiry, "expiry")
     if not PyBytes_CheckExact(payload):
         payload = _bytes(payload, "payload")
+    seq_out[0] = s
     return _encode_push(s, m, payload, prio, exp, collapse_key, topic)
+
+
+def encode_push(seq, message_id, payload, priority=PRIORITY_HIGH, expiry=0, collapse_key="", topic=""):
+    """PUSH frame bytes straight from the field values, without building a Push."""
+    cdef u64 s
+    return push_frame(seq, message_id, payload, priority, expiry, collapse_key, topic, &s)
 
 
 def encode_ack(seq):

@@ -152,7 +152,7 @@ ctypedef struct Conn:
     pc_chunk* rbuf        # the trailing partial frame (NULL when none)
     pc_chunk* wq_head     # output queue (NULL when drained)
     pc_chunk* wq_tail
-    int64_t tag           # free for the user (the server keeps a session index)
+    uint64_t sent_seq     # highest PUSH seq sent on this connection (send_push / set_sent_seq)
     uint64_t bytes_in
     uint64_t bytes_out
 

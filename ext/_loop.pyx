@@ -33,11 +33,11 @@ from posix.unistd cimport close as c_close, read as c_read, write as c_write
 
 from pushcore._frame cimport (
     PC_DEFAULT_MAX_FRAME_SIZE, PC_ERROR, PC_HELLO, PC_MAX_PORT, PC_PING, PC_PING_HEADER, PC_PONG,
-    PC_PONG_HEADER,
+    PC_PONG_HEADER, PC_PRIORITY_HIGH,
     PC_R_AUTH_TIMEOUT, PC_R_CONNECT_FAILED, PC_R_FRAME_TOO_LARGE, PC_R_IDLE_TIMEOUT,
     PC_R_INTERNAL_ERROR, PC_R_NOT_AUTHENTICATED, PC_R_PEER_CLOSED, PC_R_PEER_RESET,
     PC_R_SLOW_CONSUMER, PC_R_VARINT_OVERRUN,
-    decode_body, header_error, parse_length, write_uvarint,
+    decode_body, header_error, parse_length, push_frame, write_uvarint,
 )
 from pushcore._pool cimport (
     pc_chunk, pc_chunk_get, pc_big_get, pc_chunk_put, pc_chunk_put_list, pc_pool,
@@ -454,15 +454,25 @@ cdef class Loop:
         self.conns[fd].flags |= F_WATCH
         return True
 
-    def set_tag(self, uint64_t cid, int64_t tag):
-        """Store an integer with the connection (kept until its slot is freed)."""
-        cdef int32_t fd = _require(self, cid)
-        self.conns[fd].tag = tag
+    def send_push(self, uint64_t cid, seq, message_id, payload, priority=PC_PRIORITY_HIGH, expiry=0,
+                  collapse_key="", topic=""):
+        """Encode a PUSH in C (the arguments and checks of ``encode_push``), queue
+        it for *cid* and record *seq* as sent: :meth:`sent_seq` becomes
+        ``max(sent_seq, seq)``. One call per push instead of encode, send and
+        record. Returns False, recording nothing, when the connection is gone
+        or closing (counted in ``stats()['stale_ops']``) or was just closed
+        SLOW_CONSUMER; bad arguments raise as ``encode_push`` does."""
+        return _send_push(self, cid, seq, message_id, payload, priority, expiry, collapse_key, topic)
 
-    def get_tag(self, uint64_t cid):
-        """The integer stored with :meth:`set_tag` (0 by default). Valid until
-        ``on_close`` for the cid returned."""
-        return self.conns[_require(self, cid)].tag
+    def sent_seq(self, uint64_t cid):
+        """The highest PUSH seq sent on *cid* (0 for a new connection): raised by
+        :meth:`send_push`, set by :meth:`set_sent_seq`. Readable until
+        ``on_close`` for the cid returned; ValueError for a cid whose slot was freed."""
+        return self.conns[_require(self, cid)].sent_seq
+
+    def set_sent_seq(self, uint64_t cid, uint64_t seq):
+        """Set *cid*'s sent seq (e.g. to the last seq a device says it has, at HELLO)."""
+        self.conns[_require(self, cid)].sent_seq = seq
 
     def is_open(self, uint64_t cid):
         """True while *cid* is connecting or open (not closing, not closed)."""
@@ -518,7 +528,7 @@ cdef class Loop:
             "idle_for": (self.now_ms - widen(self.now_ms, c.last_rx)) / 1000.0,
             "idle_timeout": c.idle_ms / 1000.0 if c.idle_ms else None,
             "ping_interval": c.ping_ms / 1000.0 if c.ping_ms else None,
-            "tag": c.tag,
+            "sent_seq": c.sent_seq,
             "reason": c.reason if c.flags & F_REASON else None,
             "errno": c.err,
         }

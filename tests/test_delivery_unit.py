@@ -29,10 +29,10 @@ class RecordingTransport:
         for cid in cids:
             self.send(cid, data)
 
-    def get_tag(self, cid):
+    def sent_seq(self, cid):
         return self.tags[cid]
 
-    def set_tag(self, cid, value):
+    def set_sent_seq(self, cid, value):
         self.tags[cid] = value
 
     def watch_activity(self, cid):

@@ -266,7 +266,7 @@ def test_stale_cid_is_refused(make_loop):
     loop, ev, lid = serve(make_loop)
     s1, cid1 = accept_one(loop, ev, lid)
     fd1 = cid1 & 0xFFFFFFFF
-    loop.set_tag(cid1, 77)
+    loop.set_sent_seq(cid1, 77)
     assert loop.close(cid1, Reason.NORMAL) is True
     ev.run_until(lambda: ev.closed)
     s1.close()
@@ -282,10 +282,10 @@ def test_stale_cid_is_refused(make_loop):
     assert loop.watch_activity(cid1) is False
     assert loop.stats()["stale_ops"] == before + 5
     with pytest.raises(ValueError):
-        loop.get_tag(cid1)
+        loop.sent_seq(cid1)
     with pytest.raises(ValueError):
         loop.conn_info(cid1)
-    assert loop.get_tag(cid2) == 0
+    assert loop.sent_seq(cid2) == 0
     loop.run_once(0.01)
     s2.setblocking(False)
     with pytest.raises(BlockingIOError):
@@ -335,14 +335,14 @@ def test_tag_and_conn_info_readable_inside_on_close(make_loop):
     def on_close(batch):
         for cid, reason in batch:
             info = loop.conn_info(cid)
-            seen.append((loop.get_tag(cid), reason, info["state"], info["bytes_in"]))
+            seen.append((loop.sent_seq(cid), reason, info["state"], info["bytes_in"]))
 
     loop.set_handlers(on_open=ev.opened.extend, on_close=on_close)
     s, cid = accept_one(loop, ev, lid)
-    loop.set_tag(cid, -12345678901)
+    loop.set_sent_seq(cid, -12345678901)
     info = loop.conn_info(cid)
     assert info["peer"] == s.getsockname() and info["local"] == s.getpeername()
-    assert info["state"] == "open" and info["tag"] == -12345678901 and info["listener"] == lid
+    assert info["state"] == "open" and info["sent_seq"] == -12345678901 and info["listener"] == lid
     s.sendall(PING)
     s.close()
     run_until = __import__("pushcore.loop", fromlist=["run_until"]).run_until
@@ -350,7 +350,7 @@ def test_tag_and_conn_info_readable_inside_on_close(make_loop):
     assert seen == [(-12345678901, Reason.PEER_CLOSED, "closed", 2)]
     loop.run_once(0)
     with pytest.raises(ValueError):
-        loop.get_tag(cid)  # freed once on_close returned
+        loop.sent_seq(cid)  # freed once on_close returned
 
 
 def test_every_handler_is_batched_per_turn(make_loop):

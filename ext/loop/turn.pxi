@@ -179,7 +179,7 @@ cdef int _turn(Loop self, double timeout) except -1:
         _deliver(self, 3)    # on_pause
         _deliver(self, 4)    # on_resume
         # slots are freed only after on_close ran, so the handler can still
-        # read get_tag()/conn_info() of the cids it is told about
+        # read sent_seq()/conn_info() of the cids it is told about
         vec_swap(&self.dead, &self.dead_swap)
         _deliver(self, 5)    # on_close
         _release_dead(self, &self.dead_swap)

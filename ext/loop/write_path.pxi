@@ -151,3 +151,21 @@ cdef int _flush_dirty(Loop self) except -1:
             _flush(self, fd)
     self.dirty.n = 0
     return 0
+
+
+cdef bint _send_push(Loop self, uint64_t cid, seq, message_id, payload, priority, expiry,
+                     collapse_key, topic) except -1:
+    # Encoded first: bad arguments raise whatever the connection's state.
+    # The frame is one exact-size bytes object, copied into the queue (the
+    # tail chunk when it fits): no Python-level encode or send call.
+    cdef unsigned long long s
+    cdef bytes frame = push_frame(seq, message_id, payload, priority, expiry, collapse_key, topic, &s)
+    cdef int32_t fd = _find_live(self, cid)
+    cdef int r
+    if fd < 0:
+        return False
+    r = _queue(self, fd, <const unsigned char*>PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), 1)
+    if r == 1 and s > self.conns[fd].sent_seq:
+        self.conns[fd].sent_seq = s
+    _poke(self)
+    return r == 1

@@ -5,18 +5,26 @@ This is the "message distribution" layer of the design as one small class,
 sockets: it talks to a *transport*, which in the server is the C-level
 connection loop (``pushcore._loop.Loop``), through six methods::
 
-    send(cid, data, frames)    queue encoded frame(s) to one connection (*frames*: how many, for stats)
-    send_many(cids, data)      the same bytes to many connections, one call
-    get_tag(cid) / set_tag(cid, n)   an integer kept per connection in C
+    send_push(cid, seq, message_id, payload, priority, expiry, collapse_key, topic)
+                               encode one PUSH in C, queue it, record seq as sent (False: gone)
+    sent_seq(cid)              the highest seq sent on the connection (kept in C)
+    set_sent_seq(cid, seq)     set it (at HELLO: what the device says it has)
+    send(cid, data)            queue encoded bytes (NOTIFY) to one connection
+    send_many(cids, data)      the same bytes to many connections, one call (ephemeral broadcast)
     watch_activity(cid)        one-shot: report the connection's next frame
+
+A push that may go at once is two calls into C: ``sent_seq`` and
+``send_push``. Connections are named only by their cid: nothing here knows
+how the loop builds one.
 
 The invariant that makes "no loss, no duplicate shown" hold
 -------------------------------------------------------------
 Every message to a device is appended to the store first, where it gets the
 device's next seq. Per connection the loop keeps one integer in C, the
-connection's **tag**: the highest seq *sent on this connection* — every
-stored message of the device with a seq up to the tag has been sent (or the
-device said it had it). Messages always go out in seq order on a
+connection's **sent seq**: the highest seq *sent on this connection* — every
+stored message of the device with a seq up to it has been sent (or the
+device said it had it). ``send_push`` raises it in the same C call that
+queues the frame. Messages always go out in seq order on a
 connection, so the device can drop any seq it has already seen
 (:class:`pushcore.device.inbox.Inbox`), and nothing is lost because nothing leaves
 the store before the device ACKs it.
@@ -24,15 +32,15 @@ the store before the device ACKs it.
 * Messages stored by one store call (:meth:`Delivery.push`, :meth:`Delivery.push_batch`,
   :meth:`Delivery.push_many`) take one delivery pass: per online device,
   its fresh messages in seq order, as if each had been pushed alone.
-* A **high priority** message goes out at once. When the tag is exactly
-  ``seq - 1`` that is one ``encode_push`` and one ``send``; otherwise
+* A **high priority** message goes out at once. When the sent seq is exactly
+  ``seq - 1`` that is one ``send_push``; otherwise
   something waits before it (low priority messages, see below) and the
-  connection catches up from its tag, so the waiting messages ride along in
+  connection catches up from its sent seq, so the waiting messages ride along in
   order — ACK is cumulative, so sending seq 6 before a waiting seq 5 would
   let ``ACK 6`` delete seq 5 unseen.
 * A **low priority** message stays in the store; the connection is watched
   (``watch_activity``) and, at its next frame of any kind — a heartbeat
-  PING included — :meth:`Delivery.awake` sends what waits after the tag.
+  PING included — :meth:`Delivery.awake` sends what waits after the sent seq.
   Expiry is checked when it is read from the store.
 * **Catching up** (HELLO, wake-up, a high push behind waiting messages):
   up to ``inline_max`` waiting messages are pushed inline; more than that
@@ -52,17 +60,17 @@ Broadcasts
 A stored message needs each device's own seq, so a durable fan-out (topic
 publish, durable broadcast) appends once per device in one store
 transaction (``append_many``) and encodes one PUSH per device
-(``encode_push`` is a fraction of a microsecond in the C codec). An
+(``send_push`` encodes in C, a fraction of a microsecond each). An
 **ephemeral** broadcast is not stored: it carries seq 0 ("not sequenced":
 shown, never acked, never deduplicated, lost if the device is offline) and
 its bytes are encoded once and handed to ``send_many`` for every connected
 device in one C call; it goes out at once whatever its priority.
 
 Memory per connection (the idle budget is 300 bytes in the server process,
-the loop's C struct included): one dict entry device id → cid, one slot in a
-list indexed by the connection's fd pointing at the same device id string,
-and the tag in C — about 70 bytes plus the device id. Connections catching
-up a large backlog are also in a set while they fetch.
+the loop's C struct included): one dict entry device id → cid and one entry
+cid → device id (the same int and str objects), and the sent seq in C —
+about 100 bytes plus the device id. Connections catching up a large backlog
+are also in a set while they fetch.
 """
 from __future__ import annotations
 
@@ -79,7 +87,6 @@ DEFAULT_INLINE_MAX = 16  # waiting messages pushed inline on HELLO / wake-up; mo
 DEFAULT_PAGE_MAX = 256  # most messages answered to one FETCH
 
 _encode_push = _frames.encode_push
-_FD_MASK = 0xFFFFFFFF  # cid = (generation << 32) | fd
 
 
 def _encode_notify(latest_seq: int) -> bytes:
@@ -142,22 +149,14 @@ class Delivery:
         self.page_max = page_max
         self.message_ids = message_ids or MessageIds()
         self.routes: dict[str, int] = {}  # device id -> cid of its authenticated connection
-        # cid -> device id without a second dict: the device id at index fd
-        # (cid & 0xFFFFFFFF; fds are small and dense), checked against routes.
-        self._by_fd: list[str | None] = []
+        self._devices: dict[int, str] = {}  # the reverse: cid -> device id, the same entries
         self.fetching: set[int] = set()  # cids catching up a large backlog through FETCH
 
     # -- routes ---------------------------------------------------------------
 
     def device_of(self, cid: int) -> str | None:
         """The device authenticated on *cid*, or None."""
-        fd = cid & _FD_MASK
-        by_fd = self._by_fd
-        if fd < len(by_fd):
-            device_id = by_fd[fd]
-            if device_id is not None and self.routes.get(device_id) == cid:
-                return device_id
-        return None
+        return self._devices.get(cid)
 
     def connection_of(self, device_id: str) -> int | None:
         """The cid holding *device_id*, or None when it is offline (here)."""
@@ -179,36 +178,31 @@ class Delivery:
         """
         old = self.routes.get(device_id)
         if old is not None and old != cid:
-            self._by_fd[old & _FD_MASK] = None
+            self._devices.pop(old, None)
             self.fetching.discard(old)
         else:
             old = None
         self.routes[device_id] = cid
-        fd = cid & _FD_MASK
-        by_fd = self._by_fd
-        if fd >= len(by_fd):
-            by_fd.extend([None] * (fd + 1 - len(by_fd)))
-        by_fd[fd] = device_id
+        self._devices[cid] = device_id
         store = self.store
         if last_seq:
             if last_seq > store.last_seq(device_id):
                 store.advance_seq(device_id, last_seq)
             store.ack(device_id, last_seq)
-        self.transport.set_tag(cid, last_seq)
+        self.transport.set_sent_seq(cid, last_seq)
         return old
 
     def resume(self, cid: int) -> None:
         """Send what waits after the seq given to :meth:`attach` (inline, or NOTIFY)."""
         device_id = self.device_of(cid)
         if device_id is not None:
-            self._catch_up(cid, device_id, self.transport.get_tag(cid))
+            self._catch_up(cid, device_id, self.transport.sent_seq(cid))
 
     def detach(self, cid: int) -> str | None:
         """Forget *cid*; returns its device id if it was the device's current connection."""
-        device_id = self.device_of(cid)
+        device_id = self._devices.pop(cid, None)
         if device_id is None:
             return None
-        self._by_fd[cid & _FD_MASK] = None
         self.fetching.discard(cid)
         del self.routes[device_id]
         return device_id
@@ -216,18 +210,12 @@ class Delivery:
     # -- sending --------------------------------------------------------------
 
     def _send_messages(self, cid: int, messages: list[StoredMessage]) -> None:
-        encode = _encode_push
-        self.transport.send(
-            cid,
-            b"".join(
-                [
-                    encode(m.seq, m.message_id, m.payload, m.priority, m.expiry,
-                           m.collapse_key, m.topic)
-                    for m in messages
-                ]
-            ),
-            len(messages),  # the loop counts frames sent (metrics)
-        )
+        """PUSH *messages* (ascending seq) on *cid*; the loop records each seq as sent."""
+        send_push = self.transport.send_push
+        for m in messages:
+            if not send_push(cid, m.seq, m.message_id, m.payload, m.priority, m.expiry,
+                             m.collapse_key, m.topic):
+                break  # closing or gone (e.g. over the write cap): the rest would not go either
 
     def _catch_up(self, cid: int, device_id: str, after_seq: int, upto: int | None = None) -> None:
         """Send every waiting message after *after_seq* (up to seq *upto*), or NOTIFY when there are many."""
@@ -243,7 +231,6 @@ class Delivery:
             self.transport.send(cid, _encode_notify(self.store.last_seq(device_id)))
             return
         self._send_messages(cid, messages)
-        self.transport.set_tag(cid, messages[-1].seq)
 
     def _offer(self, cid: int, device_id: str, fresh: list[StoredMessage]) -> None:
         """Freshly stored messages of online *device_id* (on *cid*, not fetching), ascending seq.
@@ -262,27 +249,22 @@ class Delivery:
             transport.watch_activity(cid)
             return
         first = fresh[0]
-        tag = transport.get_tag(cid)
+        sent = transport.sent_seq(cid)
         if len(fresh) == 1:
-            if tag == first.seq - 1:
-                transport.send(
-                    cid,
-                    _encode_push(first.seq, first.message_id, first.payload, first.priority,
-                                 first.expiry, first.collapse_key, first.topic),
-                )
-                transport.set_tag(cid, first.seq)
+            if sent == first.seq - 1:
+                transport.send_push(cid, first.seq, first.message_id, first.payload, first.priority,
+                                    first.expiry, first.collapse_key, first.topic)
             else:
-                self._catch_up(cid, device_id, tag)
+                self._catch_up(cid, device_id, sent)
             return
         going = fresh[: last_high + 1]
-        if tag == first.seq - 1 and self._all_still_stored(fresh):
+        if sent == first.seq - 1 and self._all_still_stored(fresh):
             # Nothing waits before them: encode from what append returned, no store read.
             self._send_messages(cid, going)
-            transport.set_tag(cid, going[-1].seq)
         else:
             # Something waits before them, or the batch collapsed its own messages:
             # read the store so only what is still stored goes out, in order.
-            self._catch_up(cid, device_id, tag, going[-1].seq)
+            self._catch_up(cid, device_id, sent, going[-1].seq)
         if last_high < len(fresh) - 1:
             transport.watch_activity(cid)
 
@@ -332,7 +314,8 @@ class Delivery:
         A device may appear several times: its messages get consecutive seqs
         in the order given and go out in that order, exactly as if each had
         been pushed alone with :meth:`push` (priority, collapse and catching
-        up included), but with one transaction and one send per device.
+        up included), but with one transaction, each device's messages queued back to
+        back on its connection (the loop writes them with one writev per turn).
         Returns the stored messages in the order given.
         """
         stored = self.store.append_batch(messages)
@@ -425,17 +408,17 @@ class Delivery:
 
     def awake(self, cids: Iterable[int]) -> None:
         """These connections showed activity: send the low priority messages waiting for them."""
-        device_of = self.device_of
+        device_of = self._devices.get
         fetching = self.fetching
         store = self.store
-        get_tag = self.transport.get_tag
+        sent_seq = self.transport.sent_seq
         for cid in cids:
             device_id = device_of(cid)
             if device_id is None or cid in fetching:
                 continue
-            tag = get_tag(cid)
-            if store.last_seq(device_id) > tag:
-                self._catch_up(cid, device_id, tag)
+            sent = sent_seq(cid)
+            if store.last_seq(device_id) > sent:
+                self._catch_up(cid, device_id, sent)
 
     def ack(self, acks: dict[int, int]) -> None:
         """Cumulative ACKs of one loop turn, ``{cid: highest seq acked}``: trim the store.
@@ -443,14 +426,14 @@ class Delivery:
         An ACK is never taken beyond what was sent on the connection, so a
         confused device cannot delete messages it never received.
         """
-        device_of = self.device_of
-        get_tag = self.transport.get_tag
+        device_of = self._devices.get
+        sent_seq = self.transport.sent_seq
         trims = []
         for cid, seq in acks.items():
             device_id = device_of(cid)
             if device_id is None:
                 continue
-            seq = min(seq, get_tag(cid))
+            seq = min(seq, sent_seq(cid))
             if seq > 0:
                 trims.append((device_id, seq))
         if trims:
@@ -474,10 +457,8 @@ class Delivery:
             del messages[limit:]
         transport = self.transport
         if messages:
-            self._send_messages(cid, messages)
+            self._send_messages(cid, messages)  # the sent seq only goes up (a re-fetch of older ones)
             last = messages[-1].seq
-            if last > transport.get_tag(cid):
-                transport.set_tag(cid, last)
         else:
             last = after_seq
         if more:
