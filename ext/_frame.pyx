@@ -33,7 +33,6 @@ Python-level pushcore code this module imports. The wire numbers come from
 ``ext/pc_wire.h``.
 """
 
-cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyObject_CheckBuffer, PyBUF_SIMPLE
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF

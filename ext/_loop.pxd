@@ -185,7 +185,7 @@ ctypedef struct Counters:
     uint64_t pongs_received
     uint64_t pings_sent
     uint64_t send_queue_bytes   # sum of every conn's queued output
-    uint64_t recv_partial_bytes # sum of every conn's buffered partial frame
+    uint64_t recv_partial_bytes  # sum of every conn's buffered partial frame
     uint64_t callback_errors
     uint64_t turns
     uint64_t stale_ops          # operations on a cid that is gone or closing

@@ -23,25 +23,24 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.ref cimport PyObject, Py_XDECREF
 from libc.errno cimport (
-    EAGAIN, ECONNABORTED, EINTR, EINVAL, EMFILE, ENFILE, ENOBUFS, ENOMEM, ETIMEDOUT, errno,
+    EAGAIN, ECONNABORTED, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM, ETIMEDOUT, errno,
 )
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
-from libc.string cimport memcpy, memset, strerror
+from libc.string cimport memcpy, memset
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from posix.unistd cimport close as c_close, read as c_read, write as c_write
 
 from pushcore._frame cimport (
     PC_DEFAULT_MAX_FRAME_SIZE, PC_ERROR, PC_HELLO, PC_MAX_PORT, PC_PING, PC_PING_HEADER, PC_PONG,
-    PC_PONG_HEADER, PC_PRIORITY_HIGH,
-    PC_R_AUTH_TIMEOUT, PC_R_CONNECT_FAILED, PC_R_FRAME_TOO_LARGE, PC_R_IDLE_TIMEOUT,
-    PC_R_INTERNAL_ERROR, PC_R_NOT_AUTHENTICATED, PC_R_PEER_CLOSED, PC_R_PEER_RESET,
+    PC_PONG_HEADER, PC_PRIORITY_HIGH, PC_R_AUTH_TIMEOUT, PC_R_CONNECT_FAILED, PC_R_FRAME_TOO_LARGE,
+    PC_R_IDLE_TIMEOUT, PC_R_INTERNAL_ERROR, PC_R_NOT_AUTHENTICATED, PC_R_PEER_CLOSED, PC_R_PEER_RESET,
     PC_R_SLOW_CONSUMER, PC_R_VARINT_OVERRUN,
     decode_body, header_error, parse_length, push_frame, write_uvarint,
 )
 from pushcore._pool cimport (
-    pc_chunk, pc_chunk_get, pc_big_get, pc_chunk_put, pc_chunk_put_list, pc_pool,
-    pc_pool_decay, pc_pool_destroy, pc_pool_init, pool_stats_dict,
+    pc_big_get, pc_chunk_get, pc_chunk_put, pc_chunk_put_list, pc_pool_decay, pc_pool_destroy,
+    pc_pool_init, pool_stats_dict,
 )
 
 import collections
@@ -341,7 +340,7 @@ cdef class Loop:
             return False
         if PyBytes_CheckExact(data):
             r = _queue(self, fd, <const unsigned char*>PyBytes_AS_STRING(data),
-                            PyBytes_GET_SIZE(data), frames)
+                       PyBytes_GET_SIZE(data), frames)
         else:
             PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
             try:
@@ -482,12 +481,12 @@ cdef class Loop:
     def set_write_limits(self, high=None, low=None, cap=None):
         """Loop-wide output watermarks in bytes: above *high* -> on_pause, back to
         *low* or under -> on_resume, over *cap* -> closed SLOW_CONSUMER."""
-        cdef uint64_t h = self.high_water if high is None else high
-        cdef uint64_t l = self.low_water if low is None else low
-        cdef uint64_t c = self.write_cap if cap is None else cap
-        if not (l <= h <= c < 2**31):
+        cdef uint64_t hi = self.high_water if high is None else high
+        cdef uint64_t lo = self.low_water if low is None else low
+        cdef uint64_t top = self.write_cap if cap is None else cap
+        if not (lo <= hi <= top < 2**31):
             raise ValueError("need low <= high <= cap < 2**31")
-        self.high_water, self.low_water, self.write_cap = h, l, c
+        self.high_water, self.low_water, self.write_cap = hi, lo, top
 
     def get_write_limits(self):
         """``(high, low, cap)``."""

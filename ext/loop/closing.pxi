@@ -123,7 +123,7 @@ cdef int _error_close(Loop self, int32_t fd, int code) except -1:
     self.st.errors_by_code[code & 0xFF] += 1
     frame = error_frame(code)
     if _queue(self, fd, <const unsigned char*>PyBytes_AS_STRING(frame),
-                   PyBytes_GET_SIZE(frame), 1):
+              PyBytes_GET_SIZE(frame), 1):
         _begin_close(self, fd, code)
     return 0
 

@@ -4,7 +4,7 @@
 
 
 cdef int _dispatch(Loop self, int32_t fd, unsigned char header, const unsigned char* body,
-                    Py_ssize_t n) except -1:
+                   Py_ssize_t n) except -1:
     """One complete frame. 1 = carry on, 0 = the connection is closing."""
     cdef Conn* c = &self.conns[fd]
     cdef unsigned int kind = header >> 4
@@ -73,7 +73,7 @@ cdef int _stash(Loop self, int32_t fd, const unsigned char* p, Py_ssize_t m) exc
 
 
 cdef Py_ssize_t _complete_partial(Loop self, int32_t fd, const unsigned char* p,
-                                   Py_ssize_t n) except -2:
+                                  Py_ssize_t n) except -2:
     """Feed the buffered partial frame from p[0:n]. Returns the bytes used,
     or -1 when the connection is closing."""
     cdef Conn* c = &self.conns[fd]

@@ -20,7 +20,7 @@ cdef inline int _mark_dirty(Loop self, int32_t fd) except -1:
 
 
 cdef int _queue(Loop self, int32_t fd, const unsigned char* p, Py_ssize_t n,
-                 uint32_t frames) except -1:
+                uint32_t frames) except -1:
     """Append bytes to the connection's output. 1 = queued, 0 = the conn was
     closed instead (over the hard cap, or out of memory)."""
     cdef Conn* c = &self.conns[fd]
