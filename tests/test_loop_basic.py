@@ -328,7 +328,7 @@ def test_abort_resets(make_loop):
     s.close()
 
 
-def test_tag_and_conn_info_readable_inside_on_close(make_loop):
+def test_sent_seq_and_conn_info_readable_inside_on_close(make_loop):
     loop, ev, lid = serve(make_loop)
     seen = []
 
@@ -339,15 +339,15 @@ def test_tag_and_conn_info_readable_inside_on_close(make_loop):
 
     loop.set_handlers(on_open=ev.opened.extend, on_close=on_close)
     s, cid = accept_one(loop, ev, lid)
-    loop.set_sent_seq(cid, -12345678901)
+    loop.set_sent_seq(cid, 2**63 + 12345678901)
     info = loop.conn_info(cid)
     assert info["peer"] == s.getsockname() and info["local"] == s.getpeername()
-    assert info["state"] == "open" and info["sent_seq"] == -12345678901 and info["listener"] == lid
+    assert info["state"] == "open" and info["sent_seq"] == 2**63 + 12345678901 and info["listener"] == lid
     s.sendall(PING)
     s.close()
     run_until = __import__("pushcore.loop", fromlist=["run_until"]).run_until
     assert run_until(loop, lambda: seen)
-    assert seen == [(-12345678901, Reason.PEER_CLOSED, "closed", 2)]
+    assert seen == [(2**63 + 12345678901, Reason.PEER_CLOSED, "closed", 2)]
     loop.run_once(0)
     with pytest.raises(ValueError):
         loop.sent_seq(cid)  # freed once on_close returned

@@ -18,6 +18,7 @@ import random
 import tempfile
 import time
 
+from pushcore._frame import encode_push
 from pushcore.gateway.delivery import Delivery
 from pushcore.store import MemoryStore, NewMessage, SQLiteStore
 
@@ -27,20 +28,25 @@ ROUNDS = 200
 PAYLOAD = b'{"t": 1712345678.123456, "n": 12345, "pad": "................"}'
 
 
-class TagsOnly:
-    """The loop methods Delivery calls: tags kept, bytes dropped."""
+class SentSeqOnly:
+    """The loop methods Delivery calls: sent seqs kept, frames encoded, bytes dropped."""
 
     def __init__(self) -> None:
-        self.tags: dict[int, int] = {}
+        self.sent: dict[int, int] = {}
 
     def send(self, cid, data, frames=1):
         return True
 
-    def get_tag(self, cid):
-        return self.tags[cid]
+    def send_push(self, cid, seq, message_id, payload, priority=1, expiry=0, collapse_key="", topic=""):
+        encode_push(seq, message_id, payload, priority, expiry, collapse_key, topic)
+        self.sent[cid] = max(self.sent.get(cid, 0), seq)
+        return True
 
-    def set_tag(self, cid, value):
-        self.tags[cid] = value
+    def sent_seq(self, cid):
+        return self.sent[cid]
+
+    def set_sent_seq(self, cid, value):
+        self.sent[cid] = value
 
     def watch_activity(self, cid):
         pass
@@ -48,7 +54,7 @@ class TagsOnly:
 
 def run(store, batched: bool) -> float:
     """Median milliseconds per batch of BATCH messages."""
-    delivery = Delivery(store, TagsOnly())
+    delivery = Delivery(store, SentSeqOnly())
     for i in range(DEVICES):
         delivery.attach(i + 1, f"dev{i}", 0)
     rnd = random.Random(7)
