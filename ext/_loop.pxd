@@ -47,6 +47,9 @@ cdef extern from "<sys/epoll.h>" nogil:
         EPOLL_CLOEXEC
 
 
+cdef extern from "<unistd.h>" nogil:
+    int pipe2(int* pipefd, int flags)   # Linux; Python.h defines _GNU_SOURCE
+
 cdef extern from "<sys/eventfd.h>" nogil:
     int eventfd(unsigned int initval, int flags)
     enum:
@@ -97,6 +100,7 @@ cdef enum:
     K_CONN = 0
     K_LISTENER = 1
     K_WAKE = 2
+    K_SIGNAL = 3      # the read end of the signal wake-up pipe
 
 # connection states (mutually exclusive)
 cdef enum:
@@ -207,6 +211,8 @@ ctypedef struct Counters:
 cdef class Loop:
     cdef int epfd
     cdef int evfd
+    cdef int sig_rfd               # signal wake-up pipe (signal_wakeup_fd), -1 until asked for
+    cdef int sig_wfd
     cdef Conn* conns
     cdef int32_t nconns
     cdef pc_pool pool              # page-sized chunks

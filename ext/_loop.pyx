@@ -29,6 +29,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+from posix.fcntl cimport O_CLOEXEC, O_NONBLOCK
 from posix.unistd cimport close as c_close, read as c_read, write as c_write
 
 from pushcore._frame cimport (
@@ -97,6 +98,7 @@ cdef class Loop:
         cdef int i
         self.epfd = -1
         self.evfd = -1
+        self.sig_rfd = self.sig_wfd = -1
         self.closed = True      # until everything below is in place
         # a partial frame is buffered whole (header + length + body) in a
         # uint32-sized buffer: keep the largest frame well inside that
@@ -249,6 +251,32 @@ cdef class Loop:
             _update_time(self)
             _flush_dirty(self)
             _poke(self)
+
+    def signal_wakeup_fd(self):
+        """A file descriptor for ``signal.set_wakeup_fd`` that wakes this loop.
+
+        Python runs a signal handler only between bytecodes; a signal that
+        arrives after a turn checked for signals but before ``epoll_wait``
+        would otherwise wait for the next event or timer, possibly for ever
+        on an idle gateway. Python's C-level handler writes a byte to this
+        pipe, epoll returns, and the turn runs the handler. The pipe is made
+        on the first call and closed with the loop.
+        """
+        cdef int fds[2]
+        cdef epoll_event ev
+        _check_open(self)
+        if self.sig_wfd < 0:
+            if pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0:
+                raise _oserror(errno, "pipe2")
+            ev.events = EPOLLIN
+            ev.data.u64 = <uint64_t>K_SIGNAL << 32
+            if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fds[0], &ev) < 0:
+                err = errno
+                c_close(fds[0])
+                c_close(fds[1])
+                raise _oserror(err, "epoll_ctl")
+            self.sig_rfd, self.sig_wfd = fds[0], fds[1]
+        return self.sig_wfd
 
     def _set_wakeup(self, callback):
         """Called (no arguments) when work is queued outside a turn; for drivers."""

@@ -404,3 +404,26 @@ def test_busy_port_raises_and_releases_the_store(tmp_path):
         with pytest.raises(OSError):
             busy.start()
         assert busy.stopped and busy.store.closed
+
+
+def test_sigterm_taken_by_another_thread_still_drains_an_idle_gateway():
+    """The cause of a flaky end-to-end test (`pushcore serve` killed -9 after
+    SIGTERM): Python runs a signal handler only in the main thread, between
+    bytecodes. A SIGTERM delivered to another thread (the admin API's, say)
+    left the main thread asleep in epoll_wait with no timer due, for ever.
+    The loop's signal wake-up fd now wakes it."""
+    code = textwrap.dedent("""
+        import signal, threading, time
+        from pushcore.gateway.server import Server
+        server = Server("127.0.0.1", 0, secret=b"x" * 16, store="memory:")
+        def other_thread():
+            time.sleep(0.5)   # the idle loop is asleep in epoll_wait by now
+            signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # to this thread only
+        threading.Thread(target=other_thread, daemon=True).start()
+        server.run()
+        print("drained", signal.set_wakeup_fd(-1))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    # drained, and the wake-up fd the process had before run() (none) is back
+    assert done.stdout.split() == ["drained", "-1"]

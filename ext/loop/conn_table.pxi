@@ -77,7 +77,10 @@ cdef void _teardown(Loop self) noexcept:
         c_close(self.epfd)
     if self.evfd >= 0:
         c_close(self.evfd)
-    self.epfd = self.evfd = -1
+    if self.sig_rfd >= 0:
+        c_close(self.sig_rfd)
+        c_close(self.sig_wfd)
+    self.epfd = self.evfd = self.sig_rfd = self.sig_wfd = -1
     _leaked_chunk_total += pc_pool_destroy(&self.pool)
     _leaked_chunk_total += pc_pool_destroy(&self.spool)
     _free_memory(self)

@@ -159,8 +159,10 @@ cdef int _turn(Loop self, double timeout) except -1:
                 _conn_event(self, <int32_t>(data & 0xFFFFFFFFu), self.events[i].events)
             elif data >> 32 == K_LISTENER:
                 _accept(self, <int>(data & 0xFFFFFFFFu))
-            else:
+            elif data >> 32 == K_WAKE:
                 c_read(self.evfd, &one, 8)
+            else:
+                _drain_signal_pipe(self)
         if self.wheel_count:
             _advance_wheel(self)
         else:
@@ -201,3 +203,11 @@ cdef inline void _poke(Loop self) noexcept:
         PyErr_WriteUnraisable(<PyObject*>self.wakeup)
     else:
         Py_XDECREF(r)
+
+
+cdef void _drain_signal_pipe(Loop self) noexcept:
+    # The bytes are signal numbers; Python's own flags say which handlers to
+    # run (PyErr_CheckSignals at the end of the turn). Only empty the pipe.
+    cdef unsigned char buf[64]
+    while c_read(self.sig_rfd, buf, sizeof(buf)) > 0:
+        pass

@@ -264,6 +264,7 @@ class Server:
         self._start_error: BaseException | None = None
         self._draining = False
         self._stopped = False
+        self._previous_wakeup_fd = -1  # signal.set_wakeup_fd before run() installed the loop's
         self._drain_deadline: float | None = None
         self.stats = {"hello": 0, "welcome": 0, "refused": 0, "replaced": 0, "upstream": 0}
 
@@ -482,11 +483,17 @@ class Server:
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous[signum] = signal.signal(signum, on_signal)
+        # Python runs on_signal between bytecodes only: a signal that lands
+        # after a turn checked for signals but before epoll_wait would wait for
+        # the next event, for ever on an idle gateway. The wake-up fd makes the
+        # C-level signal handler wake the loop itself.
+        self._previous_wakeup_fd = signal.set_wakeup_fd(
+            self._running_loop().signal_wakeup_fd(), warn_on_full_buffer=False)
         return previous
 
-    @staticmethod
-    def _restore_signals(previous: dict[signal.Signals, Any] | None) -> None:
+    def _restore_signals(self, previous: dict[signal.Signals, Any] | None) -> None:
         if previous:
+            signal.set_wakeup_fd(self._previous_wakeup_fd)
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
