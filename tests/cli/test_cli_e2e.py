@@ -232,7 +232,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 import urllib.request  # noqa: E402
 
-from test_metrics_format import parse_exposition, sample  # noqa: E402
+from prometheus_text import parse_exposition, sample  # noqa: E402
 
 ENV = {k: v for k, v in os.environ.items() if k not in (SECRET_ENV, ADMIN_TOKEN_ENV)}
 
@@ -295,6 +295,7 @@ def served(tmp_path):
         serve.stop()
 
 
+@pytest.mark.slow
 def test_serve_push_simulate_and_metrics_end_to_end(served, tmp_path):
     banner = "".join(served.banner)
     assert f"listening on 127.0.0.1:{served.port}" in banner and f"admin API on {served.admin}" in banner
@@ -324,6 +325,7 @@ def test_serve_push_simulate_and_metrics_end_to_end(served, tmp_path):
     assert status == 0 and "pushcore gateway stopped" in err
 
 
+@pytest.mark.slow
 def test_serve_refuses_a_busy_port_and_a_bad_address(served, tmp_path):
     result = pushcore("serve", "--port", str(served.port), "--no-admin", cwd=tmp_path)
     assert result.returncode == 2
@@ -336,6 +338,7 @@ def test_serve_refuses_a_busy_port_and_a_bad_address(served, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_push_and_simulate_say_what_is_missing(tmp_path):
     result = pushcore("push", "--device", "d", "x", cwd=tmp_path)
     assert result.returncode == 2
@@ -356,6 +359,7 @@ def test_push_and_simulate_say_what_is_missing(tmp_path):
         assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end_and_prints_the_report(tmp_path):
     result = pushcore("demo", "--devices", "150", "--duration", "2", "--rate", "150", "--seed", "3",
                       cwd=tmp_path, timeout=120)
@@ -368,6 +372,7 @@ def test_demo_runs_end_to_end_and_prints_the_report(tmp_path):
     assert not list(tmp_path.iterdir())  # the temporary store was removed, nothing left behind
 
 
+@pytest.mark.slow
 def test_demo_json_on_stdout(tmp_path):
     result = pushcore("demo", "--devices", "20", "--duration", "0.5", "--rate", "50", "--nat", "off",
                       "--churn", "off", "--resets", "0", "--json", "-", cwd=tmp_path, timeout=120)
@@ -376,6 +381,7 @@ def test_demo_json_on_stdout(tmp_path):
     assert data["ok"] and data["devices"] == 20 and "nat" not in data["profile"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["demo", "serve", "simulate", "push", "bench"])
 def test_every_command_has_help(command, tmp_path):
     result = pushcore(command, "--help", cwd=tmp_path)

@@ -733,6 +733,7 @@ os.kill(os.getpid(), signal.SIGKILL)  # no close(), no checkpoint: a crash
 """
 
 
+@pytest.mark.slow
 def test_sqlite_commits_survive_a_killed_process(tmp_path):
     path = tmp_path / "crash.db"
     child = _run_child(_KILLED_WRITER, str(path))
@@ -758,6 +759,7 @@ store.close()
 """
 
 
+@pytest.mark.slow
 def test_two_processes_append_to_one_file_without_reusing_seqs(tmp_path):
     path = tmp_path / "shared.db"
     SQLiteStore(path).close()  # create the schema once

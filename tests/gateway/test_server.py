@@ -340,6 +340,7 @@ SIGTERM_SERVER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_sigterm_drains_gracefully():
     proc = subprocess.Popen(
         [sys.executable, "-c", SIGTERM_SERVER % SECRET],
@@ -406,6 +407,7 @@ def test_busy_port_raises_and_releases_the_store(tmp_path):
         assert busy.stopped and busy.store.closed
 
 
+@pytest.mark.slow
 def test_sigterm_taken_by_another_thread_still_drains_an_idle_gateway():
     """The cause of a flaky end-to-end test (`pushcore serve` killed -9 after
     SIGTERM): Python runs a signal handler only in the main thread, between

@@ -11,7 +11,10 @@ import pytest
 from pushcore.admin.api import AdminAPI
 from serverkit import make_server
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+# every example runs as its own process
+pytestmark = pytest.mark.slow
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
 ENV.pop("PUSHCORE_ADMIN_TOKEN", None)
 TOKEN = "example-admin-token-0123456789"

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+# every example runs as its own process
+pytestmark = pytest.mark.slow
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
 
 

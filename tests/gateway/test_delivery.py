@@ -9,6 +9,8 @@ import textwrap
 import threading
 import time
 
+import pytest
+
 from pushcore.codec import reference as protocol
 from pushcore.device.client import Client
 from pushcore.device.heartbeat import HeartbeatPolicy
@@ -136,6 +138,7 @@ KILLABLE_SERVER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_exactly_once_across_server_kills(tmp_path):
     """SIGKILL the gateway process mid-stream (SQLite store), restart it, twice."""
     n = 300

@@ -109,15 +109,3 @@ def test_malformed_packets_are_refused(packet, why):
 def test_invalid_publish_arguments_are_refused(kwargs):
     with pytest.raises(ValueError):
         mqtt311.encode_publish(**kwargs)
-
-
-def test_benchmarks_reexport_the_same_codec():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "mqtt311.py"
-    spec = importlib.util.spec_from_file_location("benchmarks_mqtt311", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.encode_publish is mqtt311.encode_publish
-    assert module.decode_packet is mqtt311.decode_packet

@@ -35,6 +35,7 @@ def size_row(output: str, label: str) -> int:
     return int(match.group(1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_demo_prints_the_frame_and_sizes(backend):
     result = run_pushcore("demo-codec", backend=backend)
@@ -54,6 +55,7 @@ def test_demo_prints_the_frame_and_sizes(backend):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_demo_without_optional_packages_names_the_install_command():
     # Run the demo with slixmpp and msgpack made unimportable: the core install's view.
     code = ("import sys; sys.modules['slixmpp'] = None; sys.modules['msgpack'] = None; "
@@ -80,6 +82,7 @@ def test_push_layout_covers_every_byte_once():
     json.loads(parts[-1][0])  # the last part is exactly the JSON payload
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [["--help"], ["demo-codec", "--help"], ["bench", "--help"]])
 def test_help(args):
     result = run_pushcore(*args)
@@ -92,6 +95,7 @@ def test_help(args):
         assert "--quick" in result.stdout and "--repeat" in result.stdout
 
 
+@pytest.mark.slow
 def test_no_or_unknown_command_is_a_usage_error():
     for args in ([], ["fly"]):
         result = run_pushcore(*args)
@@ -99,6 +103,7 @@ def test_no_or_unknown_command_is_a_usage_error():
         assert "usage: pushcore" in result.stderr
 
 
+@pytest.mark.slow
 def test_bench_quick_prints_a_table():
     result = run_pushcore("bench", "--quick", "--operation", "ack", "--operation", "heartbeat")
     assert result.returncode == 0, result.stderr
@@ -113,6 +118,7 @@ def test_bench_quick_prints_a_table():
     assert pushcore_ack.split("|")[6].strip() == "3"  # ACK of seq 42 is 3 bytes on the wire
 
 
+@pytest.mark.slow
 def test_bench_rejects_bad_numbers():
     result = run_pushcore("bench", "--repeat", "0")
     assert result.returncode == 2

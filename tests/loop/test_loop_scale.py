@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from pushcore import Reason
 from pushcore import _frame as F
 
@@ -66,6 +68,7 @@ loop.close()
 """
 
 
+@pytest.mark.slow
 def test_ten_thousand_connections(make_loop):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -8,11 +8,11 @@ import socket
 
 import pytest
 
+from prometheus_text import parse_exposition, sample
 from pushcore.admin.api import AdminAPI
 from pushcore.device.client import Client
 from pushcore.errors import Reason
 from serverkit import Collector, RawDevice, fast_heartbeat, make_server, token, wait_for
-from test_metrics_format import parse_exposition, sample
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 

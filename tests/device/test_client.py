@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from test_serverlist import UNRESOLVABLE, ListServer
 
 from pushcore.codec import reference as protocol
 from pushcore.device.client import Client, ClientState, ConnectError, NotConnected
@@ -24,7 +25,6 @@ from serverkit import (
     token,
     wait_for,
 )
-from test_client_serverlist import UNRESOLVABLE, ListServer
 
 
 def addr(server_or_address) -> str:
