@@ -1,7 +1,7 @@
 """Wire constants of docs/PROTOCOL.md: the one Python source.
 
 The C level reads the same numbers from ``ext/pc_wire.h``; one test
-(``tests/codec/test_wire_header.py``) holds the two equal. Every Python module that
+(``tests/test_wire.py``) holds the two equal. Every Python module that
 needs a frame type, a flag bit, a reason code or a limit imports it from
 here (the pure-Python reference codec, the store, the gateway, the device).
 

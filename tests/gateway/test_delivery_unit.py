@@ -1,7 +1,7 @@
 """Delivery logic (route table, seq order, inline vs NOTIFY, low priority, acks) against a real store.
 
 The transport here records what the server would hand to the loop; the
-end-to-end tests over loopback sockets are in tests/test_delivery.py.
+end-to-end tests over loopback sockets are in tests/gateway/test_delivery.py.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
 
 Valid cases: the field values are written here by hand; the expected hex is
 produced by the reference codec (pushcore.codec.reference), and a handful of them are
-checked against byte strings built by hand in tests/test_codec_vectors.py.
+checked against byte strings built by hand in tests/codec/test_codec_vectors.py.
 "Decode-only" cases (non-canonical encodings a decoder must accept) have both
 their hex and their fields written by hand.
 
