@@ -76,7 +76,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 from ..codec import frames as _frames
 from ..store import PRIORITY_HIGH, NewMessage, Store, StoredMessage
@@ -90,7 +91,28 @@ _encode_push = _frames.encode_push
 
 
 def _encode_notify(latest_seq: int) -> bytes:
-    return _frames.Notify(latest_seq).encode()
+    notify: bytes = _frames.Notify(latest_seq).encode()
+    return notify
+
+
+class Transport(Protocol):
+    """What :class:`Delivery` needs of the loop (the module docstring explains each)."""
+
+    def send_push(self, cid: int, seq: int, message_id: int, payload: bytes, priority: int = ...,
+                  expiry: int = ..., collapse_key: str = ..., topic: str = ...) -> bool: ...
+    def sent_seq(self, cid: int) -> int: ...
+    def set_sent_seq(self, cid: int, seq: int) -> None: ...
+    def send(self, cid: int, data: bytes, frames: int = ...) -> bool: ...
+    def send_many(self, cids: Sequence[int], data: bytes, frames: int = ...) -> int: ...
+    def watch_activity(self, cid: int) -> object: ...
+
+
+class _NoTransport:
+    """The transport of a Delivery made before the server listens: nothing is
+    connected, so nothing may be sent (messages are only stored)."""
+
+    def __getattr__(self, name: str) -> object:
+        raise RuntimeError(f"Delivery.transport.{name}: the server is not listening (no loop yet)")
 
 
 class MessageIds:
@@ -133,7 +155,7 @@ class Delivery:
     def __init__(
         self,
         store: Store,
-        transport,
+        transport: Transport | None,
         *,
         inline_max: int = DEFAULT_INLINE_MAX,
         page_max: int = DEFAULT_PAGE_MAX,
@@ -144,7 +166,9 @@ class Delivery:
         if page_max < 1:
             raise ValueError(f"page_max must be >= 1, got {page_max}")
         self.store = store
-        self.transport = transport
+        #: False while the server is not listening: messages are only stored.
+        self.has_transport = transport is not None
+        self.transport: Transport = transport if transport is not None else _NoTransport()  # type: ignore[assignment]  # a stand-in that refuses every call
         self.inline_max = inline_max
         self.page_max = page_max
         self.message_ids = message_ids or MessageIds()
@@ -209,7 +233,7 @@ class Delivery:
 
     # -- sending --------------------------------------------------------------
 
-    def _send_messages(self, cid: int, messages: list[StoredMessage]) -> None:
+    def _send_messages(self, cid: int, messages: Sequence[StoredMessage]) -> None:
         """PUSH *messages* (ascending seq) on *cid*; the loop records each seq as sent."""
         send_push = self.transport.send_push
         for m in messages:
@@ -232,7 +256,7 @@ class Delivery:
             return
         self._send_messages(cid, messages)
 
-    def _offer(self, cid: int, device_id: str, fresh: list[StoredMessage]) -> None:
+    def _offer(self, cid: int, device_id: str, fresh: Sequence[StoredMessage]) -> None:
         """Freshly stored messages of online *device_id* (on *cid*, not fetching), ascending seq.
 
         *fresh* holds the device's messages of one store call (consecutive
@@ -268,7 +292,7 @@ class Delivery:
         if last_high < len(fresh) - 1:
             transport.watch_activity(cid)
 
-    def _all_still_stored(self, fresh: list[StoredMessage]) -> bool:
+    def _all_still_stored(self, fresh: Sequence[StoredMessage]) -> bool:
         """False when one store call may have removed some of its own *fresh* messages.
 
         A later message with the same collapse key replaces an earlier one, and
@@ -279,7 +303,7 @@ class Delivery:
         keys = [m.collapse_key for m in fresh if m.collapse_key]
         return len(keys) == len(set(keys))
 
-    def _deliver(self, device_ids: list[str], stored: list[StoredMessage]) -> None:
+    def _deliver(self, device_ids: Sequence[str], stored: Sequence[StoredMessage]) -> None:
         """Offer freshly stored messages (``stored[i]`` is for ``device_ids[i]``) to the devices here.
 
         One pass for any batch: each online device gets its messages in seq

@@ -662,7 +662,7 @@ class Server:
                     list(delivery.routes), payload, priority=priority, expiry=expiry,
                     collapse_key=collapse_key, topic=topic,
                 )
-            if delivery.transport is None:
+            if not delivery.has_transport:
                 return 0
             return delivery.broadcast_ephemeral(
                 payload, priority=priority, expiry=expiry, collapse_key=collapse_key, topic=topic
