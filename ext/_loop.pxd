@@ -157,6 +157,7 @@ ctypedef struct Conn:
     pc_chunk* wq_head     # output queue (NULL when drained)
     pc_chunk* wq_tail
     uint64_t sent_seq     # highest PUSH seq sent on this connection (send_push / set_sent_seq)
+    PyObject* label       # one owned reference set by set_label (the gateway: the device id), or NULL
     uint64_t bytes_in
     uint64_t bytes_out
 

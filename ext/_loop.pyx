@@ -21,7 +21,7 @@ connection closed never reaches the connection that took over its fd.
 cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
-from cpython.ref cimport PyObject, Py_XDECREF
+from cpython.ref cimport PyObject, Py_XDECREF, Py_XINCREF
 from libc.errno cimport (
     EAGAIN, ECONNABORTED, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM, ETIMEDOUT, errno,
 )
@@ -500,6 +500,27 @@ cdef class Loop:
     def set_sent_seq(self, uint64_t cid, uint64_t seq):
         """Set *cid*'s sent seq (e.g. to the last seq a device says it has, at HELLO)."""
         self.conns[_require(self, cid)].sent_seq = seq
+
+    def set_label(self, uint64_t cid, label):
+        """Keep one object with *cid* (``None`` clears it): the gateway keeps the
+        device id here, so no Python table per connection mirrors the C one.
+        Dropped when the slot is freed (after ``on_close`` for the cid ran)."""
+        cdef Conn* c = &self.conns[_require(self, cid)]
+        cdef PyObject* old = c.label
+        if label is None:
+            c.label = NULL
+        else:
+            Py_XINCREF(<PyObject*>label)
+            c.label = <PyObject*>label
+        Py_XDECREF(old)
+
+    def label(self, uint64_t cid):
+        """The object set by :meth:`set_label`, or ``None`` (also for a cid whose slot
+        was freed: it is looked up per frame, so it never raises)."""
+        cdef int32_t fd = _find(self, cid)
+        if fd < 0 or self.conns[fd].label == NULL:
+            return None
+        return <object>self.conns[fd].label
 
     def is_open(self, uint64_t cid):
         """True while *cid* is connecting or open (not closing, not closed)."""

@@ -33,6 +33,7 @@ class SentSeqOnly:
 
     def __init__(self) -> None:
         self.sent: dict[int, int] = {}
+        self.labels: dict[int, object] = {}
 
     def send(self, cid, data, frames=1):
         return True
@@ -44,6 +45,12 @@ class SentSeqOnly:
 
     def sent_seq(self, cid):
         return self.sent[cid]
+
+    def set_label(self, cid, label):
+        self.labels[cid] = label
+
+    def label(self, cid):
+        return self.labels.get(cid)
 
     def set_sent_seq(self, cid, value):
         self.sent[cid] = value

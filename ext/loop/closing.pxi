@@ -142,5 +142,6 @@ cdef int _release_dead(Loop self, IntVec* v) except -1:
         c_close(fd)
         c.state = S_FREE
         c.flags = 0
+        _clear_label(c)
     v.n = 0
     return 0

@@ -69,6 +69,7 @@ cdef void _teardown(Loop self) noexcept:
             _drop_buffers(self, fd)
             c_close(fd)
             self.conns[fd].state = S_FREE
+            _clear_label(&self.conns[fd])
     for i in range(self.nlisteners):
         if self.listeners[i].fd >= 0:
             c_close(self.listeners[i].fd)
@@ -146,6 +147,13 @@ cdef int32_t _require(Loop self, uint64_t cid) except -2:
     if fd < 0:
         raise ValueError(f"connection {cid:#x} is not known to this loop (closed, or a stale id)")
     return fd
+
+
+cdef inline void _clear_label(Conn* c) noexcept:
+    # the slot's label is an owned reference (set_label)
+    cdef PyObject* label = c.label
+    c.label = NULL
+    Py_XDECREF(label)
 
 
 cdef int _init_conn(Loop self, int fd, uint8_t state, int32_t listener) except -1:

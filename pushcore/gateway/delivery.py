@@ -3,7 +3,7 @@
 This is the "message distribution" layer of the design as one small class,
 :class:`Delivery`, used by :class:`pushcore.Server`. It knows nothing of
 sockets: it talks to a *transport*, which in the server is the C-level
-connection loop (``pushcore._loop.Loop``), through six methods::
+connection loop (``pushcore._loop.Loop``), through these methods::
 
     send_push(cid, seq, message_id, payload, priority, expiry, collapse_key, topic)
                                encode one PUSH in C, queue it, record seq as sent (False: gone)
@@ -12,6 +12,8 @@ connection loop (``pushcore._loop.Loop``), through six methods::
     send(cid, data)            queue encoded bytes (NOTIFY) to one connection
     send_many(cids, data)      the same bytes to many connections, one call (ephemeral broadcast)
     watch_activity(cid)        one-shot: report the connection's next frame
+    set_label(cid, device_id)  keep the device id with the connection, in C (None: forget)
+    label(cid)                 the device id kept with it, or None
 
 A push that may go at once is two calls into C: ``sent_seq`` and
 ``send_push``. Connections are named only by their cid: nothing here knows
@@ -77,7 +79,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..codec import frames as _frames
 from ..store import PRIORITY_HIGH, NewMessage, Store, StoredMessage
@@ -105,6 +107,8 @@ class Transport(Protocol):
     def send(self, cid: int, data: bytes, frames: int = ...) -> bool: ...
     def send_many(self, cids: Sequence[int], data: bytes, frames: int = ...) -> int: ...
     def watch_activity(self, cid: int) -> object: ...
+    def set_label(self, cid: int, label: object) -> None: ...
+    def label(self, cid: int) -> Any: ...
 
 
 class _NoTransport:
@@ -173,14 +177,16 @@ class Delivery:
         self.page_max = page_max
         self.message_ids = message_ids or MessageIds()
         self.routes: dict[str, int] = {}  # device id -> cid of its authenticated connection
-        self._devices: dict[int, str] = {}  # the reverse: cid -> device id, the same entries
+        # The reverse (cid -> device id) is the loop's per-connection label, kept in
+        # the C connection table: no Python table per connection mirrors it.
         self.fetching: set[int] = set()  # cids catching up a large backlog through FETCH
 
     # -- routes ---------------------------------------------------------------
 
     def device_of(self, cid: int) -> str | None:
         """The device authenticated on *cid*, or None."""
-        return self._devices.get(cid)
+        device_id: str | None = self.transport.label(cid)
+        return device_id
 
     def connection_of(self, device_id: str) -> int | None:
         """The cid holding *device_id*, or None when it is offline (here)."""
@@ -202,12 +208,12 @@ class Delivery:
         """
         old = self.routes.get(device_id)
         if old is not None and old != cid:
-            self._devices.pop(old, None)
+            self.transport.set_label(old, None)
             self.fetching.discard(old)
         else:
             old = None
         self.routes[device_id] = cid
-        self._devices[cid] = device_id
+        self.transport.set_label(cid, device_id)
         store = self.store
         if last_seq:
             if last_seq > store.last_seq(device_id):
@@ -224,9 +230,10 @@ class Delivery:
 
     def detach(self, cid: int) -> str | None:
         """Forget *cid*; returns its device id if it was the device's current connection."""
-        device_id = self._devices.pop(cid, None)
+        device_id: str | None = self.transport.label(cid)
         if device_id is None:
             return None
+        self.transport.set_label(cid, None)
         self.fetching.discard(cid)
         del self.routes[device_id]
         return device_id
@@ -432,7 +439,7 @@ class Delivery:
 
     def awake(self, cids: Iterable[int]) -> None:
         """These connections showed activity: send the low priority messages waiting for them."""
-        device_of = self._devices.get
+        device_of = self.transport.label
         fetching = self.fetching
         store = self.store
         sent_seq = self.transport.sent_seq
@@ -450,7 +457,7 @@ class Delivery:
         An ACK is never taken beyond what was sent on the connection, so a
         confused device cannot delete messages it never received.
         """
-        device_of = self._devices.get
+        device_of = self.transport.label
         sent_seq = self.transport.sent_seq
         trims = []
         for cid, seq in acks.items():

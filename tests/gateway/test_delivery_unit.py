@@ -18,6 +18,7 @@ class RecordingTransport:
     def __init__(self) -> None:
         self.sent: dict[int, list] = {}
         self.tags: dict[int, int] = {}
+        self.labels: dict[int, str] = {}
         self.watched: set[int] = set()
 
     def send(self, cid, data, frames=1):
@@ -33,6 +34,15 @@ class RecordingTransport:
         self.send(cid, protocol.encode_push(seq, message_id, payload, priority, expiry, collapse_key, topic))
         self.tags[cid] = max(self.tags.get(cid, 0), seq)
         return True
+
+    def set_label(self, cid, label):
+        if label is None:
+            self.labels.pop(cid, None)
+        else:
+            self.labels[cid] = label
+
+    def label(self, cid):
+        return self.labels.get(cid)
 
     def sent_seq(self, cid):
         return self.tags[cid]

@@ -173,3 +173,47 @@ def test_a_reused_slot_starts_at_zero(make_loop):
     with pytest.raises(ValueError):
         loop.sent_seq(cid)
     sock2.close()
+
+
+class Owner:
+    """A label that can be watched with a weak reference."""
+
+
+def test_label_is_kept_in_c_until_cleared_or_the_slot_is_freed(make_loop):
+    import gc
+    import weakref
+
+    loop, ev, sock, cid = serve_one(make_loop)
+    assert loop.label(cid) is None
+    first = Owner()
+    watch_first = weakref.ref(first)
+    loop.set_label(cid, first)
+    del first
+    gc.collect()
+    assert loop.label(cid) is watch_first()          # the loop holds the reference
+    second = Owner()
+    watch_second = weakref.ref(second)
+    loop.set_label(cid, second)                       # replacing drops the old one
+    del second
+    gc.collect()
+    assert watch_first() is None and loop.label(cid) is watch_second()
+    seen = []
+    loop.set_handlers(on_close=lambda batch: seen.extend((c, loop.label(c) is watch_second()) for c, _ in batch))
+    sock.close()
+    ev.run_until(lambda: seen)
+    assert seen == [(cid, True)]                      # still readable inside on_close
+    loop.run_once(0)                                  # the slot is freed after on_close
+    gc.collect()
+    assert watch_second() is None
+    assert loop.label(cid) is None                    # never raises for a freed cid
+    with pytest.raises(ValueError):
+        loop.set_label(cid, "x")
+
+
+def test_set_label_none_clears(make_loop):
+    loop, ev, sock, cid = serve_one(make_loop)
+    loop.set_label(cid, "phone-1")
+    assert loop.label(cid) == "phone-1"
+    loop.set_label(cid, None)
+    assert loop.label(cid) is None
+    sock.close()
