@@ -93,6 +93,15 @@ enum {
     PC_FIELD_VARINT_MAX_BYTES = 10      /* every other uvarint */
 };
 
+/* Message field limits (pushcore/wire.py, docs/SECURITY.md): a stored message
+ * always fits one PUSH frame under PC_DEFAULT_MAX_FRAME_SIZE. */
+enum {
+    PC_MAX_DEVICE_ID_BYTES = 256,
+    PC_MAX_TOPIC_BYTES = 256,
+    PC_MAX_COLLAPSE_KEY_BYTES = 256,
+    PC_MAX_PAYLOAD_BYTES = 64000
+};
+
 /* The largest body an encoder writes (docs/CODEC.md); not an int, so a macro. */
 #define PC_MAX_BODY_LENGTH 0xFFFFFFFFu
 

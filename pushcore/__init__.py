@@ -19,7 +19,8 @@ from .codec import BACKEND, Decoder, decode, encode, encode_ack, encode_push
 from .codec import frames as _frames
 from .device.client import Client, ClientState, ConnectError, NotConnected
 from .device.heartbeat import HeartbeatPolicy
-from .errors import ProtocolError, PushcoreError, Reason
+from .errors import MessageTooLarge, ProtocolError, PushcoreError, Reason
+from .gateway.results import BatchResult, FanOut
 from .gateway.server import Server
 from .store import Store, open_store
 from .tokens import AuthError, TokenSigner
@@ -77,7 +78,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "BACKEND", "PROTOCOL_VERSION", "DEFAULT_MAX_FRAME_SIZE", "PRIORITY_LOW", "PRIORITY_HIGH",
-    "ProtocolError", "PushcoreError", "Reason",
+    "ProtocolError", "PushcoreError", "Reason", "MessageTooLarge", "BatchResult", "FanOut",
     "Hello", "Welcome", "Ping", "Pong", "Push", "Notify", "Fetch", "Ack", "Subscribe",
     "Unsubscribe", "Upstream", "UpstreamAck", "Redirect", "Goaway", "ErrorFrame",
     "Decoder", "encode", "decode", "encode_push", "encode_ack",

@@ -12,7 +12,7 @@ from typing import Any
 
 from .wire import Reason, reason_name
 
-__all__ = ["Reason", "reason_name", "PushcoreError", "ProtocolError"]
+__all__ = ["Reason", "reason_name", "PushcoreError", "ProtocolError", "MessageTooLarge"]
 
 
 class PushcoreError(Exception):
@@ -40,3 +40,25 @@ class ProtocolError(PushcoreError, ValueError):
 
     def __reduce__(self) -> tuple[type[ProtocolError], tuple[int, str, list[Any]]]:
         return (type(self), (int(self.code), self.message, self.frames))
+
+
+class MessageTooLarge(PushcoreError, ValueError):
+    """A message field is longer than its limit (docs/SECURITY.md "Messages").
+
+    Raised by ``push``, ``push_batch``, ``publish``, ``broadcast`` and the
+    store before anything is stored; the admin API answers it with HTTP 413.
+    ``field`` names the field (``payload``, ``topic``, ``collapse_key``,
+    ``device_id``), ``size`` is what was given and ``limit`` the maximum,
+    both in bytes.
+    """
+
+    def __init__(self, field: str, size: int, limit: int, where: str = "") -> None:
+        self.field = field
+        self.size = size
+        self.limit = limit
+        self.where = where
+        prefix = f"{where}: " if where else ""
+        super().__init__(f"{prefix}{field} is {size} bytes, the limit is {limit} bytes")
+
+    def __reduce__(self) -> tuple[type[MessageTooLarge], tuple[str, int, int, str]]:
+        return (type(self), (self.field, self.size, self.limit, self.where))

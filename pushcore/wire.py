@@ -18,6 +18,8 @@ __all__ = [
     "PUSH_HIGH_PRIORITY", "PUSH_HAS_EXPIRY", "PUSH_HAS_COLLAPSE_KEY", "PUSH_HAS_TOPIC",
     "UPSTREAM_HAS_TOPIC", "GOAWAY_HAS_SERVERS", "MAX_VERSIONS", "MAX_PORT",
     "MAX_BODY_LENGTH", "LENGTH_VARINT_MAX_BYTES", "FIELD_VARINT_MAX_BYTES",
+    "MAX_DEVICE_ID_BYTES", "MAX_TOPIC_BYTES", "MAX_COLLAPSE_KEY_BYTES", "MAX_PAYLOAD_BYTES",
+    "TOPIC_CHARACTERS", "topic_problem",
     "HELLO", "WELCOME", "PING", "PONG", "PUSH", "NOTIFY", "FETCH", "ACK", "SUBSCRIBE",
     "UNSUBSCRIBE", "UPSTREAM", "UPSTREAM_ACK", "REDIRECT", "GOAWAY", "ERROR",
 ]
@@ -119,3 +121,46 @@ MAX_PORT = 65535
 MAX_BODY_LENGTH = (1 << 32) - 1   # largest body an encoder writes (docs/CODEC.md)
 LENGTH_VARINT_MAX_BYTES = 5       # the body length varint (§1)
 FIELD_VARINT_MAX_BYTES = 10       # every other uvarint (§2)
+
+
+# ---- message field limits (docs/SECURITY.md "Messages") ------------------------------------
+# A stored message must always fit one PUSH frame under DEFAULT_MAX_FRAME_SIZE,
+# or the device's decoder refuses it (FRAME_TOO_LARGE), reconnects, and is sent
+# the same message again forever. A PUSH body is at most 9 (seq) + 8 (message
+# id) + 4 (expiry) + 2 + 256 (collapse key) + 2 + 256 (topic) = 537 bytes
+# beside its payload, so 64,000 payload bytes leave room to spare. The device
+# id travels in HELLO, which the loop caps before authentication.
+
+#: Longest device id, in UTF-8 bytes.
+MAX_DEVICE_ID_BYTES = 256
+#: Longest topic name, in bytes (topics are ASCII, see TOPIC_CHARACTERS).
+MAX_TOPIC_BYTES = 256
+#: Longest collapse key, in UTF-8 bytes.
+MAX_COLLAPSE_KEY_BYTES = 256
+#: Largest payload of one message.
+MAX_PAYLOAD_BYTES = 64_000
+#: The characters a topic name may use (besides being 1..MAX_TOPIC_BYTES long).
+TOPIC_CHARACTERS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-:/@+=~#"
+)
+
+
+def topic_problem(topic: str) -> str | None:
+    """Why *topic* is not a valid topic name, or None when it is.
+
+    The rule: 1 to :data:`MAX_TOPIC_BYTES` characters, each an ASCII letter,
+    digit or one of ``. _ - : / @ + = ~ #``. Keeping topics to a small ASCII
+    alphabet means they never need escaping in logs, metrics labels, Redis
+    keys or URLs, and cannot hide look-alike Unicode.
+    """
+    if not topic:
+        return "a topic must not be empty"
+    if len(topic) > MAX_TOPIC_BYTES:
+        return f"topic is {len(topic)} characters, the limit is {MAX_TOPIC_BYTES}"
+    if not TOPIC_CHARACTERS.issuperset(topic):
+        bad = next(c for c in topic if c not in TOPIC_CHARACTERS)
+        return (
+            f"topic {topic[:40]!r} has the character {bad!r}; topics use ASCII letters, "
+            "digits and . _ - : / @ + = ~ #"
+        )
+    return None

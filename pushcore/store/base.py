@@ -83,8 +83,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol, Self, TypeGuard
 
-from ..errors import PushcoreError
-from ..wire import PRIORITY_HIGH, PRIORITY_LOW
+from ..errors import MessageTooLarge, PushcoreError
+from ..wire import (
+    MAX_COLLAPSE_KEY_BYTES,
+    MAX_DEVICE_ID_BYTES,
+    MAX_PAYLOAD_BYTES,
+    MAX_TOPIC_BYTES,
+    PRIORITY_HIGH,
+    PRIORITY_LOW,
+    topic_problem,
+)
 
 __all__ = [
     "Store",
@@ -93,6 +101,7 @@ __all__ = [
     "NewMessage",
     "StoreStats",
     "StoreError",
+    "SeqExhausted",
     "PRIORITY_LOW",
     "PRIORITY_HIGH",
     "DEFAULT_MAX_MESSAGES",
@@ -123,6 +132,20 @@ class StoreObserver(Protocol):
 
 class StoreError(PushcoreError):
     """The store cannot do what was asked (closed, unreadable file, counter exhausted)."""
+
+
+class SeqExhausted(StoreError):
+    """One device's seq counter cannot go higher (2**63-1): only that device's messages fail.
+
+    The gateway never lets a device's HELLO claim move its counter near the
+    end (docs/PROTOCOL.md, "last_seq"), so this needs 2**63 - 2**53 pushes to
+    one device; it is still a per-device error, so ``push_batch`` and
+    ``publish`` fail only the items of that device.
+    """
+
+    def __init__(self, device_id: str) -> None:
+        super().__init__(f"seq counter of device {device_id!r} is exhausted (2**63-1)")
+        self.device_id = device_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,8 +205,33 @@ def check_text(name: str, value: object, *, allow_empty: bool = True) -> str:
     return value
 
 
+def _check_size(name: str, value: str, limit: int) -> str:
+    # len(str) <= len(utf-8 bytes) <= 4 * len(str): encode only when it may matter.
+    if len(value) * 4 > limit:
+        size = len(value.encode("utf-8"))
+        if size > limit:
+            raise MessageTooLarge(name, size, limit)
+    return value
+
+
 def check_device_id(device_id: object) -> str:
-    return check_text("device_id", device_id, allow_empty=False)
+    """A non-empty device id of at most MAX_DEVICE_ID_BYTES UTF-8 bytes."""
+    return _check_size(
+        "device_id", check_text("device_id", device_id, allow_empty=False), MAX_DEVICE_ID_BYTES
+    )
+
+
+def check_topic(topic: object, *, allow_empty: bool = False) -> str:
+    """*topic* if it follows the topic-name rule (:func:`pushcore.wire.topic_problem`)."""
+    value = check_text("topic", topic, allow_empty=allow_empty)
+    if not value and allow_empty:
+        return value
+    if len(value) > MAX_TOPIC_BYTES:  # too long is MessageTooLarge (HTTP 413), whatever its characters
+        raise MessageTooLarge("topic", len(value.encode("utf-8", "replace")), MAX_TOPIC_BYTES)
+    problem = topic_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
 
 
 def check_seq(name: str, seq: object) -> int:
@@ -219,7 +267,7 @@ def check_topics(topics: object) -> list[str]:
         raise TypeError("topics must be an iterable of str (e.g. a list), not a single string")
     if not isinstance(topics, Iterable):
         raise TypeError(f"topics must be an iterable of str, not {type(topics).__name__}")
-    return list(dict.fromkeys(check_text("topic", t, allow_empty=False) for t in topics))
+    return list(dict.fromkeys(check_topic(t) for t in topics))
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +311,8 @@ def check_message(
         if not isinstance(payload, (bytes, bytearray, memoryview)):
             raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
         payload = bytes(payload)
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise MessageTooLarge("payload", len(payload), MAX_PAYLOAD_BYTES)
     if not _is_int(priority):
         raise TypeError(f"priority must be int, not {type(priority).__name__}")
     if priority not in (PRIORITY_LOW, PRIORITY_HIGH):
@@ -282,8 +332,8 @@ def check_message(
         payload,
         int(priority),
         expiry,
-        check_text("collapse_key", collapse_key),
-        check_text("topic", topic),
+        _check_size("collapse_key", check_text("collapse_key", collapse_key), MAX_COLLAPSE_KEY_BYTES),
+        check_topic(topic, allow_empty=True),
     )
 
 

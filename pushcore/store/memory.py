@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_right
 
-from .base import DEFAULT_MAX_MESSAGES, MAX_SEQ, MessageFields, Store, StoredMessage, StoreError
+from .base import DEFAULT_MAX_MESSAGES, MAX_SEQ, MessageFields, SeqExhausted, Store, StoredMessage
 
 __all__ = ["MemoryStore"]
 
@@ -76,7 +76,7 @@ class MemoryStore(Store):
                 box = devices[device_id] = _Device()
             planned[device_id] = planned.get(device_id, 0) + 1
             if box.last_seq > MAX_SEQ - planned[device_id]:
-                raise StoreError(f"seq counter of device {device_id!r} is exhausted (2**63-1)")
+                raise SeqExhausted(device_id)
             boxes.append(box)
         collapsed = dropped = expired = 0
         cap = self._max_messages

@@ -47,6 +47,7 @@ from typing import Any
 from .base import (
     DEFAULT_MAX_MESSAGES,
     MessageFields,
+    SeqExhausted,
     Store,
     StoredMessage,
     StoreError,
@@ -147,6 +148,23 @@ def _message(row: tuple[Any, ...]) -> StoredMessage:
     return StoredMessage(seq, message_id, payload, priority, expiry, collapse_key, topic, created)
 
 
+def _create_private(path: str) -> None:
+    """Create *path* empty with mode 0600 if it does not exist yet.
+
+    The store holds payloads and device ids, so other local users must not
+    read it (the secret files are 0600 too). SQLite gives the -wal and -shm
+    files it creates the mode of the database file. An existing file keeps
+    its mode: the operator chose it.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError:
+        return  # sqlite3.connect reports the real problem (missing directory, ...)
+    os.close(fd)
+
+
 class SQLiteStore(Store):
     """Durable :class:`~pushcore.store.Store` in one SQLite file (WAL). Thread-safe (one lock).
 
@@ -182,6 +200,8 @@ class SQLiteStore(Store):
             )
         self.path = path
         self.synchronous = synchronous
+        if path != ":memory:":
+            _create_private(path)
         try:
             self._db = sqlite3.connect(
                 path,
@@ -266,7 +286,7 @@ class SQLiteStore(Store):
             for device_id, fields in pairs:
                 row = execute(_NEXT_SEQ, (device_id,)).fetchone()
                 if row is None:
-                    raise StoreError(f"seq counter of device {device_id!r} is exhausted (2**63-1)")
+                    raise SeqExhausted(device_id)
                 seq, stored = row
                 key = fields.collapse_key
                 changed = False
