@@ -79,10 +79,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ..codec import frames as _frames
-from ..store import PRIORITY_HIGH, NewMessage, Store, StoredMessage
+from ..store import PRIORITY_HIGH, NewMessage, SeqExhausted, Store, StoredMessage
+from .results import FanOut
 
 __all__ = ["Delivery", "MessageIds", "DEFAULT_INLINE_MAX", "DEFAULT_PAGE_MAX"]
 
@@ -339,7 +340,7 @@ class Delivery:
             if cid not in fetching:
                 self._offer(cid, device_id, fresh)
 
-    def push_batch(self, messages: list[NewMessage]) -> list[StoredMessage]:
+    def push_batch(self, messages: list[NewMessage]) -> list[StoredMessage | SeqExhausted]:
         """Store *messages* in one store call (one transaction), then send what may go now.
 
         A device may appear several times: its messages get consecutive seqs
@@ -347,11 +348,37 @@ class Delivery:
         been pushed alone with :meth:`push` (priority, collapse and catching
         up included), but with one transaction, each device's messages queued back to
         back on its connection (the loop writes them with one writev per turn).
-        Returns the stored messages in the order given.
+        Returns the stored messages in the order given. When one device's
+        counter is exhausted the batch is stored again one device at a time,
+        so only that device's items fail: they come back as the
+        :class:`SeqExhausted` error instead of a message.
         """
-        stored = self.store.append_batch(messages)
+        try:
+            stored = self.store.append_batch(messages)
+        except SeqExhausted:
+            return self._push_batch_per_device(messages)
         self._deliver([m.device_id for m in messages], stored)
-        return stored
+        return cast("list[StoredMessage | SeqExhausted]", stored)  # no copy on the hot path
+
+    def _push_batch_per_device(self, messages: list[NewMessage]) -> list[StoredMessage | SeqExhausted]:
+        # The slow path, taken only when a device's counter is exhausted: one
+        # transaction per device, so a failure stays that device's own.
+        by_device: dict[str, list[int]] = {}
+        for i, message in enumerate(messages):
+            by_device.setdefault(message.device_id, []).append(i)
+        outcomes: list[StoredMessage | SeqExhausted | None] = [None] * len(messages)
+        for indices in by_device.values():
+            try:
+                group = self.store.append_batch([messages[i] for i in indices])
+            except SeqExhausted as exc:
+                for i in indices:
+                    outcomes[i] = exc
+            else:
+                for i, stored in zip(indices, group):
+                    outcomes[i] = stored
+        done = [(messages[i].device_id, m) for i, m in enumerate(outcomes) if isinstance(m, StoredMessage)]
+        self._deliver([d for d, _ in done], [m for _, m in done])
+        return [m for m in outcomes if m is not None]
 
     def push(
         self,
@@ -393,27 +420,40 @@ class Delivery:
         collapse_key: str = "",
         topic: str = "",
         message_id: int | None = None,
-    ) -> int:
+    ) -> FanOut:
         """Store one message (one message id) for each device, in one store call; send to those here.
 
-        Returns how many devices it was stored for.
+        Returns how many devices it was stored for. A device whose counter is
+        exhausted does not fail the others: the message is then stored one
+        device at a time and that device is listed in ``FanOut.failed``.
         """
         devices = list(dict.fromkeys(device_ids))
         if not devices:
-            return 0
+            return FanOut(0)
         if message_id is None:
             message_id = self.message_ids.next()
-        stored = self.store.append_many(
-            devices,
-            message_id=message_id,
-            payload=payload,
-            priority=priority,
-            expiry=expiry,
-            collapse_key=collapse_key,
-            topic=topic,
+        store = self.store
+        fields: dict[str, Any] = dict(
+            message_id=message_id, payload=payload, priority=priority, expiry=expiry,
+            collapse_key=collapse_key, topic=topic,
         )
+        failed: dict[str, str] = {}
+        try:
+            stored = store.append_many(devices, **fields)
+        except SeqExhausted:
+            # The slow path: one transaction per device, so the failure stays its own.
+            stored = []
+            reached = []
+            for device_id in devices:
+                try:
+                    stored += store.append_many((device_id,), **fields)
+                except SeqExhausted as exc:
+                    failed[device_id] = str(exc)
+                else:
+                    reached.append(device_id)
+            devices = reached
         self._deliver(devices, stored)
-        return len(stored)
+        return FanOut(len(stored), failed)
 
     def broadcast_ephemeral(
         self,
@@ -480,8 +520,19 @@ class Delivery:
         device_id = self.device_of(cid)
         if device_id is None:
             return
-        limit = min(max_count, self.page_max) if max_count > 0 else self.page_max
         store = self.store
+        if max_count <= 0:
+            # "Up to 0 messages": none, only the NOTIFY saying what waits. While
+            # something waits the device stays in fetch mode (new messages only
+            # stored), as after a page with more to come.
+            latest = store.last_seq(device_id)
+            if latest > after_seq:
+                self.fetching.add(cid)
+            else:
+                self.fetching.discard(cid)
+            self.transport.send(cid, _encode_notify(max(latest, after_seq)))
+            return
+        limit = min(max_count, self.page_max)
         messages = store.range(device_id, after_seq, limit + 1)
         more = len(messages) > limit
         if more:

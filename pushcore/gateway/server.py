@@ -29,13 +29,15 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from ..codec import frames as _frames
-from ..errors import Reason
+from ..errors import MessageTooLarge, Reason
 from ..loop.dispatch import LoopDispatch, dispatch_for
 from ..loop.handover import LoopTimeout, LoopUnavailable, call_on_loop
 from ..store import PRIORITY_HIGH, PRIORITY_LOW, Store, open_store
-from ..store.base import MAX_SEQ, NewMessage, check_device_id, check_message
+from ..store.base import MAX_SEQ, NewMessage, StoredMessage, check_device_id, check_message, check_topic
 from ..tokens import AuthError, TokenSigner
+from ..wire import topic_problem
 from .delivery import DEFAULT_INLINE_MAX, DEFAULT_PAGE_MAX, Delivery, MessageIds
+from .results import BatchResult, FanOut
 
 if TYPE_CHECKING:
     from .._frame import Ack, Fetch, Frame, Hello, Upstream
@@ -121,6 +123,8 @@ def _checked_message(index: int, item: object) -> _CheckedItem:
             0 if message_id is None else message_id, payload, priority, expiry,
             options.get("collapse_key", ""), options.get("topic", ""),
         )
+    except MessageTooLarge as exc:
+        raise MessageTooLarge(exc.field, exc.size, exc.limit, where=f"messages[{index}]") from None
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"messages[{index}]: {exc}") from None
     return (device_id, fields.payload, priority, expiry, fields.collapse_key, fields.topic, message_id)
@@ -142,6 +146,13 @@ def _servers_tuple(servers: Iterable[str | Iterable[Any]]) -> tuple[_Server, ...
             host, port, load = entry
             out.append((str(host), int(port), int(load)))
     return tuple(out)
+
+
+#: Most topics one device may hold through SUBSCRIBE frames (Server(max_subscriptions=)).
+DEFAULT_MAX_SUBSCRIPTIONS = 1000
+#: Highest HELLO last_seq that may raise a lost counter: 2**53 leaves the
+#: counter 2**63 - 2**53 more seqs, so a claim can never make pushes fail.
+MAX_CLAIMED_SEQ = 2**53
 
 
 class Server:
@@ -170,6 +181,18 @@ class Server:
     on_upstream(device_id, payload, topic)
         an UPSTREAM frame. The device gets its UPSTREAM_ACK once the hook
         returns; if it raises, no ack is sent (the device may retry).
+    authorize_subscribe(device_id, topic, metadata)
+        called for each topic of a device's SUBSCRIBE: return True to let it
+        subscribe. Default (None): every device may subscribe to every valid
+        topic name, so give this hook whenever a topic is private to some
+        devices (e.g. ``lambda d, t, m: not t.startswith("user/") or t ==
+        f"user/{d}"``). *metadata* is ``{"peer": (host, port)}``. A topic it
+        refuses (False, or an exception, which is logged) is not subscribed
+        and the connection stays open; SUBSCRIBE has no answer (PROTOCOL.md).
+    max_subscriptions
+        most topics one device may hold through SUBSCRIBE frames (default
+        1,000; topics past it are ignored and counted in ``stats``).
+        :meth:`subscribe` from the application is not limited.
     store
         a :class:`pushcore.store.Store`, or what :func:`pushcore.store.open_store`
         takes: a SQLite file path (default ``"pushcore.db"``) or ``"memory:"``.
@@ -198,6 +221,8 @@ class Server:
         on_connect: Callable[[str, dict[str, Any]], object] | None = None,
         on_disconnect: Callable[[str, Reason], object] | None = None,
         on_upstream: Callable[[str, bytes, str], object] | None = None,
+        authorize_subscribe: Callable[[str, str, dict[str, Any]], bool] | None = None,
+        max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS,
         store: Store | str | os.PathLike[str] = DEFAULT_STORE_PATH,
         heartbeat: tuple[float, float] = (30, 600),
         idle_grace: float = 30.0,
@@ -230,6 +255,10 @@ class Server:
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
         self.on_upstream = on_upstream
+        self.authorize_subscribe = authorize_subscribe
+        if not isinstance(max_subscriptions, int) or max_subscriptions < 0:
+            raise ValueError(f"max_subscriptions must be an int >= 0, got {max_subscriptions!r}")
+        self._max_subscriptions = max_subscriptions
         self._heartbeat_min = heartbeat_min
         self._heartbeat_max = heartbeat_max
         # WELCOME carries whole seconds; the idle timeout itself may be finer (tests).
@@ -266,7 +295,10 @@ class Server:
         self._stopped = False
         self._previous_wakeup_fd = -1  # signal.set_wakeup_fd before run() installed the loop's
         self._drain_deadline: float | None = None
-        self.stats = {"hello": 0, "welcome": 0, "refused": 0, "replaced": 0, "upstream": 0}
+        self.stats = {
+            "hello": 0, "welcome": 0, "refused": 0, "replaced": 0, "upstream": 0,
+            "subscribe_refused": 0, "subscribe_over_cap": 0,
+        }
 
     # -- public properties ----------------------------------------------------
 
@@ -568,6 +600,10 @@ class Server:
         """
         priority = parse_priority(priority)
         expiry = _expiry_from_ttl(ttl)
+        # Checked here, in the caller's thread, so a field over its limit
+        # (pushcore.MessageTooLarge) is raised before the hand-over.
+        device_id = check_device_id(device_id)
+        check_message(0 if message_id is None else message_id, payload, priority, expiry, collapse_key, topic)
         return self.call(
             lambda: self._ready_delivery().push(
                 device_id, payload, priority=priority, expiry=expiry,
@@ -575,7 +611,7 @@ class Server:
             ).seq
         )
 
-    def push_batch(self, messages: Iterable[_BatchItem], *, timeout: float | None = 30.0) -> list[int]:
+    def push_batch(self, messages: Iterable[_BatchItem], *, timeout: float | None = 30.0) -> BatchResult:
         """Store many messages in one store transaction, deliver them, return their seqs. Thread-safe.
 
         Each item is ``(device_id, payload)`` or ``(device_id, payload,
@@ -587,16 +623,20 @@ class Server:
         transaction) and one delivery pass: each device gets exactly what
         :meth:`push` called once per item, in order, would have sent (a
         device listed several times gets consecutive seqs in the order
-        given), with one send per device. Returns the seqs in the order given.
+        given), with one send per device. Returns the seqs in the order given
+        as a :class:`BatchResult` (a ``list[int]``): an item the store could
+        not take for its device alone (its seq counter exhausted) is ``0``
+        there and explained in ``result.errors``; every other item is stored
+        and delivered as usual.
         """
         if isinstance(messages, (str, bytes, tuple)):
             raise TypeError("messages must be a list of (device_id, payload[, options]) tuples")
         checked = [_checked_message(i, item) for i, item in enumerate(messages)]
         if not checked:
-            return []
+            return BatchResult([])
         message_ids = self._message_ids
 
-        def run() -> list[int]:
+        def run() -> BatchResult:
             # Message ids are made on the loop thread, in store order.
             next_id = message_ids.next
             batch = [
@@ -604,7 +644,15 @@ class Server:
                            payload, priority, expiry, collapse_key, topic)
                 for device_id, payload, priority, expiry, collapse_key, topic, message_id in checked
             ]
-            return [m.seq for m in self._ready_delivery().push_batch(batch)]
+            seqs: list[int] = []
+            errors: dict[int, str] = {}
+            for i, outcome in enumerate(self._ready_delivery().push_batch(batch)):
+                if isinstance(outcome, StoredMessage):
+                    seqs.append(outcome.seq)
+                else:
+                    seqs.append(0)
+                    errors[i] = str(outcome)
+            return BatchResult(seqs, errors)
 
         return self.call(run, timeout=timeout)
 
@@ -616,16 +664,22 @@ class Server:
         priority: int | str = PRIORITY_HIGH,
         ttl: float | None = None,
         collapse_key: str = "",
-    ) -> int:
+    ) -> FanOut:
         """Store the message for every subscriber of *topic* and deliver it; returns how many. Thread-safe.
 
         One message id for all; each device gets its own seq. Offline
-        subscribers get it on their next connection.
+        subscribers get it on their next connection. The count is a
+        :class:`FanOut` (an ``int``): a subscriber the store could not take
+        the message for (its seq counter exhausted) is left out of it and
+        named in ``result.failed``; the others get the message regardless.
+        Fields over their limits raise :class:`pushcore.MessageTooLarge`
+        before anything is stored.
         """
         priority = parse_priority(priority)
         expiry = _expiry_from_ttl(ttl)
+        check_message(0, payload, priority, expiry, collapse_key, check_topic(topic))
 
-        def run() -> int:
+        def run() -> FanOut:
             devices = sorted(self.store.subscribers(topic))
             return self._ready_delivery().push_many(
                 devices, payload, priority=priority, expiry=expiry,
@@ -643,7 +697,7 @@ class Server:
         collapse_key: str = "",
         topic: str = "",
         durable: bool = False,
-    ) -> int:
+    ) -> FanOut | int:
         """Send to every connected device; returns how many. Thread-safe.
 
         ``durable=False`` (default): one PUSH with seq 0 is encoded once and
@@ -654,8 +708,9 @@ class Server:
         """
         priority = parse_priority(priority)
         expiry = _expiry_from_ttl(ttl)
+        check_message(0, payload, priority, expiry, collapse_key, topic)
 
-        def run() -> int:
+        def run() -> FanOut | int:
             delivery = self._ready_delivery()
             if durable:
                 return delivery.push_many(
@@ -679,11 +734,14 @@ class Server:
         return self.call(self.store.unsubscribe, device_id, topics)
 
     def redirect(self, device_id: str, servers: Iterable[str | Iterable[Any]]) -> bool:
-        """Send *device_id* a REDIRECT to *servers* (sorted by load). Thread-safe.
+        """Send *device_id* a REDIRECT to *servers*, sorted by ascending load. Thread-safe.
 
-        Returns False when the device is not connected here.
+        Entries are ``"host:port"`` (load = its position) or ``(host, port[,
+        load])``; the frame lists them least loaded first, as PROTOCOL.md
+        says (equal loads keep the order given). Returns False when the
+        device is not connected here.
         """
-        checked = _servers_tuple(servers)
+        checked = tuple(sorted(_servers_tuple(servers), key=lambda server: server[2]))
 
         def run() -> bool:
             cid = self._delivery.connection_of(device_id) if self._delivery else None
@@ -760,10 +818,11 @@ class Server:
                     if device_id is None:
                         continue
                     topics: tuple[str, ...] = frame.topics
-                    if "" in topics:
-                        self._refuse(cid, Reason.INVALID_VALUE, "a topic must not be empty")
+                    problem = next((p for p in map(topic_problem, topics) if p is not None), None)
+                    if problem is not None:
+                        self._refuse(cid, Reason.INVALID_VALUE, problem)
                     elif kind == _SUBSCRIBE:
-                        self.store.subscribe(device_id, topics)
+                        self._subscribe(cid, device_id, topics)
                     else:
                         self.store.unsubscribe(device_id, topics)
                 elif kind == _ERROR:
@@ -842,6 +901,10 @@ class Server:
         if accepted is not True:
             self._refuse(cid, Reason.AUTH_FAILED, "device refused")
             return
+        problem = self._claim_problem(device_id, hello.last_seq)
+        if problem is not None:
+            self._refuse(cid, Reason.INVALID_VALUE, problem)
+            return
         loop = self._running_loop()
         old = delivery.attach(cid, device_id, hello.last_seq)
         if old is not None:
@@ -861,6 +924,70 @@ class Server:
         self.stats["welcome"] += 1
         if self.on_connect is not None:
             self._call_hook(self.on_connect, device_id, metadata)
+
+    def _claim_problem(self, device_id: str, last_seq: int) -> str | None:
+        """Why HELLO's *last_seq* may not be taken, or None (docs/PROTOCOL.md "last_seq").
+
+        A claim up to the device's counter is an ACK. A claim above it can only
+        be true when the store lost the counter (the memory store after a
+        restart, a new or deleted database): the store then has no counter for
+        the device (0), and the counter is raised to the claim so new
+        messages get seqs the device has not seen. Anything else is refused:
+        a counter above 0 is the store's truth, and a claim past
+        :data:`MAX_CLAIMED_SEQ` would leave the counter too little room.
+        """
+        if last_seq == 0:
+            return None
+        counter = self.store.last_seq(device_id)
+        if last_seq <= counter:
+            return None
+        if counter > 0:
+            return (
+                f"last_seq {last_seq} is ahead of this device's last stored seq {counter}; "
+                "a device may claim only seqs it was sent (reset the device's last_seq)"
+            )
+        if last_seq > MAX_CLAIMED_SEQ:
+            return f"last_seq {last_seq} is over {MAX_CLAIMED_SEQ} (2**53), the most a device may claim"
+        return None
+
+    def _subscribe(self, cid: int, device_id: str, topics: tuple[str, ...]) -> None:
+        """A device's SUBSCRIBE: the topics the hook allows, up to the per-device cap."""
+        hook = self.authorize_subscribe
+        if hook is not None:
+            metadata = {"peer": self._peer(cid)}
+            allowed = []
+            for topic in topics:
+                try:
+                    ok = hook(device_id, topic, metadata) is True
+                except Exception:
+                    log.exception("pushcore server: authorize_subscribe hook failed for %r", device_id)
+                    ok = False
+                if ok:
+                    allowed.append(topic)
+                else:
+                    self.stats["subscribe_refused"] += 1
+            topics = tuple(allowed)
+        if not topics:
+            return
+        store = self.store
+        held = store.topics(device_id)
+        new = [t for t in dict.fromkeys(topics) if t not in held]
+        room = self._max_subscriptions - len(held)
+        if len(new) > room:
+            self.stats["subscribe_over_cap"] += len(new) - max(room, 0)
+            log.warning(
+                "pushcore server: device %r is at its subscription cap (%d); %d topic(s) ignored",
+                device_id, self._max_subscriptions, len(new) - max(room, 0),
+            )
+            new = new[: max(room, 0)]
+        if new:
+            store.subscribe(device_id, new)
+
+    def _peer(self, cid: int) -> Any:
+        try:
+            return self._running_loop().conn_info(cid).get("peer")
+        except Exception:  # a closed cid
+            return None
 
     def _upstream(self, cid: int, frame: Upstream) -> None:
         device_id = self._live_delivery().device_of(cid)
