@@ -47,6 +47,9 @@ class FanOut(int):
         self.failed = failed or {}
         return self
 
+    def __str__(self) -> str:  # print()/f-strings show the number, as for a plain int
+        return int.__repr__(self)
+
     def __repr__(self) -> str:
         if not self.failed:
             return f"FanOut({int(self)})"

@@ -76,3 +76,14 @@ def test_gateway_drains_on_sigterm(gateway):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
     assert proc.stdout.read().strip() == "gateway stopped"
+
+
+def test_private_topics_example_keeps_user_topics_private():
+    result = run("private_topics.py")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "subscribers of user/alice: ['alice']" in out
+    assert "publish user/alice -> stored for 1 device(s)" in out
+    assert "refused: payload is 70000 bytes, the limit is 64000 bytes" in out
+    assert "bob received: ['for everyone', 'two']" in out
+    assert out.rstrip().endswith("OK")
