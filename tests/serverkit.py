@@ -20,7 +20,10 @@ TIMEOUT = 10.0  # upper bound for anything expected to happen "soon"
 
 
 def token(device_id: str, ttl: float | None = None, **kw) -> bytes:
-    return mint(SECRET, device_id, ttl, **kw)
+    """A token for *device_id*: mint's default lifetime (30 days) unless *ttl* or *expires_at* is given."""
+    if ttl is not None:
+        kw["ttl"] = ttl
+    return mint(SECRET, device_id, **kw)
 
 
 def wait_for(predicate, timeout: float = TIMEOUT, what: str = "condition") -> None:

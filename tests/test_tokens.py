@@ -1,7 +1,13 @@
 """pushcore.tokens: HMAC-SHA256 device tokens with expiry."""
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import pickle
+import re
+import struct
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -9,7 +15,10 @@ from hypothesis import strategies as st
 
 from pushcore.errors import PushcoreError, Reason
 from pushcore.tokens import (
+    DEFAULT_TTL,
+    NO_EXPIRY,
     TOKEN_LENGTH,
+    TOKEN_V1_LENGTH,
     AuthError,
     TokenClaims,
     TokenSigner,
@@ -30,7 +39,7 @@ def test_good_token_verifies_with_its_claims():
     token = mint(SECRET, "phone-1", 60, now=NOW)
     assert isinstance(token, bytes) and len(token) == TOKEN_LENGTH
     claims = verify(SECRET, "phone-1", token, now=NOW + 30)
-    assert claims == TokenClaims("phone-1", NOW + 60)
+    assert claims == TokenClaims("phone-1", NOW + 60, NOW)
 
 
 def test_expires_at_is_kept_to_the_millisecond():
@@ -39,9 +48,36 @@ def test_expires_at_is_kept_to_the_millisecond():
     assert verify(SECRET, "d", token, now=NOW).expires_at == pytest.approx(NOW + 1.235)
 
 
-def test_token_without_expiry_never_expires():
-    token = mint(SECRET, "d")
-    assert verify(SECRET, "d", token, now=4_000_000_000.0).expires_at is None
+def test_token_without_expiry_is_asked_for_by_name():
+    token = mint(SECRET, "d", ttl=NO_EXPIRY, now=NOW)
+    claims = verify(SECRET, "d", token, now=4_000_000_000.0)
+    assert claims.expires_at is None and claims.issued_at == NOW
+    assert repr(NO_EXPIRY) == "pushcore.tokens.NO_EXPIRY"
+
+
+def test_mint_without_ttl_lasts_the_default_30_days():
+    # finding 7: mint() without a ttl used to make a token that never expired
+    assert DEFAULT_TTL == 30 * 24 * 3600
+    token = mint(SECRET, "d", now=NOW)
+    assert verify(SECRET, "d", token, now=NOW).expires_at == NOW + DEFAULT_TTL
+    with pytest.raises(AuthError) as exc:
+        verify(SECRET, "d", token, now=NOW + DEFAULT_TTL)
+    assert _reason(exc) is Reason.TOKEN_EXPIRED
+    assert verify(SECRET, "d", TokenSigner(SECRET).mint("d", now=NOW), now=NOW).expires_at == NOW + DEFAULT_TTL
+
+
+def test_ttl_none_is_ambiguous_and_refused():
+    with pytest.raises(TypeError, match="NO_EXPIRY"):
+        mint(SECRET, "d", None)
+    with pytest.raises(TypeError, match="NO_EXPIRY"):
+        TokenSigner(SECRET).mint("d", ttl=None)
+    with pytest.raises(TypeError, match="not both"):
+        mint(SECRET, "d", NO_EXPIRY, expires_at=NOW + 5)
+
+
+def test_issued_at_is_the_mint_time_to_the_millisecond():
+    claims = verify(SECRET, "d", mint(SECRET, "d", 60, now=NOW + 0.0129), now=NOW)
+    assert claims.issued_at == pytest.approx(NOW + 0.012)  # rounded down: never later than minted
 
 
 def test_unicode_device_id():
@@ -81,13 +117,22 @@ def test_every_tampered_byte_fails(index):
 
 def test_extending_the_expiry_fails():
     token = bytearray(mint(SECRET, "phone-1", 60, now=NOW))
-    token[8] = 0x7F  # a much later expiry, same MAC
+    token[16] = 0x7F  # a much later expiry, same MAC
     with pytest.raises(AuthError) as exc:
         verify(SECRET, "phone-1", bytes(token), now=NOW)
     assert _reason(exc) is Reason.AUTH_FAILED
 
 
-@pytest.mark.parametrize("cut", [0, 1, 9, TOKEN_LENGTH - 1])
+def test_moving_the_issue_time_later_fails():
+    # a revoked token must not be made to look newer than the revocation
+    token = bytearray(mint(SECRET, "phone-1", 60, now=NOW))
+    token[6] += 1
+    with pytest.raises(AuthError) as exc:
+        verify(SECRET, "phone-1", bytes(token), now=NOW)
+    assert _reason(exc) is Reason.AUTH_FAILED
+
+
+@pytest.mark.parametrize("cut", [0, 1, 9, 17, TOKEN_V1_LENGTH, TOKEN_LENGTH - 1])
 def test_truncated_token_fails(cut):
     token = mint(SECRET, "phone-1", 60, now=NOW)
     with pytest.raises(AuthError) as exc:
@@ -104,9 +149,10 @@ def test_token_with_extra_bytes_fails():
 
 def test_unknown_version_fails():
     token = bytearray(mint(SECRET, "phone-1", 60, now=NOW))
-    token[0] = 2
-    with pytest.raises(AuthError, match="version"):
-        verify(SECRET, "phone-1", bytes(token), now=NOW)
+    for version in (0, 1, 3, 255):  # 1 is known, but a version-1 token is 41 bytes
+        token[0] = version
+        with pytest.raises(AuthError, match="version"):
+            verify(SECRET, "phone-1", bytes(token), now=NOW)
 
 
 def test_expired_token_is_token_expired():
@@ -134,7 +180,11 @@ def test_default_clock_is_used():
     assert _reason(exc) is Reason.TOKEN_EXPIRED
 
 
-@pytest.mark.parametrize("garbage", [b"", b"\x00" * TOKEN_LENGTH, b"\x01" * TOKEN_LENGTH, b"hello"])
+@pytest.mark.parametrize(
+    "garbage",
+    [b"", b"\x00" * TOKEN_LENGTH, b"\x01" * TOKEN_LENGTH, b"\x02" * TOKEN_LENGTH,
+     b"\x01" * TOKEN_V1_LENGTH, b"hello"],
+)
 def test_garbage_fails(garbage):
     with pytest.raises(AuthError) as exc:
         verify(SECRET, "phone-1", garbage, now=NOW)
@@ -180,7 +230,7 @@ def test_secret_must_be_bytes():
 
 @pytest.mark.parametrize("ttl", [0, -1, float("inf"), float("nan")])
 def test_bad_ttl(ttl):
-    with pytest.raises(ValueError, match="ttl"):
+    with pytest.raises(ValueError, match="ttl|finite"):
         mint(SECRET, "d", ttl)
 
 
@@ -226,7 +276,10 @@ def test_random_bytes_never_verify(token, device_id):
 
 @settings(max_examples=300, deadline=None)
 @given(
-    header=st.binary(min_size=9, max_size=9).map(lambda b: b"\x01" + b[1:]),
+    header=st.one_of(
+        st.binary(min_size=9, max_size=9).map(lambda b: b"\x01" + b[1:]),
+        st.binary(min_size=17, max_size=17).map(lambda b: b"\x02" + b[1:]),
+    ),
     mac=st.binary(min_size=32, max_size=32),
 )
 def test_well_formed_tokens_with_random_mac_never_verify(header, mac):
@@ -242,3 +295,56 @@ def test_mint_verify_round_trip(device_id, ttl):
     claims = verify(SECRET, device_id, token, now=NOW)
     assert claims.device_id == device_id
     assert NOW + ttl <= claims.expires_at < NOW + ttl + 0.002
+
+
+# ---- version 1 tokens (41 bytes, no issue time) still verify -------------------------------
+
+
+def _v1_token(secret: bytes, device_id: str, expires_ms: int) -> bytes:
+    """A version-1 token as pushcore before version 2 minted it."""
+    header = bytes([1]) + expires_ms.to_bytes(8, "little")
+    mac = hmac.new(secret, b"pushcore-token\x00" + header + device_id.encode(), hashlib.sha256)
+    return header + mac.digest()
+
+
+def test_version_1_tokens_still_verify_without_an_issue_time():
+    token = _v1_token(SECRET, "old-phone", int((NOW + 60) * 1000))
+    assert len(token) == TOKEN_V1_LENGTH
+    assert verify(SECRET, "old-phone", token, now=NOW) == TokenClaims("old-phone", NOW + 60, None)
+    with pytest.raises(AuthError) as exc:
+        verify(SECRET, "old-phone", token, now=NOW + 60)
+    assert _reason(exc) is Reason.TOKEN_EXPIRED
+    with pytest.raises(AuthError) as exc:
+        verify(SECRET, "other", token, now=NOW)
+    assert _reason(exc) is Reason.AUTH_FAILED
+
+
+# ---- the format in docs/PROTOCOL.md, implemented from the doc alone ------------------------
+
+
+def _mint_from_the_doc(secret: bytes, device_id: str, issued_ms: int, expires_ms: int) -> bytes:
+    """docs/PROTOCOL.md §8, with nothing from pushcore: what a backend in another language does."""
+    header = bytes([0x02]) + struct.pack("<QQ", issued_ms, expires_ms)
+    mac = hmac.new(secret, b"pushcore-token\x00" + header + device_id.encode("utf-8"), hashlib.sha256)
+    return header + mac.digest()
+
+
+def test_independent_implementation_matches_mint_byte_for_byte():
+    ours = _mint_from_the_doc(SECRET, "téléphone-1", int(NOW * 1000), int((NOW + 60) * 1000))
+    assert ours == mint(SECRET, "téléphone-1", 60, now=NOW)
+    assert len(ours) == TOKEN_LENGTH == 49
+    never = _mint_from_the_doc(SECRET, "d", int(NOW * 1000), 0)
+    assert never == mint(SECRET, "d", ttl=NO_EXPIRY, now=NOW)
+    # the doc's base64url transport form round-trips to the same bytes
+    text = base64.urlsafe_b64encode(ours).rstrip(b"=").decode("ascii")
+    assert base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)) == ours
+
+
+def test_the_worked_example_in_protocol_md_is_what_mint_makes():
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md").read_text()
+    section = doc[doc.index("## 8. Token format"):]
+    example = section[section.index("Example:"):section.index("**Encoding.**")]
+    hex_lines = re.findall(r"^    ((?:[0-9a-f]{2} )*[0-9a-f]{2})\s", example, flags=re.M)
+    documented = bytes.fromhex("".join(hex_lines).replace(" ", ""))
+    assert documented == mint(bytes(range(32)), "phone-1", expires_at=1_700_000_060.0, now=1_700_000_000.0)
+    assert documented == _mint_from_the_doc(bytes(range(32)), "phone-1", 1_700_000_000_000, 1_700_000_060_000)

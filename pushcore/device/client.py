@@ -10,7 +10,12 @@ What it does, in the published design's terms:
   rest; a server that accepts but never answers loses to one that does.
 * **Reconnect** with jittered exponential backoff (``backoff``: initial and
   maximum delay; each delay is drawn from [d/2, d]). REDIRECT and GOAWAY
-  with servers reconnect at once to the servers named.
+  with servers reconnect at once to the servers named. After GOAWAY
+  REPLACED (another connection with this device's token took over) it
+  reconnects too, on its own slower backoff (``replaced_backoff``) that
+  keeps growing while it keeps being replaced, so a stolen token cannot
+  lock the genuine device out for good and two genuine copies of one device
+  do not thrash; ``reconnect_on_replaced=False`` stops instead.
 * **Exactly once, in order.** HELLO carries the last seq received; the
   server resumes after it. Duplicates are dropped by seq, so ``on_message``
   is called once per message; ACKs are cumulative and batched
@@ -101,7 +106,7 @@ class ClientState(enum.StrEnum):
     DISCONNECTED = "disconnected"  # the connection closed; a reconnect follows
     BACKOFF = "backoff"  # waiting before the next attempt
     FAILED = "failed"  # refused for good (bad token, no common version); see Client.error
-    REPLACED = "replaced"  # another connection of this device took over; not reconnecting
+    REPLACED = "replaced"  # another connection took over and reconnect_on_replaced=False: stopped
     STOPPED = "stopped"  # stop() was called
 
 
@@ -171,8 +176,17 @@ class Client:
         a :class:`ClientState` change; *reason* is a :class:`pushcore.Reason`,
         the plain int of a close code this version does not know, or None.
     reconnect_on_replaced
-        reconnect after GOAWAY REPLACED (default False: another instance of
-        this device took over, and fighting it would never end).
+        reconnect after GOAWAY REPLACED (default True). The delay before the
+        *n*-th reconnect in a row after being replaced (n = 0, 1, …) is drawn
+        from [c/2, c] with c = min(max, initial * 2**n), ``(initial, max) =
+        replaced_backoff``; n goes back to 0 once a connection has lasted
+        2 * max seconds without being replaced. With the default (5 s, 300 s)
+        the first comes after 2.5–5 s, then 5–10 s, … up to 150–300 s, so two
+        instances sharing one token take turns slowly, never in a tight loop.
+        False: the client stops in state ``REPLACED`` (the other connection
+        is trusted to be this device's rightful one).
+    replaced_backoff
+        ``(initial, max)`` seconds for the reconnects after REPLACED (above).
     """
 
     def __init__(
@@ -199,7 +213,8 @@ class Client:
         on_state: Callable[[ClientState, Reason | int | None], Any] | None = None,
         versions: Iterable[int] = (1,),
         url_timeout: float = 5.0,
-        reconnect_on_replaced: bool = False,
+        reconnect_on_replaced: bool = True,
+        replaced_backoff: tuple[float, float] = (5.0, 300.0),
     ) -> None:
         if not isinstance(device_id, str) or not device_id:
             raise ValueError("device_id must be a non-empty str")
@@ -223,6 +238,17 @@ class Client:
         self._probe_count = probe_count
         self._probe_timeout = probe_timeout
         self._backoff = (float(initial), float(maximum))
+        replaced_initial, replaced_maximum = replaced_backoff
+        if not 0 < replaced_initial <= replaced_maximum:
+            raise ValueError(
+                f"replaced_backoff must be (initial, maximum) with 0 < initial <= maximum, "
+                f"got {replaced_backoff!r}"
+            )
+        self._replaced_backoff = (float(replaced_initial), float(replaced_maximum))
+        self._replaced_streak = 0  # reconnects in a row after REPLACED (the backoff exponent)
+        self._connected_at = 0.0  # time.monotonic() of the last WELCOME
+        #: Seconds of the reconnect delay last scheduled (None before any): what BACKOFF waits.
+        self.retry_delay: float | None = None
         self._ack_delay = ack_delay
         self._versions = tuple(versions)
         self._url_timeout = url_timeout
@@ -259,7 +285,7 @@ class Client:
         self._waiters: list[concurrent.futures.Future[Client]] = []
         self._stopping = False
         self._replaced = False
-        self.stats = {"connects": 0, "messages": 0, "heartbeat_failures": 0}
+        self.stats = {"connects": 0, "messages": 0, "heartbeat_failures": 0, "replaced": 0}
 
     # -- public state ---------------------------------------------------------
 
@@ -629,8 +655,18 @@ class Client:
         if delay is None:
             delay = backoff_delay(self._attempt, *self._backoff)
             self._attempt += 1
+        self.retry_delay = delay
         self._set_state(ClientState.BACKOFF)
         self._retry_timer = self._live_loop.call_later(delay, self._retry)
+
+    def _replaced_delay(self) -> float:
+        """Delay before reconnecting after REPLACED: grows while replacements keep coming."""
+        initial, maximum = self._replaced_backoff
+        if time.monotonic() - self._connected_at >= 2 * maximum:
+            self._replaced_streak = 0  # the last connection held: this is a fresh contest
+        delay = backoff_delay(self._replaced_streak, initial, maximum)
+        self._replaced_streak += 1
+        return delay
 
     def _retry(self) -> None:
         self._retry_timer = None
@@ -676,13 +712,19 @@ class Client:
             self.heartbeat.on_failure()
         if self._stopping:
             return
-        if self._replaced and not self._reconnect_on_replaced:
-            self._stopping = True
-            self._set_state(ClientState.REPLACED, Reason.REPLACED)
-            self._fail_waiters(ConnectError("another connection of this device took over"))
-            if self._running:
-                loop = self._live_loop
-                loop.call_later(0.05, loop.stop)
+        if self._replaced:
+            self.stats["replaced"] += 1
+            if not self._reconnect_on_replaced:
+                self._stopping = True
+                self._set_state(ClientState.REPLACED, Reason.REPLACED)
+                self._fail_waiters(ConnectError("another connection of this device took over"))
+                if self._running:
+                    loop = self._live_loop
+                    loop.call_later(0.05, loop.stop)
+                return
+            self._replaced = False
+            self._set_state(ClientState.DISCONNECTED, Reason.REPLACED)
+            self._schedule_retry(self._replaced_delay())
             return
         self._set_state(ClientState.DISCONNECTED, reason)
         if self._redirect:
@@ -725,6 +767,7 @@ class Client:
         self._cid = cid
         self._attempt = 0
         self._replaced = False
+        self._connected_at = time.monotonic()
         self.stats["connects"] += 1
         self.inbox.connected()
         try:

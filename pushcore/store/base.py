@@ -717,3 +717,33 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def _close(self) -> None: ...
+
+    # -- token revocations (pushcore.Server.revoke); kept last so other store work merges cleanly --
+
+    def set_revoked_before(self, device_id: str, ts: float) -> None:
+        """Record that *device_id*'s tokens issued before *ts* (Unix seconds) are revoked.
+
+        Replaces an earlier value for the device (:meth:`pushcore.Server.revoke`
+        keeps the later of the two). Durable on SQLite: it survives a restart.
+        """
+        device_id = check_device_id(device_id)
+        if not isinstance(ts, (int, float)) or isinstance(ts, bool):
+            raise TypeError(f"ts must be Unix seconds, not {type(ts).__name__}")
+        if not math.isfinite(ts) or ts < 0:
+            raise ValueError(f"ts must be finite Unix seconds >= 0, got {ts!r}")
+        with self._lock:
+            self._check_open()
+            self._set_revoked_before(device_id, float(ts))
+
+    def revoked_before(self, device_id: str) -> float | None:
+        """The revocation time recorded for *device_id*, or None when it has none."""
+        device_id = check_device_id(device_id)
+        with self._lock:
+            self._check_open()
+            return self._revoked_before(device_id)
+
+    @abc.abstractmethod
+    def _set_revoked_before(self, device_id: str, ts: float) -> None: ...
+
+    @abc.abstractmethod
+    def _revoked_before(self, device_id: str) -> float | None: ...

@@ -266,3 +266,15 @@ class MemoryStore(Store):
         self._expiry_heap.clear()
         self._topic_members.clear()
         self._device_topics.clear()
+
+    # -- token revocations (created on first use, so the constructor stays as it was) --
+
+    _revocations: dict[str, float] | None = None
+
+    def _set_revoked_before(self, device_id: str, ts: float) -> None:
+        if self._revocations is None:
+            self._revocations = {}
+        self._revocations[device_id] = ts
+
+    def _revoked_before(self, device_id: str) -> float | None:
+        return None if self._revocations is None else self._revocations.get(device_id)

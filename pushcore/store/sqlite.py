@@ -422,3 +422,35 @@ class SQLiteStore(Store):
 
     def _close(self) -> None:
         self._db.close()
+
+    # -- token revocations --
+    # Their own table, created on first use with IF NOT EXISTS: a store file made
+    # before revocations existed gains it without a schema-version bump.
+
+    _revocations_ready = False
+
+    def _revocations_table(self) -> None:
+        if not self._revocations_ready:
+            with self._write() as db:
+                db.execute(_REVOCATIONS_SCHEMA)
+            self._revocations_ready = True
+
+    def _set_revoked_before(self, device_id: str, ts: float) -> None:
+        self._revocations_table()
+        with self._write() as db:
+            db.execute(_SET_REVOKED, (device_id, ts))
+
+    def _revoked_before(self, device_id: str) -> float | None:
+        self._revocations_table()
+        row = self._db.execute(_REVOKED, (device_id,)).fetchone()
+        return None if row is None else float(row[0])
+
+
+_REVOCATIONS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS revocations (device TEXT PRIMARY KEY, before REAL NOT NULL) WITHOUT ROWID"
+)
+_SET_REVOKED = (
+    "INSERT INTO revocations (device, before) VALUES (?1, ?2) "
+    "ON CONFLICT (device) DO UPDATE SET before = ?2"
+)
+_REVOKED = "SELECT before FROM revocations WHERE device = ?"

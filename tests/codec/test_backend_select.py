@@ -122,7 +122,7 @@ secret = b"0123456789abcdef-test"
 server = pushcore.Server("127.0.0.1", 0, secret=secret, store="memory:")
 host, port = server.start()
 got = queue.Queue()
-device = pushcore.Client("phone-1", pushcore.mint_token(secret, "phone-1"), [f"{host}:{port}"],
+device = pushcore.Client("phone-1", pushcore.mint_token(secret, "phone-1", ttl=600), [f"{host}:{port}"],
                          on_message=got.put)
 device.start()
 server.push("phone-1", b"hi")

@@ -1,6 +1,7 @@
 """pushcore.Client over real loopback sockets: probing, fallback, reconnect, redirect, auth, dedupe."""
 from __future__ import annotations
 
+import inspect
 import json
 import threading
 import time
@@ -206,14 +207,14 @@ def test_drain_goaway_with_servers_moves_the_client():
         client.stop()
 
 
-def test_a_replaced_client_stops_and_the_new_one_keeps_the_route(server):
-    first = make_client([addr(server)])
+def test_reconnect_on_replaced_false_stops_and_the_new_one_keeps_the_route(server):
+    first = make_client([addr(server)], reconnect_on_replaced=False)
     first.start()
-    second = make_client([addr(server)])
+    second = make_client([addr(server)], reconnect_on_replaced=False)
     second.start()
     wait_for(lambda: first.state is ClientState.REPLACED)
     time.sleep(0.2)  # it must not come back and take the route again
-    assert first.state is ClientState.REPLACED
+    assert first.state is ClientState.REPLACED and first.stats["replaced"] == 1
     assert second.is_connected
     got = Collector()
     second.on_message = got
@@ -221,6 +222,67 @@ def test_a_replaced_client_stops_and_the_new_one_keeps_the_route(server):
     got.wait(1)
     second.stop()
     first.stop()
+
+
+class _StateLog:
+    """(state, reason, retry_delay, monotonic time) of each on_state call, thread-safe."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[ClientState, object, float | None, float]] = []
+        self.lock = threading.Lock()
+        self.client: Client | None = None
+
+    def __call__(self, state, reason) -> None:
+        with self.lock:
+            self.events.append((state, reason, self.client.retry_delay, time.monotonic()))
+
+    def replaced_then_connected(self) -> list[tuple[float, float]]:
+        """(scheduled delay, seconds from the REPLACED close to the next WELCOME), per comeback."""
+        with self.lock:
+            events = list(self.events)
+        out, since = [], None
+        for state, reason, delay, at in events:
+            if state is ClientState.BACKOFF and since is not None and since[0] is None:
+                since = (delay, since[1])
+            elif state is ClientState.DISCONNECTED and reason == Reason.REPLACED:
+                since = (None, at)
+            elif state is ClientState.CONNECTED and since is not None:
+                out.append((since[0], at - since[1]))
+                since = None
+        return out
+
+
+def test_a_replaced_client_comes_back_after_a_growing_backoff(server):
+    # finding 7: a replayed token used to make the genuine client stop for good ("replaced")
+    initial = 0.2
+    logs = [_StateLog(), _StateLog()]
+    clients = []
+    for log in logs:
+        client = make_client([addr(server)], replaced_backoff=(initial, 30.0), on_state=log)
+        log.client = client
+        clients.append(client)
+    first, second = clients
+    assert inspect.signature(Client).parameters["reconnect_on_replaced"].default is True  # documented
+    first.start()
+    second.start()  # replaces the first, which comes back and replaces the second, ...
+    wait_for(lambda: len(logs[0].replaced_then_connected()) >= 2, what="the first client back twice")
+    comebacks = logs[0].replaced_then_connected()[:2]
+    for n, (delay, waited) in enumerate(comebacks):
+        ceiling = initial * 2**n  # c = min(max, initial * 2**n); the delay is drawn from [c/2, c]
+        assert ceiling / 2 <= delay <= ceiling, (n, delay)
+        assert waited >= delay  # it really waited (a lower bound: never too early)
+    assert first.stats["replaced"] >= 2 and second.stats["replaced"] >= 1
+    # whoever holds the route gets the pushes: one of the two is connected
+    wait_for(lambda: first.is_connected or second.is_connected)
+    first.stop()
+    second.stop()
+
+
+def test_replaced_backoff_is_validated():
+    with pytest.raises(ValueError, match="replaced_backoff"):
+        Client("x", b"t", ["127.0.0.1:1"], replaced_backoff=(0, 1))
+    with pytest.raises(ValueError, match="replaced_backoff"):
+        Client("x", b"t", ["127.0.0.1:1"], replaced_backoff=(2, 1))
 
 
 def test_subscribe_and_resubscribe_after_reconnect(tmp_path):
