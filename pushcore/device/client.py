@@ -61,6 +61,7 @@ from ..codec import frames as _frames
 from ..errors import ProtocolError, PushcoreError, Reason
 from ..loop.dispatch import dispatch_for
 from ..tokens import AuthError
+from ..wire import topic_problem
 from .heartbeat import HeartbeatPolicy
 from .inbox import Inbox
 from .serverlist import (
@@ -897,8 +898,19 @@ class Client:
     # -- application requests -------------------------------------------------
 
     def subscribe(self, *topics: str) -> None:
-        """Subscribe to *topics* now (if connected) and after every reconnect. Thread-safe."""
+        """Subscribe to *topics* now (if connected) and after every reconnect. Thread-safe.
+
+        A topic outside the name rule of docs/PROTOCOL.md §5a raises
+        ``ValueError`` here: sent, it would make the server close the
+        connection (``INVALID_VALUE``).
+        """
         topics = tuple(t for t in topics)
+        for topic in topics:
+            if not isinstance(topic, str):
+                raise TypeError(f"topic must be str, not {type(topic).__name__}")
+            problem = topic_problem(topic)
+            if problem is not None:
+                raise ValueError(problem)
         if not topics:
             return
         def run() -> None:

@@ -521,3 +521,12 @@ def test_token_function_is_called_at_each_connection(server):
     wait_for(lambda: client.stats["connects"] == 2 and client.is_connected, what="the reconnect")
     assert len(calls) == 2
     client.stop()
+
+
+@pytest.mark.parametrize("topic", ["", "has space", "t" * 257])
+def test_subscribe_refuses_a_topic_the_server_would_close_the_connection_for(topic):
+    client = make_client(["127.0.0.1:1"])
+    with pytest.raises(ValueError, match="topic"):
+        client.subscribe("ok", topic)
+    with pytest.raises(TypeError):
+        client.subscribe(b"bytes")
