@@ -61,6 +61,23 @@ def _size(text: str) -> int:
     return int(number) * _SIZE_UNITS[unit]
 
 
+def _frame_size(text: str) -> int:
+    value = _size(text)
+    if not 1 <= value <= 1 << 31:
+        raise argparse.ArgumentTypeError(f"{text!r}: a frame size must be 1 byte .. 2G")
+    return value
+
+
+def _burst(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 1 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: use a number of connections, >= 1")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -99,7 +116,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--auth-timeout", type=_seconds, default=10.0, metavar="SECONDS",
                    help="a new connection must send its HELLO within this (default 10)")
     lim = parser.add_argument_group("abuse limits (docs/SECURITY.md)")
-    lim.add_argument("--preauth-frame-max", type=_size, default=DEFAULT_PREAUTH_FRAME_MAX, metavar="BYTES",
+    lim.add_argument("--preauth-frame-max", type=_frame_size, default=DEFAULT_PREAUTH_FRAME_MAX, metavar="BYTES",
                      help=f"largest frame (the HELLO) before authentication (default {DEFAULT_PREAUTH_FRAME_MAX})")
     lim.add_argument("--preauth-budget", type=_size, default=DEFAULT_PREAUTH_BUDGET, metavar="BYTES",
                      help="buffer bytes all unauthenticated connections may hold together; past it new "
@@ -109,14 +126,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "SLOW_CONSUMER (default 256M; 0 = no budget)")
     lim.add_argument("--connect-rate", type=_rate, default=DEFAULT_CONNECT_RATE, metavar="PER_SECOND",
                      help=f"new connections a second, all sources (default {DEFAULT_CONNECT_RATE:g}; 0 = no limit)")
-    lim.add_argument("--connect-burst", type=float, default=None, metavar="N",
+    lim.add_argument("--connect-burst", type=_burst, default=None, metavar="N",
                      help="connections accepted at once above --connect-rate (default: one second's worth)")
     lim.add_argument("--source-connect-rate", type=_rate, default=DEFAULT_SOURCE_CONNECT_RATE,
                      metavar="PER_SECOND",
                      help=f"new connections a second from one IPv4 address or IPv6 /64 (default "
                           f"{DEFAULT_SOURCE_CONNECT_RATE:g}; 0 = no limit; loopback is not counted; "
                           f"set 0 behind a proxy or load balancer)")
-    lim.add_argument("--source-connect-burst", type=float, default=None, metavar="N",
+    lim.add_argument("--source-connect-burst", type=_burst, default=None, metavar="N",
                      help="connections accepted at once from one source (default: one second's worth)")
     g.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT: several gateway processes on one port")
     a = parser.add_argument_group("admin API")

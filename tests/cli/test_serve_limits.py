@@ -52,7 +52,8 @@ def test_flag_defaults_and_values():
 
 @pytest.mark.parametrize("argv", [["--auth-timeout", "0"], ["--auth-timeout", "soon"],
                                   ["--preauth-budget", "-1"], ["--outbound-budget", "lots"],
-                                  ["--connect-rate", "-5"], ["--source-connect-rate", "inf"]])
+                                  ["--connect-rate", "-5"], ["--source-connect-rate", "inf"],
+                                  ["--preauth-frame-max", "0"], ["--connect-burst", "0.5"]])
 def test_bad_flag_values_are_usage_errors(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         parse(argv)
