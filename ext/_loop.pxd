@@ -78,7 +78,10 @@ cdef extern from "pc_net.h" nogil:
     void pc_set_linger0(int fd)
     int pc_so_error(int fd)
     int pc_listen(const pc_addr* a, int backlog, int reuse_port)
-    int pc_accept(int lfd)
+    int pc_accept(int lfd, pc_addr* peer)
+    int pc_addr_key(const pc_addr* a, unsigned char* key)
+    void pc_refuse(int fd, const unsigned char* frame, size_t n, unsigned char* scratch,
+                   size_t scratch_size)
     int pc_connect(const pc_addr* a, const pc_addr* src, int* failed)
     ssize_t pc_writev(int fd, iovec* iov, int iovcnt)
 
@@ -94,6 +97,16 @@ cdef enum:
     LISTENER_RETRY_MS = 100   # back-off after accept() ran out of fds/memory
     POOL_DECAY_MS = 1000      # give back pool slabs unused for this long
     MAX_TIMEOUT_MS = 1000000000   # ~11.6 days: keeps wrap-safe 32-bit ms arithmetic valid
+    SOURCE_SLOTS = 8192       # per-source connect buckets (256 KiB, made on first use)
+    SOURCE_MASK = SOURCE_SLOTS - 1
+    SOURCE_WAYS = 4           # a source lives in one of 4 neighbouring slots
+
+# why an accepted connection was turned away (Counters.refused)
+cdef enum:
+    REFUSE_CONNECT_RATE = 0   # the loop-wide connect-rate bucket is empty
+    REFUSE_SOURCE_RATE = 1    # the source address's bucket is empty
+    REFUSE_PREAUTH_BUDGET = 2  # no room left for one more pre-auth HELLO buffer
+    REFUSE_KINDS = 3
 
 # what an epoll event's data.u64 names (kind << 32 | index)
 cdef enum:
@@ -126,6 +139,7 @@ cdef enum:
     F_NOTIFIED = 1 << 10  # on_close queued
     F_RST = 1 << 11       # close with RST (SO_LINGER 0)
     F_REASON = 1 << 12    # `reason` decided (the first close reason wins)
+    F_PREAUTH = 1 << 13   # rbuf.cap is counted in Counters.preauth_bytes (rbuf taken before auth)
 
 
 # ----------------------------------------------------------------------------
@@ -170,6 +184,17 @@ ctypedef struct Listener:
     uint64_t paused_until
 
 
+ctypedef struct Bucket:
+    # a token bucket: *rate* tokens a second up to *burst*; one per connection
+    double tokens
+    uint64_t last_ms      # when it was last refilled (0 = an unused source slot)
+
+
+ctypedef struct SourceBucket:
+    unsigned char key[16]  # pc_addr_key(): family byte, IPv4 address or IPv6 /64
+    Bucket b
+
+
 ctypedef struct IntVec:
     int32_t* v
     uint32_t n
@@ -201,6 +226,9 @@ ctypedef struct Counters:
     uint64_t write_would_block
     uint64_t pauses
     uint64_t resumes
+    uint64_t preauth_bytes      # buffer bytes (capacity) held by partial frames before auth
+    uint64_t budget_closes      # connections closed SLOW_CONSUMER by the outbound budget
+    uint64_t refused[REFUSE_KINDS]   # accepted then turned away with ERROR OVERLOADED
     uint64_t closed_by_reason[256]
     uint64_t errors_by_code[256]
 
@@ -246,6 +274,17 @@ cdef class Loop:
     cdef uint64_t write_cap
     cdef uint32_t close_timeout_ms
     cdef uint32_t linger_ms
+    # abuse limits (docs/SECURITY.md; set_limits())
+    cdef uint64_t preauth_frame_max    # largest frame before authenticate() (auth-gated conns)
+    cdef uint64_t preauth_budget       # all pre-auth partial-frame buffers together (0 = off)
+    cdef uint64_t preauth_reserve      # the buffer one largest pre-auth frame takes
+    cdef uint64_t outbound_budget      # all queued output together (0 = off)
+    cdef double connect_rate, connect_burst
+    cdef double source_rate, source_burst
+    cdef bint limit_loopback           # the per-source limit also counts loopback sources
+    cdef Bucket connect_bucket
+    cdef SourceBucket* sources         # SOURCE_SLOTS, calloc'd on the first accept it limits
+    cdef uint64_t source_seed
     cdef object on_frames, on_open, on_close, on_pause, on_resume, on_awake
     cdef list b_frames, b_open, b_close, b_pause, b_resume, b_awake
     cdef object callbacks          # deque of TimerHandle ready to run

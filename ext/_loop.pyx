@@ -26,8 +26,8 @@ from libc.errno cimport (
     EAGAIN, ECONNABORTED, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM, ETIMEDOUT, errno,
 )
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free, malloc, realloc
-from libc.string cimport memcpy, memset
+from libc.stdlib cimport calloc, free, malloc, qsort, realloc
+from libc.string cimport memcmp, memcpy, memset
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from posix.fcntl cimport O_CLOEXEC, O_NONBLOCK
 from posix.unistd cimport close as c_close, read as c_read, write as c_write
@@ -36,7 +36,7 @@ from pushcore._frame cimport (
     PC_DEFAULT_MAX_FRAME_SIZE, PC_ERROR, PC_HELLO, PC_MAX_PORT, PC_PING, PC_PING_HEADER, PC_PONG,
     PC_PONG_HEADER, PC_PRIORITY_HIGH, PC_R_AUTH_TIMEOUT, PC_R_CONNECT_FAILED, PC_R_FRAME_TOO_LARGE,
     PC_R_IDLE_TIMEOUT, PC_R_INTERNAL_ERROR, PC_R_NOT_AUTHENTICATED, PC_R_PEER_CLOSED, PC_R_PEER_RESET,
-    PC_R_SLOW_CONSUMER, PC_R_VARINT_OVERRUN,
+    PC_R_OVERLOADED, PC_R_SLOW_CONSUMER, PC_R_VARINT_OVERRUN,
     decode_body, header_error, parse_length, push_frame, write_uvarint,
 )
 from pushcore._pool cimport (
@@ -65,6 +65,12 @@ SMALL_CHUNKS_PER_SLAB = 512    # 128 KiB slabs
 DEFAULT_HIGH_WATER = 256 * 1024
 DEFAULT_LOW_WATER = 64 * 1024
 DEFAULT_WRITE_CAP = 4 * 1024 * 1024
+# abuse limits (docs/SECURITY.md)
+DEFAULT_PREAUTH_FRAME_MAX = 2048           # a HELLO before authenticate()
+DEFAULT_PREAUTH_BUDGET = 16 * 1024 * 1024  # all pre-auth partial-frame buffers
+DEFAULT_OUTBOUND_BUDGET = 256 * 1024 * 1024  # all queued output
+DEFAULT_CONNECT_RATE = 20000.0             # accepted connections a second, loop-wide
+DEFAULT_SOURCE_CONNECT_RATE = 200.0        # ... from one source (IPv4 address, IPv6 /64)
 
 
 # ----------------------------------------------------------------------------
@@ -93,7 +99,12 @@ cdef class Loop:
                   chunk_size=DEFAULT_CHUNK_SIZE, chunks_per_slab=DEFAULT_CHUNKS_PER_SLAB,
                   max_empty_slabs=DEFAULT_MAX_EMPTY_SLABS,
                   read_buffer_size=65536, read_budget=262144, max_events=1024,
-                  close_timeout=5.0, linger=1.0):
+                  close_timeout=5.0, linger=1.0,
+                  preauth_frame_max=DEFAULT_PREAUTH_FRAME_MAX, preauth_budget=DEFAULT_PREAUTH_BUDGET,
+                  outbound_budget=DEFAULT_OUTBOUND_BUDGET,
+                  connect_rate=DEFAULT_CONNECT_RATE, connect_burst=None,
+                  source_connect_rate=DEFAULT_SOURCE_CONNECT_RATE, source_connect_burst=None,
+                  limit_loopback=False):
         cdef epoll_event ev
         cdef int i
         self.epfd = -1
@@ -119,6 +130,11 @@ cdef class Loop:
         self.high_water = DEFAULT_HIGH_WATER
         self.low_water = DEFAULT_LOW_WATER
         self.write_cap = DEFAULT_WRITE_CAP
+        self.source_seed = int.from_bytes(os.urandom(8), "little")
+        self.set_limits(preauth_frame_max=preauth_frame_max, preauth_budget=preauth_budget,
+                        outbound_budget=outbound_budget, connect_rate=connect_rate,
+                        connect_burst=connect_burst, source_connect_rate=source_connect_rate,
+                        source_connect_burst=source_connect_burst, limit_loopback=limit_loopback)
         self.scratch = <unsigned char*>malloc(self.scratch_size)
         self.events = <epoll_event*>malloc(max_events * sizeof(epoll_event))
         self.iov = <iovec*>malloc(IOV_BATCH * sizeof(iovec))
@@ -445,6 +461,7 @@ cdef class Loop:
         cdef uint32_t ms = timeout_ms(idle_timeout, "idle_timeout")
         c = &self.conns[fd]
         if c.flags & F_UNAUTH:
+            _preauth_release(self, c)   # a partial frame left now counts as any other
             c.flags &= ~(F_UNAUTH | F_HELLO | F_DEADLINE)
         if idle_timeout is not None:
             c.idle_ms = ms
@@ -541,6 +558,82 @@ cdef class Loop:
         """``(high, low, cap)``."""
         return (self.high_water, self.low_water, self.write_cap)
 
+    def set_limits(self, *, preauth_frame_max=None, preauth_budget=None, outbound_budget=None,
+                   connect_rate=None, connect_burst=None, source_connect_rate=None,
+                   source_connect_burst=None, limit_loopback=None):
+        """Set the abuse limits (None keeps the current value; docs/SECURITY.md).
+
+        ``preauth_frame_max``: largest frame (body bytes) an auth-gated
+        connection may send before :meth:`authenticate` (its HELLO), else
+        FRAME_TOO_LARGE. ``preauth_budget``: bytes of partial-frame buffers
+        all not-yet-authenticated connections may hold together; a connection
+        whose buffer would pass it is closed OVERLOADED, and a new auth-gated
+        connection is turned away while one more largest HELLO would not fit
+        (0 = no budget). ``outbound_budget``: bytes queued for output, all
+        connections together; past it the largest queues are closed
+        SLOW_CONSUMER first (0 = no budget). ``connect_rate`` /
+        ``source_connect_rate``: accepted connections a second, loop-wide /
+        per source address (IPv4 address, IPv6 /64), token buckets of
+        ``connect_burst`` / ``source_connect_burst`` (None = one second's
+        worth) (0 = no limit); loopback sources are not counted per source
+        unless ``limit_loopback``. A connection turned away by a limit gets
+        ERROR OVERLOADED and is closed at once, without reaching ``on_open``.
+        """
+        cdef double rate = self.connect_rate if connect_rate is None else connect_rate
+        cdef double srate = self.source_rate if source_connect_rate is None else source_connect_rate
+        cdef double burst, sburst
+        cdef uint64_t fmax = self.preauth_frame_max if preauth_frame_max is None else preauth_frame_max
+        cdef uint64_t pbudget = self.preauth_budget if preauth_budget is None else preauth_budget
+        cdef uint64_t obudget = self.outbound_budget if outbound_budget is None else outbound_budget
+        if not 0 < fmax <= 2**31:
+            raise ValueError(f"preauth_frame_max must be in 1 .. 2**31, got {fmax}")
+        if not (rate >= 0 and srate >= 0 and rate < float("inf") and srate < float("inf")):
+            raise ValueError("connect_rate and source_connect_rate must be finite and >= 0 (0 = no limit)")
+        if connect_burst is not None:
+            burst = connect_burst
+        elif connect_rate is not None or self.connect_burst == 0:
+            burst = max(1.0, rate)
+        else:
+            burst = self.connect_burst
+        if source_connect_burst is not None:
+            sburst = source_connect_burst
+        elif source_connect_rate is not None or self.source_burst == 0:
+            sburst = max(1.0, srate)
+        else:
+            sburst = self.source_burst
+        if not (1.0 <= burst < float("inf") and 1.0 <= sburst < float("inf")):
+            raise ValueError("connect_burst and source_connect_burst must be finite and >= 1")
+        self.preauth_frame_max = fmax
+        self.preauth_budget = pbudget
+        self.outbound_budget = obudget
+        # the buffer the largest pre-auth frame (header, 5-byte length, body) takes
+        fmax = min(fmax, self.max_frame_size) + 6
+        if fmax <= self.spool.chunk_size:
+            self.preauth_reserve = self.spool.chunk_size
+        elif fmax <= self.pool.chunk_size:
+            self.preauth_reserve = self.pool.chunk_size
+        else:
+            self.preauth_reserve = fmax
+        if rate != self.connect_rate or burst != self.connect_burst:
+            self.connect_bucket.last_ms = 0     # starts full
+        self.connect_rate, self.connect_burst = rate, burst
+        self.source_rate, self.source_burst = srate, sburst
+        if limit_loopback is not None:
+            self.limit_loopback = bool(limit_loopback)
+
+    def limits(self):
+        """The abuse limits set by :meth:`set_limits`, as a dict of its keywords."""
+        return {
+            "preauth_frame_max": self.preauth_frame_max,
+            "preauth_budget": self.preauth_budget,
+            "outbound_budget": self.outbound_budget,
+            "connect_rate": self.connect_rate,
+            "connect_burst": self.connect_burst,
+            "source_connect_rate": self.source_rate,
+            "source_connect_burst": self.source_burst,
+            "limit_loopback": bool(self.limit_loopback),
+        }
+
     def conn_info(self, uint64_t cid):
         """A dict about one connection, built only when asked."""
         cdef int32_t fd = _require(self, cid)
@@ -606,6 +699,16 @@ cdef class Loop:
             "pings_sent": self.st.pings_sent,
             "send_queue_bytes": self.st.send_queue_bytes,
             "recv_partial_bytes": self.st.recv_partial_bytes,
+            "outbound_bytes": self.st.send_queue_bytes,
+            "outbound_budget": self.outbound_budget,
+            "outbound_budget_closes": self.st.budget_closes,
+            "preauth_bytes": self.st.preauth_bytes,
+            "preauth_budget": self.preauth_budget,
+            "refused": {
+                "connect_rate": self.st.refused[REFUSE_CONNECT_RATE],
+                "source_rate": self.st.refused[REFUSE_SOURCE_RATE],
+                "preauth_budget": self.st.refused[REFUSE_PREAUTH_BUDGET],
+            },
             "pauses": self.st.pauses,
             "resumes": self.st.resumes,
             "callback_errors": self.st.callback_errors,

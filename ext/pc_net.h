@@ -114,12 +114,56 @@ fail:
     }
 }
 
-/* accept4() one connection, non-blocking and close-on-exec, TCP_NODELAY on. */
-static inline int pc_accept(int lfd) {
-    int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+/* accept4() one connection, non-blocking and close-on-exec, TCP_NODELAY on;
+ * the peer's address goes to *peer (the connect-rate limit keys on it). */
+static inline int pc_accept(int lfd, pc_addr *peer) {
+    int fd;
+    peer->len = sizeof(peer->ss);
+    fd = accept4(lfd, (struct sockaddr *)&peer->ss, &peer->len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) return -errno;
     pc_set_nodelay(fd);
     return fd;
+}
+
+/* The key of a source address for the per-source connect-rate limit, in
+ * key[16]: key[0] = 4 or 6, then the IPv4 address, or the /64 prefix of an
+ * IPv6 address (one host or one customer usually gets a whole /64, so keying
+ * on the full address would give one attacker 2^64 buckets). An IPv4-mapped
+ * IPv6 address (a dual-stack listener) is keyed as the IPv4 address.
+ * Returns 1 for a loopback source, 0 for another, -1 for a family without a
+ * key (the limit then does not apply). */
+static inline int pc_addr_key(const pc_addr *a, unsigned char key[16]) {
+    const struct sockaddr *sa = (const struct sockaddr *)&a->ss;
+    memset(key, 0, 16);
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *v4 = (const struct sockaddr_in *)sa;
+        key[0] = 4;
+        memcpy(key + 1, &v4->sin_addr, 4);
+        return key[1] == 127;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)sa;
+        const unsigned char *b = (const unsigned char *)&v6->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr)) {
+            key[0] = 4;
+            memcpy(key + 1, b + 12, 4);
+            return key[1] == 127;
+        }
+        key[0] = 6;
+        memcpy(key + 1, b, 8);
+        return IN6_IS_ADDR_LOOPBACK(&v6->sin6_addr) ? 1 : 0;
+    }
+    return -1;
+}
+
+/* Turn a just-accepted connection away: read what it already sent (so that
+ * close() sends FIN, not an RST that could destroy the frame before the peer
+ * reads it), write *frame* (a few bytes: the socket buffer takes them), close. */
+static inline void pc_refuse(int fd, const unsigned char *frame, size_t n,
+                             unsigned char *scratch, size_t scratch_size) {
+    (void)recv(fd, scratch, scratch_size, MSG_DONTWAIT);
+    (void)send(fd, frame, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    close(fd);
 }
 
 /* Start a non-blocking connect, optionally from a source address. Returns the

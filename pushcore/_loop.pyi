@@ -25,6 +25,11 @@ SMALL_CHUNKS_PER_SLAB: Final = 512
 DEFAULT_HIGH_WATER: Final = 262144
 DEFAULT_LOW_WATER: Final = 65536
 DEFAULT_WRITE_CAP: Final = 4194304
+DEFAULT_PREAUTH_FRAME_MAX: Final = 2048
+DEFAULT_PREAUTH_BUDGET: Final = 16777216
+DEFAULT_OUTBOUND_BUDGET: Final = 268435456
+DEFAULT_CONNECT_RATE: Final = 20000.0
+DEFAULT_SOURCE_CONNECT_RATE: Final = 200.0
 
 def sizeof_conn() -> int: ...
 def _live_loops() -> list[Loop]: ...
@@ -55,6 +60,14 @@ class Loop:
         max_events: int = 1024,
         close_timeout: float = 5.0,
         linger: float = 1.0,
+        preauth_frame_max: int = 2048,
+        preauth_budget: int = 16777216,
+        outbound_budget: int = 268435456,
+        connect_rate: float = 20000.0,
+        connect_burst: float | None = None,
+        source_connect_rate: float = 200.0,
+        source_connect_burst: float | None = None,
+        limit_loopback: bool = False,
     ) -> None: ...
     @property
     def max_frame_size(self) -> int: ...
@@ -139,6 +152,19 @@ class Loop:
     def is_open(self, cid: int) -> bool: ...
     def set_write_limits(self, high: int | None = None, low: int | None = None, cap: int | None = None) -> None: ...
     def get_write_limits(self) -> tuple[int, int, int]: ...
+    def set_limits(
+        self,
+        *,
+        preauth_frame_max: int | None = None,
+        preauth_budget: int | None = None,
+        outbound_budget: int | None = None,
+        connect_rate: float | None = None,
+        connect_burst: float | None = None,
+        source_connect_rate: float | None = None,
+        source_connect_burst: float | None = None,
+        limit_loopback: bool | None = None,
+    ) -> None: ...
+    def limits(self) -> dict[str, Any]: ...
     def conn_info(self, cid: int) -> dict[str, Any]: ...
 
     # counters

@@ -28,12 +28,25 @@ cdef bytes error_frame(int code):
     return frame
 
 
-cdef void _drop_buffers(Loop self, int32_t fd) noexcept:
-    cdef Conn* c = &self.conns[fd]
+cdef inline void _preauth_release(Loop self, Conn* c) noexcept:
+    # the partial-frame buffer stops counting against the pre-auth budget
+    # (freed, replaced, or the connection authenticated)
+    if c.flags & F_PREAUTH:
+        self.st.preauth_bytes -= c.rbuf.cap
+        c.flags &= ~F_PREAUTH
+
+
+cdef inline void _free_rbuf(Loop self, Conn* c) noexcept:
     if c.rbuf != NULL:
+        _preauth_release(self, c)
         self.st.recv_partial_bytes -= c.rbuf.end
         pc_chunk_put(&self.pool, c.rbuf)
         c.rbuf = NULL
+
+
+cdef void _drop_buffers(Loop self, int32_t fd) noexcept:
+    cdef Conn* c = &self.conns[fd]
+    _free_rbuf(self, c)
     if c.wq_head != NULL:
         pc_chunk_put_list(&self.pool, c.wq_head)
         c.wq_head = c.wq_tail = NULL
@@ -87,10 +100,7 @@ cdef int _begin_close(Loop self, int32_t fd, int reason) except -1:
         return 0
     _set_reason(self, c, reason)
     c.state = S_CLOSING
-    if c.rbuf != NULL:
-        self.st.recv_partial_bytes -= c.rbuf.end
-        pc_chunk_put(&self.pool, c.rbuf)
-        c.rbuf = NULL
+    _free_rbuf(self, c)
     c.flags &= ~F_WATCH
     c.deadline = <uint32_t>(self.now_ms + self.close_timeout_ms)
     c.flags |= F_DEADLINE

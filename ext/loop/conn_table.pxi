@@ -42,6 +42,8 @@ cdef void _free_memory(Loop self) noexcept:
     free(self.dead.v)
     free(self.dead_swap.v)
     free(self.tmp.v)
+    free(self.sources)
+    self.sources = NULL
     self.scratch = NULL
     self.events = NULL
     self.iov = NULL

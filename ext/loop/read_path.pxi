@@ -3,6 +3,32 @@
 # partial frame; the auth gate. (Included by ext/_loop.pyx.)
 
 
+cdef inline uint64_t _frame_max(Loop self, Conn* c) noexcept:
+    # before authenticate() only a HELLO may come, and a HELLO is small: the
+    # pre-auth cap keeps an unauthenticated peer from making us buffer 64 KiB
+    if c.flags & F_UNAUTH and self.preauth_frame_max < self.max_frame_size:
+        return self.preauth_frame_max
+    return self.max_frame_size
+
+
+cdef inline bint _preauth_take(Loop self, Conn* c, pc_chunk* ch) noexcept:
+    """Count *ch* (about to become c.rbuf, replacing any current one) against
+    the pre-auth budget. False when it does not fit: the caller closes the
+    connection OVERLOADED."""
+    cdef uint64_t held
+    if not (c.flags & F_UNAUTH) or self.preauth_budget == 0:
+        return True
+    held = self.st.preauth_bytes
+    if c.flags & F_PREAUTH:
+        held -= c.rbuf.cap
+    if held + ch.cap > self.preauth_budget:
+        return False
+    _preauth_release(self, c)
+    self.st.preauth_bytes += ch.cap
+    c.flags |= F_PREAUTH
+    return True
+
+
 cdef int _dispatch(Loop self, int32_t fd, unsigned char header, const unsigned char* body,
                    Py_ssize_t n) except -1:
     """One complete frame. 1 = carry on, 0 = the connection is closing."""
@@ -65,6 +91,9 @@ cdef int _stash(Loop self, int32_t fd, const unsigned char* p, Py_ssize_t m) exc
         ch = pc_chunk_get(&self.spool)
     if ch == NULL:
         return _kill(self, fd, PC_R_INTERNAL_ERROR, True)
+    if not _preauth_take(self, c, ch):
+        pc_chunk_put(&self.pool, ch)
+        return _error_close(self, fd, PC_R_OVERLOADED)
     memcpy(&ch.data[0], p, m)
     ch.end = <uint32_t>m
     c.rbuf = ch
@@ -99,7 +128,7 @@ cdef Py_ssize_t _complete_partial(Loop self, int32_t fd, const unsigned char* p,
         r.end += 1
         used += 1
         self.st.recv_partial_bytes += 1
-    if blen > self.max_frame_size:
+    if blen > _frame_max(self, c):
         _error_close(self, fd, PC_R_FRAME_TOO_LARGE)
         return -1
     total = 1 + k + blen
@@ -111,6 +140,10 @@ cdef Py_ssize_t _complete_partial(Loop self, int32_t fd, const unsigned char* p,
             bigger = pc_big_get(&self.pool, <uint32_t>total)
         if bigger == NULL:
             _kill(self, fd, PC_R_INTERNAL_ERROR, True)
+            return -1
+        if not _preauth_take(self, c, bigger):
+            pc_chunk_put(&self.pool, bigger)
+            _error_close(self, fd, PC_R_OVERLOADED)     # frees r with its accounting
             return -1
         memcpy(&bigger.data[0], &r.data[0], r.end)
         bigger.end = r.end
@@ -124,6 +157,7 @@ cdef Py_ssize_t _complete_partial(Loop self, int32_t fd, const unsigned char* p,
     if r.end < total:
         return used
     # complete: detach first, the frame may close the connection
+    _preauth_release(self, c)
     c.rbuf = NULL
     self.st.recv_partial_bytes -= r.end
     try:
@@ -158,7 +192,7 @@ cdef int _consume(Loop self, int32_t fd, const unsigned char* p, Py_ssize_t n) e
             return _error_close(self, fd, PC_R_VARINT_OVERRUN)
         if k == 0:
             break
-        if blen > self.max_frame_size:
+        if blen > _frame_max(self, &self.conns[fd]):
             return _error_close(self, fd, PC_R_FRAME_TOO_LARGE)
         total = 1 + k + blen
         if total > <uint64_t>rem:

@@ -46,13 +46,87 @@ cdef int _connect_done(Loop self, int32_t fd) except -1:
     return 0
 
 
+cdef inline bint _bucket_take(Bucket* b, double rate, double burst, uint64_t now) noexcept:
+    """Refill *b* for the time since its last use, then take one token if there is one."""
+    if b.last_ms == 0:
+        b.tokens = burst
+    elif now > b.last_ms:
+        b.tokens = min(burst, b.tokens + <double>(now - b.last_ms) * rate / 1000.0)
+    b.last_ms = now if now else 1
+    if b.tokens < 1.0:
+        return False
+    b.tokens -= 1.0
+    return True
+
+
+cdef inline uint32_t _source_hash(Loop self, const unsigned char* key) noexcept:
+    # FNV-1a, seeded per loop: a peer cannot aim its addresses at one slot
+    cdef uint64_t h = 1469598103934665603ULL ^ self.source_seed
+    cdef int i
+    for i in range(16):
+        h = (h ^ key[i]) * 1099511628211ULL
+    return <uint32_t>(h ^ (h >> 32))
+
+
+cdef Bucket* _source_bucket(Loop self, const unsigned char* key) noexcept:
+    """The bucket of a source key: its own slot among SOURCE_WAYS neighbours,
+    else the least recently used of them (a full table forgets the quietest
+    sources, which is what a bucket that refilled would say anyway). NULL when
+    the table cannot be allocated (the limit is then not applied)."""
+    cdef uint32_t base, slot, victim
+    cdef int i
+    cdef SourceBucket* sb
+    if self.sources == NULL:
+        self.sources = <SourceBucket*>calloc(SOURCE_SLOTS, sizeof(SourceBucket))
+        if self.sources == NULL:
+            return NULL
+    base = _source_hash(self, key)
+    victim = base & SOURCE_MASK
+    for i in range(SOURCE_WAYS):
+        slot = (base + <uint32_t>i) & SOURCE_MASK
+        sb = &self.sources[slot]
+        if sb.b.last_ms != 0 and memcmp(sb.key, key, 16) == 0:
+            return &sb.b
+        if sb.b.last_ms < self.sources[victim].b.last_ms:
+            victim = slot
+    sb = &self.sources[victim]
+    memcpy(sb.key, key, 16)
+    sb.b.last_ms = 0        # a fresh bucket: full
+    return &sb.b
+
+
+cdef int _admit(Loop self, Listener* L, pc_addr* peer) noexcept:
+    """-1 to take a new connection, else the REFUSE_* reason to turn it away.
+    Checked before the connection gets a slot: a refusal costs no Python call."""
+    cdef unsigned char key[16]
+    cdef Bucket* sb = NULL
+    cdef int loopback
+    if L.auth_ms and self.preauth_budget and (
+            self.st.preauth_bytes + self.preauth_reserve > self.preauth_budget):
+        return REFUSE_PREAUTH_BUDGET
+    if self.source_rate > 0:
+        loopback = pc_addr_key(peer, key)
+        if loopback == 0 or (loopback == 1 and self.limit_loopback):
+            sb = _source_bucket(self, key)
+    if self.connect_rate > 0:
+        if not _bucket_take(&self.connect_bucket, self.connect_rate, self.connect_burst, self.now_ms):
+            return REFUSE_CONNECT_RATE
+    if sb != NULL and not _bucket_take(sb, self.source_rate, self.source_burst, self.now_ms):
+        if self.connect_rate > 0:
+            self.connect_bucket.tokens += 1.0   # not taken after all
+        return REFUSE_SOURCE_RATE
+    return -1
+
+
 cdef int _accept(Loop self, int lid) except -1:
     cdef Listener* L = &self.listeners[lid]
-    cdef int fd, e
+    cdef int fd, e, why
     cdef Conn* c
     cdef epoll_event ev
+    cdef pc_addr peer
+    cdef bytes overloaded = error_frame(PC_R_OVERLOADED)
     while L.fd >= 0:
-        fd = pc_accept(L.fd)
+        fd = pc_accept(L.fd, &peer)
         if fd < 0:
             e = -fd
             if e == EAGAIN:
@@ -71,6 +145,12 @@ cdef int _accept(Loop self, int lid) except -1:
                 self.paused_listeners += 1
                 self.st.accept_paused += 1
             return 0
+        why = _admit(self, L, &peer)
+        if why >= 0:
+            self.st.refused[why] += 1
+            pc_refuse(fd, <const unsigned char*>PyBytes_AS_STRING(overloaded),
+                      PyBytes_GET_SIZE(overloaded), self.scratch, self.scratch_size)
+            continue
         try:
             _init_conn(self, fd, S_OPEN, lid)
         except MemoryError:

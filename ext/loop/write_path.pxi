@@ -19,6 +19,50 @@ cdef inline int _mark_dirty(Loop self, int32_t fd) except -1:
     return 0
 
 
+cdef int _desc_u64(const void* a, const void* b) noexcept nogil:
+    cdef uint64_t x = (<const uint64_t*>a)[0], y = (<const uint64_t*>b)[0]
+    return -1 if x > y else (1 if x < y else 0)
+
+
+cdef int _enforce_outbound(Loop self, int32_t fd, Py_ssize_t n) except -1:
+    """Output for all connections together would pass the outbound budget
+    once *n* more bytes are queued for *fd*: close the connections with the
+    largest queues first, SLOW_CONSUMER (RST, their output dropped), until
+    the rest and the *n* bytes fit. *fd* competes with its queue counted as
+    if the bytes were queued. Each call is one pass over the table and
+    closes at least one connection, so a sustained overload costs one pass
+    per connection it closes."""
+    cdef uint64_t* keys
+    cdef uint64_t size, need
+    cdef int32_t i, k, count = 0, victim
+    cdef Conn* c
+    keys = <uint64_t*>malloc(self.nconns * sizeof(uint64_t))
+    if keys == NULL:
+        raise MemoryError()
+    for i in range(self.nconns):
+        c = &self.conns[i]
+        if c.state != S_OPEN and c.state != S_CLOSING and c.state != S_CONNECTING:
+            continue
+        size = c.wq_bytes + (<uint64_t>n if i == fd else 0)
+        if size:
+            keys[count] = (size << 32) | <uint32_t>i
+            count += 1
+    qsort(keys, count, sizeof(uint64_t), _desc_u64)
+    try:
+        for k in range(count):
+            need = self.st.send_queue_bytes
+            if self.conns[fd].state != S_DEAD:
+                need += <uint64_t>n
+            if need <= self.outbound_budget:
+                break
+            victim = <int32_t>(keys[k] & 0xFFFFFFFFu)
+            self.st.budget_closes += 1
+            _kill(self, victim, PC_R_SLOW_CONSUMER, True)
+    finally:
+        free(keys)
+    return 0
+
+
 cdef int _queue(Loop self, int32_t fd, const unsigned char* p, Py_ssize_t n,
                 uint32_t frames) except -1:
     """Append bytes to the connection's output. 1 = queued, 0 = the conn was
@@ -30,6 +74,12 @@ cdef int _queue(Loop self, int32_t fd, const unsigned char* p, Py_ssize_t n,
     if <uint64_t>c.wq_bytes + <uint64_t>n > self.write_cap:
         _kill(self, fd, PC_R_SLOW_CONSUMER, True)
         return 0
+    if self.outbound_budget and self.st.send_queue_bytes + <uint64_t>n > self.outbound_budget:
+        _enforce_outbound(self, fd, n)
+        c = &self.conns[fd]
+        if c.state == S_DEAD:
+            return 0
+        t = c.wq_tail
     # coalesce into the tail chunk first
     if t != NULL and t.end < t.cap and n > 0:
         m = min(<Py_ssize_t>(t.cap - t.end), n)

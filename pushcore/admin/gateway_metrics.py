@@ -164,6 +164,27 @@ class GatewayMetrics:
                          "Bytes of partial frames buffered, all connections.").add(
                 stats.get("recv_partial_bytes", 0)),
         ]
+        out += [
+            MetricFamily("pushcore_outbound_bytes", "gauge",
+                         "Bytes queued for output, all connections (counted against the outbound budget).").add(
+                stats.get("outbound_bytes", 0)),
+            MetricFamily("pushcore_outbound_budget_bytes", "gauge",
+                         "The outbound budget: past it the largest queues are closed SLOW_CONSUMER "
+                         "(0 = none).").add(stats.get("outbound_budget", 0)),
+            MetricFamily("pushcore_outbound_budget_closes_total", "counter",
+                         "Connections closed SLOW_CONSUMER by the outbound budget.").add(
+                stats.get("outbound_budget_closes", 0)),
+            MetricFamily("pushcore_preauth_bytes", "gauge",
+                         "Buffer bytes held by partial frames of unauthenticated connections.").add(
+                stats.get("preauth_bytes", 0)),
+            MetricFamily("pushcore_preauth_budget_bytes", "gauge",
+                         "The pre-auth buffer budget (0 = none).").add(stats.get("preauth_budget", 0)),
+        ]
+        refused = MetricFamily("pushcore_connections_refused_total", "counter",
+                               "Connections turned away with ERROR OVERLOADED, by the limit that refused them.")
+        for why, n in sorted((stats.get("refused", {}) or {}).items()):
+            refused.add(n, {"reason": why})
+        out.append(refused)
         for key, (name, help_text) in _LOOP_COUNTERS.items():
             if key in stats:
                 out.append(MetricFamily(name, "counter", help_text).add(stats[key]))

@@ -15,6 +15,13 @@ import argparse
 import logging
 import sys
 
+from ..loop.limits import (
+    DEFAULT_CONNECT_RATE,
+    DEFAULT_OUTBOUND_BUDGET,
+    DEFAULT_PREAUTH_BUDGET,
+    DEFAULT_PREAUTH_FRAME_MAX,
+    DEFAULT_SOURCE_CONNECT_RATE,
+)
 from .common import (
     DEFAULT_SECRET_FILE,
     DEFAULT_TOKEN_FILE,
@@ -41,6 +48,56 @@ def _heartbeat(text: str) -> tuple[float, float]:
     return bounds
 
 
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _size(text: str) -> int:
+    """Bytes from ``2048``, ``16M``, ``256MiB``, ``1G`` (binary units); >= 0."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = t[-1:] if t[-1:] in ("K", "M", "G") else ""
+    number = t[: len(t) - len(unit)]
+    if not number.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: use a byte count, e.g. 2048, 64K, 16M, 1G")
+    return int(number) * _SIZE_UNITS[unit]
+
+
+def _frame_size(text: str) -> int:
+    value = _size(text)
+    if not 1 <= value <= 1 << 31:
+        raise argparse.ArgumentTypeError(f"{text!r}: a frame size must be 1 byte .. 2G")
+    return value
+
+
+def _burst(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 1 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: use a number of connections, >= 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r}: use seconds, > 0 and at most 86400")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: use connections a second, >= 0 (0 = no limit)")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..admin.api import DEFAULT_ADMIN_PORT
 
@@ -56,6 +113,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="heartbeat bounds granted to devices, seconds (default 30:600)")
     g.add_argument("--idle-grace", type=float, default=30.0,
                    help="a device silent for MAX + this many seconds is closed (default 30)")
+    g.add_argument("--auth-timeout", type=_seconds, default=10.0, metavar="SECONDS",
+                   help="a new connection must send its HELLO within this (default 10)")
+    lim = parser.add_argument_group("abuse limits (docs/SECURITY.md)")
+    lim.add_argument("--preauth-frame-max", type=_frame_size, default=DEFAULT_PREAUTH_FRAME_MAX, metavar="BYTES",
+                     help=f"largest frame (the HELLO) before authentication (default {DEFAULT_PREAUTH_FRAME_MAX})")
+    lim.add_argument("--preauth-budget", type=_size, default=DEFAULT_PREAUTH_BUDGET, metavar="BYTES",
+                     help="buffer bytes all unauthenticated connections may hold together; past it new "
+                          "connections get ERROR OVERLOADED (default 16M; 0 = no budget)")
+    lim.add_argument("--outbound-budget", type=_size, default=DEFAULT_OUTBOUND_BUDGET, metavar="BYTES",
+                     help="bytes queued for all devices together; past it the largest queues are closed "
+                          "SLOW_CONSUMER (default 256M; 0 = no budget)")
+    lim.add_argument("--connect-rate", type=_rate, default=DEFAULT_CONNECT_RATE, metavar="PER_SECOND",
+                     help=f"new connections a second, all sources (default {DEFAULT_CONNECT_RATE:g}; 0 = no limit)")
+    lim.add_argument("--connect-burst", type=_burst, default=None, metavar="N",
+                     help="connections accepted at once above --connect-rate (default: one second's worth)")
+    lim.add_argument("--source-connect-rate", type=_rate, default=DEFAULT_SOURCE_CONNECT_RATE,
+                     metavar="PER_SECOND",
+                     help=f"new connections a second from one IPv4 address or IPv6 /64 (default "
+                          f"{DEFAULT_SOURCE_CONNECT_RATE:g}; 0 = no limit; loopback is not counted; "
+                          f"set 0 behind a proxy or load balancer)")
+    lim.add_argument("--source-connect-burst", type=_burst, default=None, metavar="N",
+                     help="connections accepted at once from one source (default: one second's worth)")
     g.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT: several gateway processes on one port")
     a = parser.add_argument_group("admin API")
     a.add_argument("--admin-host", default="127.0.0.1", help="admin API address (default 127.0.0.1)")
@@ -91,7 +170,11 @@ def run(args: argparse.Namespace) -> int:
     except (StoreError, OSError, ValueError) as exc:
         raise CommandError(f"--store {args.store}: {exc}") from None
     server = Server(args.host, args.port, secret=secret, store=store, heartbeat=args.heartbeat,
-                    idle_grace=args.idle_grace, reuse_port=args.reuse_port)
+                    idle_grace=args.idle_grace, reuse_port=args.reuse_port, auth_timeout=args.auth_timeout,
+                    preauth_frame_max=args.preauth_frame_max, preauth_budget=args.preauth_budget,
+                    outbound_budget=args.outbound_budget, connect_rate=args.connect_rate,
+                    connect_burst=args.connect_burst, source_connect_rate=args.source_connect_rate,
+                    source_connect_burst=args.source_connect_burst)
     admin = None
     if token is not None:
         # the admin port first: it only binds a socket, so a failure leaves nothing to undo

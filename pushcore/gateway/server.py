@@ -202,6 +202,13 @@ class Server:
         ``max + idle_grace`` seconds is closed (``IDLE_TIMEOUT``).
     auth_timeout
         seconds a new connection has to send HELLO (else ``AUTH_TIMEOUT``).
+    preauth_frame_max, preauth_budget, outbound_budget, connect_rate, connect_burst, source_connect_rate, source_connect_burst
+        the loop's abuse limits (``Loop.set_limits``, docs/SECURITY.md): the
+        largest HELLO (default 2 KiB), the bytes all unauthenticated
+        connections may buffer (16 MiB), the bytes queued for all devices
+        (256 MiB: past it the largest queues are closed ``SLOW_CONSUMER``),
+        accepted connections a second loop-wide (20,000) and per source
+        address (200; loopback not counted). ``None`` keeps the loop's value.
     inline_max, page_max
         backlog up to *inline_max* messages is pushed right after WELCOME;
         a larger one is announced with NOTIFY and fetched in pages of at most
@@ -227,6 +234,13 @@ class Server:
         heartbeat: tuple[float, float] = (30, 600),
         idle_grace: float = 30.0,
         auth_timeout: float = 10.0,
+        preauth_frame_max: int | None = None,
+        preauth_budget: int | None = None,
+        outbound_budget: int | None = None,
+        connect_rate: float | None = None,
+        connect_burst: float | None = None,
+        source_connect_rate: float | None = None,
+        source_connect_burst: float | None = None,
         inline_max: int = DEFAULT_INLINE_MAX,
         page_max: int = DEFAULT_PAGE_MAX,
         versions: Iterable[int] = SUPPORTED_VERSIONS,
@@ -266,6 +280,13 @@ class Server:
         self._welcome_max = max(1, int(math.ceil(heartbeat_max)))
         self._idle_timeout = heartbeat_max + idle_grace
         self._auth_timeout = auth_timeout
+        limits: dict[str, Any] = {
+            "preauth_frame_max": preauth_frame_max, "preauth_budget": preauth_budget,
+            "outbound_budget": outbound_budget, "connect_rate": connect_rate,
+            "connect_burst": connect_burst, "source_connect_rate": source_connect_rate,
+            "source_connect_burst": source_connect_burst,
+        }
+        self._limits = {key: value for key, value in limits.items() if value is not None}
         self._versions = frozenset(versions)
         if not self._versions:
             raise ValueError("versions must name at least one protocol version")
@@ -345,6 +366,7 @@ class Server:
         if self._address is not None:
             return self._address
         loop = self._ensure_loop()
+        loop.set_limits(**self._limits)
         self._dispatch = dispatch_for(loop)
         self._dispatch.set_server(self)
         self._delivery = Delivery(

@@ -12,6 +12,7 @@ module            job
 ``handover``      run work on the loop's thread from another (``call_on_loop``)
 ``asyncio_driver``  drive a Loop from an asyncio event loop, without a thread
 ``stats``         counters with reason names
+``limits``        the defaults of the abuse limits (``Loop.set_limits``)
 ================  ============================================================
 
 ``Loop``, ``TimerHandle`` and ``sizeof_conn`` are looked up on first use, so
