@@ -44,7 +44,8 @@ Limits (constructor options; see docs/SECURITY.md):
 ``max_body``            1 MiB. A longer ``Content-Length`` is 413, the body unread.
 ``header_timeout``      10 s from the connection's opening, or from the end of
                         its previous response, to the end of a request's headers
-                        (so also the idle keep-alive time); past it a 408 and close.
+                        (so also the idle keep-alive time); past it the connection is
+                        closed, with a 408 if part of a request had arrived.
 ``body_timeout``        10 s for the whole body (and for writing the response),
                         however it trickles in; past it a 408 and close.
 ``max_connections``     1000 connections at once; one more is answered 503 and closed.
@@ -783,18 +784,24 @@ class _Connection(web.RequestHandler):
     aiohttp's timeouts are per read, so a client sending a header byte at a
     time keeps a connection for ever. Here a timer runs from the connection's
     opening (and again from the end of each response) until the next
-    request's headers are complete; when it fires first the client gets a
-    408 and the connection is closed.
+    request's headers are complete; when it fires first the connection is
+    closed, with a 408 when part of a request had arrived.
     """
 
     def __init__(self, manager: _Server, api: AdminAPI, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self.api = api
         self._deadline: asyncio.TimerHandle | None = None
+        self._started = False  # a byte of the request the deadline waits for has arrived
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self._deadline is not None and data:
+            self._started = True
+        super().data_received(data)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()
@@ -830,6 +837,7 @@ class _Connection(web.RequestHandler):
 
     def _arm(self) -> None:
         self._disarm()
+        self._started = False
         if self.transport is not None:
             self._deadline = asyncio.get_running_loop().call_later(self.api.header_timeout, self._expire)
 
@@ -844,9 +852,12 @@ class _Connection(web.RequestHandler):
         if transport is None or transport.is_closing():
             return
         self.api.refused.labels("header_timeout").inc()
-        transport.write(_raw_response(
-            408, "Request Timeout",
-            f"the request's headers did not arrive within {self.api.header_timeout:g} s (header_timeout)"))
+        if self._started:
+            transport.write(_raw_response(
+                408, "Request Timeout",
+                f"the request's headers did not arrive within {self.api.header_timeout:g} s (header_timeout)"))
+        # else an idle connection: closed without a word, since a keep-alive client that
+        # sends its next request now would read an unsolicited 408 as that request's answer.
         self.force_close()
 
 
