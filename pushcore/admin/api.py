@@ -379,6 +379,7 @@ class AdminAPI:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._health_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._http: _Server | None = None
+        self._health_check: asyncio.Future[Any] | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -477,6 +478,7 @@ class AdminAPI:
                 pool.shutdown(wait=False, cancel_futures=True)
         self._pool = self._health_pool = None
         self._http = None
+        self._health_check = None
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
@@ -517,7 +519,7 @@ class AdminAPI:
                 route = "/healthz"
                 if method != "GET":
                     raise ApiError(405, "use GET")
-                up = await loop.run_in_executor(self._health_pool, self.metrics.snapshot) is not None
+                up = await self._health()
                 return self._respond(request, route, 200 if up else 503, {"status": "ok" if up else "down"})
             # Before any body byte is read: the body of a refused request is never looked at.
             self.check_auth(request.headers.get("Authorization"))
@@ -547,6 +549,19 @@ class AdminAPI:
             log.exception("admin API %s %s failed", method, path)
             return self._respond(request, _route_label(route, 500), 500,
                                  {"error": "internal error (see the gateway's log)"})
+
+    async def _health(self) -> bool:
+        """Whether the gateway's loop answers: one check in flight, shared by every /healthz waiting.
+
+        /healthz needs no token, so a flood of them must not become a flood of
+        hand-overs to the gateway's loop, nor a queue of checks each waiting
+        out a wedged loop's timeout.
+        """
+        pending = self._health_check
+        if pending is None or pending.done():
+            pending = self._health_check = asyncio.get_running_loop().run_in_executor(
+                self._health_pool, self.metrics.snapshot)
+        return await asyncio.shield(pending) is not None
 
     def _respond(self, request: web.BaseRequest, route: str, status: int, obj: Any) -> web.Response:
         self.requests.labels(route, str(status)).inc()

@@ -425,3 +425,30 @@ def test_per_item_batch_and_publish_outcomes_are_rendered_as_json(start_api, mon
     monkeypatch.setattr(server, "publish", lambda *a, **kw: {"devices": 2, "failed": {"bad": "exhausted"}})
     status, body = post(admin, "/v1/publish", json.dumps({"topic": "t", "payload": "x"}).encode())
     assert (status, body) == (200, {"topic": "t", "devices": 2, "failed": {"bad": "exhausted"}})
+
+
+def test_concurrent_healthz_share_one_check_of_the_gateway_loop(start_api, monkeypatch):
+    """/healthz needs no token: a flood of them makes one hand-over to the gateway's loop at a time."""
+    import asyncio
+
+    _server, admin = start_api()
+    release = threading.Event()
+    calls = []
+
+    def slow_snapshot():
+        calls.append(1)
+        release.wait(5)
+        return {}
+
+    monkeypatch.setattr(admin.metrics, "snapshot", slow_snapshot)
+
+    async def twenty():
+        tasks = [asyncio.ensure_future(admin._health()) for _ in range(20)]
+        await asyncio.sleep(0)  # every task is now waiting on the one check
+        release.set()
+        return await asyncio.gather(*tasks)
+
+    assert asyncio.run_coroutine_threadsafe(twenty(), admin._loop).result(10) == [True] * 20
+    assert len(calls) == 1
+    assert healthz(admin) == (200, {"status": "ok"})
+    assert len(calls) == 2
