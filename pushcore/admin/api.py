@@ -49,8 +49,9 @@ Limits (constructor options; see docs/SECURITY.md):
 ``body_timeout``        10 s for the whole body (and for writing the response),
                         however it trickles in; past it a 408 and close.
 ``max_connections``     1000 connections at once; one more is answered 503 and closed.
+``max_header_bytes``    16 KiB of request line and headers in total; more is 431 and close.
 ``workers``             4 threads calling the gateway (requests beyond wait their turn).
-Headers: at most 32 fields of 8190 bytes each (aiohttp's parser refuses more with a 400).
+Headers: at most 32 fields, lines of at most 8190 bytes (aiohttp's parser refuses more with a 400).
 See docs/OPERATIONS.md.
 """
 from __future__ import annotations
@@ -93,6 +94,7 @@ HEADER_TIMEOUT = 10.0  # default header_timeout, seconds
 BODY_TIMEOUT = 10.0  # default body_timeout, seconds
 MAX_CONNECTIONS = 1000  # default max_connections
 WORKERS = 4  # default workers
+MAX_HEADER_BYTES = 16 * 1024  # default max_header_bytes: request line and headers, in total
 MAX_HEADERS = 32  # header fields per request
 MAX_FIELD_SIZE = 8190  # bytes per header line (aiohttp's default)
 _MESSAGE_KEYS = frozenset({"device", "payload", "payload_b64", "priority", "ttl", "collapse_key", "topic"})
@@ -313,6 +315,9 @@ class AdminAPI:
         and closed at once.
     workers
         threads that call the gateway (default 4).
+    max_header_bytes
+        request line and headers together, in bytes (default 16 KiB); more
+        is 431 and close.
     """
 
     def __init__(
@@ -329,6 +334,7 @@ class AdminAPI:
         body_timeout: float = BODY_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
         workers: int = WORKERS,
+        max_header_bytes: int = MAX_HEADER_BYTES,
     ) -> None:
         if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH:
             raise ValueError(
@@ -336,7 +342,7 @@ class AdminAPI:
                 f"(e.g. secrets.token_urlsafe(24))"
             )
         for name, value in (("max_body", max_body), ("max_connections", max_connections),
-                            ("workers", workers)):
+                            ("workers", workers), ("max_header_bytes", max_header_bytes)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         for name, seconds in (("header_timeout", header_timeout), ("body_timeout", body_timeout)):
@@ -353,6 +359,7 @@ class AdminAPI:
         self.body_timeout = float(body_timeout)
         self.max_connections = max_connections
         self.workers = workers
+        self.max_header_bytes = max_header_bytes
         if metrics is None:
             metrics = GatewayMetrics(server, Registry())
             metrics.track_push_ack()
@@ -369,9 +376,9 @@ class AdminAPI:
             self.pushes.labels(kind)  # expose zeros from the first scrape
         self.refused = registry.counter(
             "pushcore_admin_connections_refused_total",
-            "Admin API connections closed by a limit (max_connections, header_timeout).",
+            "Admin API connections closed by a limit (max_connections, header_timeout, max_header_bytes).",
             labels=("reason",))
-        for reason in ("max_connections", "header_timeout"):
+        for reason in ("max_connections", "header_timeout", "max_header_bytes"):
             self.refused.labels(reason)
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -507,9 +514,6 @@ class AdminAPI:
 
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         """One request, on the API's loop: headers checked, body read under its deadline, work in a worker."""
-        conn = request.protocol
-        if isinstance(conn, _Connection):
-            conn.headers_arrived()
         method = request.method
         path = request.raw_path.partition("?")[0]
         route = path
@@ -777,7 +781,16 @@ class _Server(web.Server):
             "max_line_size": MAX_FIELD_SIZE,
             "access_log": None,
         }
-        super().__init__(api._dispatch, **self._handler_kwargs)
+        super().__init__(api._dispatch, request_factory=self._request, **self._handler_kwargs)
+
+    @staticmethod
+    def _request(message: Any, payload: Any, protocol: web.RequestHandler, writer: Any,
+                 task: asyncio.Task[None]) -> web.BaseRequest:
+        # Called as aiohttp takes a parsed request off the connection's queue, before any
+        # more bytes can arrive: from here they are body (or the next request), not headers.
+        if isinstance(protocol, _Connection):
+            protocol.headers_arrived()
+        return web.BaseRequest(message, payload, protocol, writer, task, asyncio.get_running_loop())
 
     def __call__(self) -> web.RequestHandler:
         if self.live >= self.api.max_connections:
@@ -808,15 +821,35 @@ class _Connection(web.RequestHandler):
         self.api = api
         self._deadline: asyncio.TimerHandle | None = None
         self._started = False  # a byte of the request the deadline waits for has arrived
+        self._header_bytes = 0  # bytes of that request so far, while no request came out of the parser
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        if self._deadline is not None and data:
+        waiting = self._deadline is not None  # for a request's headers
+        if waiting and data:
             self._started = True
         super().data_received(data)
+        if not waiting or self._force_close or self.transport is None:
+            return
+        # No request came out of the parser: every byte since the deadline was armed is
+        # request line and headers, which aiohttp buffers (about twice over) until the
+        # blank line. Capped here in total, since aiohttp only caps each line. A request
+        # parsed but not yet taken by the request factory (which disarms) sits in
+        # aiohttp's queue: what follows it is body.
+        if getattr(self, "_messages", None):
+            self._header_bytes = 0
+            return
+        self._header_bytes += len(data)
+        if self._header_bytes > self.api.max_header_bytes:
+            self._disarm()
+            self.api.refused.labels("max_header_bytes").inc()
+            self.transport.write(_raw_response(
+                431, "Request Header Fields Too Large",
+                f"the request line and headers exceed {self.api.max_header_bytes} bytes (max_header_bytes)"))
+            self.force_close()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()
@@ -853,6 +886,7 @@ class _Connection(web.RequestHandler):
     def _arm(self) -> None:
         self._disarm()
         self._started = False
+        self._header_bytes = 0
         if self.transport is not None:
             self._deadline = asyncio.get_running_loop().call_later(self.api.header_timeout, self._expire)
 
