@@ -761,6 +761,9 @@ class _Refused(asyncio.Protocol):
         self.api.refused.labels("max_connections").inc()
         transport.write(_raw_response(503, "Service Unavailable",
                                       f"too many connections (max_connections={self.api.max_connections})"))
+        # Closed at once, not after a lingering read: under a connection flood each
+        # refused one must cost nothing more. The 503 is best effort (a client whose
+        # request was already in flight may see a reset instead).
         transport.close()
 
 
@@ -772,7 +775,7 @@ class _Server(web.Server):
         self.live = 0  # connections being served (on the API's loop only)
         self._handler_kwargs: dict[str, Any] = {
             # aiohttp's keep-alive timer is only a second line behind the header deadline:
-            # later than it, so the deadline's 408 is what a client sees.
+            # later than it, so the deadline (with its 408 when a request had begun) decides.
             "keepalive_timeout": 2 * api.header_timeout + 1.0,
             # An unread body is not drained after the response: the connection is closed.
             "lingering_time": 0.0,
@@ -832,7 +835,7 @@ class _Connection(web.RequestHandler):
         if waiting and data:
             self._started = True
         super().data_received(data)
-        if not waiting or self._force_close or self.transport is None:
+        if not waiting or self.transport is None:  # force_close() drops the transport
             return
         # No request came out of the parser: every byte since the deadline was armed is
         # request line and headers, which aiohttp buffers (about twice over) until the
@@ -875,10 +878,11 @@ class _Connection(web.RequestHandler):
                      message: str | None = None) -> web.StreamResponse:
         """aiohttp's answer to a request it could not parse, as JSON with the reason."""
         self._disarm()
-        log.debug("admin API: refused a malformed request (%d): %s", status, message or exc)
-        if status >= 500:
+        if status >= 500:  # not a client's fault: _dispatch answers every error of its own
+            log.error("admin API: internal error in the HTTP server", exc_info=exc)
             reason = "internal error (see the gateway's log)"
         else:
+            log.debug("admin API: refused a malformed request (%d): %s", status, message or exc)
             reason = f"malformed HTTP request: {message or exc or status}"
         self.api.requests.labels("other", str(status)).inc()
         return _json_response(status, {"error": reason}, close=True)
