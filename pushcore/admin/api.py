@@ -2,16 +2,20 @@
 
 :class:`AdminAPI` serves a :class:`pushcore.Server` over HTTP/1.1 on a port of
 its own, bound to ``127.0.0.1`` by default (it is an operator's tool, not a
-public endpoint). It runs the standard library's ``ThreadingHTTPServer`` in a
-background thread; everything it asks of the gateway goes through the
-server's thread-safe methods (a batch is one :meth:`pushcore.Server.push_batch`:
-one hand-over to the loop thread, one store transaction). The server must be
-running in a thread other than the API's (``server.start()`` or
-``server.run()`` in another thread).
+public endpoint). It runs an `aiohttp <https://docs.aiohttp.org>`_ low-level
+server (``aiohttp.web.Server`` + ``ServerRunner``) on an asyncio loop of its
+own, in one background thread: connections cost no thread each. The
+gateway's methods block until the gateway's loop thread answers, so the API
+calls them from a small, bounded pool of worker threads (``workers``); a
+``/healthz`` has a thread of its own, so it answers while pushes queue. The
+server must be running in a thread other than the API's (``server.start()``
+or ``server.run()`` in another thread).
 
 Every endpoint but ``/healthz`` needs ``Authorization: Bearer <token>``: no
 header is ``401`` (with ``WWW-Authenticate: Bearer``), a wrong token ``403``.
-The comparison is constant-time.
+The comparison is constant-time, and it is made from the headers alone:
+a request that fails it is answered, and its connection closed, before one
+byte of its body is read.
 
 ========================================  ==========================================================
 ``GET  /healthz``                          ``{"status": "ok"}`` (200) or ``{"status": "down"}`` (503)
@@ -30,23 +34,45 @@ The comparison is constant-time.
 A message is a JSON object: ``payload`` (text, sent as UTF-8) or
 ``payload_b64`` (base64 bytes); optional ``priority`` (``"high"``/``"low"``),
 ``ttl`` (seconds), ``collapse_key``, ``topic``; ``device`` for pushes.
-Errors are JSON ``{"error": "..."}`` with 400, 404, 405, 411, 413, 503 or 500.
+Errors are JSON ``{"error": "..."}`` with 400, 404, 405, 408, 411, 413, 431,
+503 or 500. A field the gateway finds too large (an exception with a
+``limit`` attribute, e.g. ``MessageTooLarge``) is 413 with ``field`` and
+``limit`` in the body; any other ``ValueError`` is 400.
+
+Limits (constructor options; see docs/SECURITY.md):
+
+``max_body``            1 MiB. A longer ``Content-Length`` is 413, the body unread.
+``header_timeout``      10 s from the connection's opening, or from the end of
+                        its previous response, to the end of a request's headers
+                        (so also the idle keep-alive time); past it the connection is
+                        closed, with a 408 if part of a request had arrived.
+``body_timeout``        10 s for the whole body (and for writing the response),
+                        however it trickles in; past it a 408 and close.
+``max_connections``     1000 connections at once; one more is answered 503 and closed.
+``max_header_bytes``    16 KiB of request line and headers in total; more is 431 and close.
+``workers``             4 threads calling the gateway (requests beyond wait their turn).
+Headers: at most 32 fields, lines of at most 8190 bytes (aiohttp's parser refuses more with a 400).
 See docs/OPERATIONS.md.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import concurrent.futures
+import dataclasses
 import hmac
-import http.server
 import json
 import logging
+import math
 import re
 import socket
 import threading
 import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from aiohttp import web
 
 from ..errors import PushcoreError
 from .gateway_metrics import GatewayMetrics
@@ -61,21 +87,35 @@ log = logging.getLogger("pushcore.admin.api")
 
 DEFAULT_ADMIN_PORT = 8222
 MIN_TOKEN_LENGTH = 16
-MAX_BODY = 8 * 1024 * 1024  # bytes of JSON per request
+MAX_BODY = 1024 * 1024  # default max_body: bytes of JSON per request
 MAX_BATCH = 10_000  # messages per /v1/push/batch
+MAX_TTL = 10 * 365 * 86400  # seconds: a longer ttl is a 400 (and would overflow the expiry's int64)
+HEADER_TIMEOUT = 10.0  # default header_timeout, seconds
+BODY_TIMEOUT = 10.0  # default body_timeout, seconds
+MAX_CONNECTIONS = 1000  # default max_connections
+WORKERS = 4  # default workers
+MAX_HEADER_BYTES = 16 * 1024  # default max_header_bytes: request line and headers, in total
+MAX_HEADERS = 32  # header fields per request
+MAX_FIELD_SIZE = 8190  # bytes per header line (aiohttp's default)
 _MESSAGE_KEYS = frozenset({"device", "payload", "payload_b64", "priority", "ttl", "collapse_key", "topic"})
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
 class ApiError(PushcoreError):
-    """A request the API refuses: ``status`` is the HTTP status, the message says why."""
+    """A request the API refuses: ``status`` is the HTTP status, the message says why.
 
-    def __init__(self, status: int, message: str) -> None:
+    ``extra`` holds more JSON fields for the error body (e.g. ``field`` and
+    ``limit`` of a 413).
+    """
+
+    def __init__(self, status: int, message: str, extra: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.extra = extra or {}
 
 
 def _text(obj: dict[str, Any], key: str, default: str = "", *, required: bool = False) -> str:
@@ -104,20 +144,21 @@ def _payload(obj: dict[str, Any]) -> bytes:
         raise ApiError(400, "'payload' (text) or 'payload_b64' is required")
     if not isinstance(text, str):
         raise ApiError(400, "'payload' must be a string (use 'payload_b64' for bytes)")
-    return text.encode("utf-8")
+    return text.encode("utf-8")  # no lone surrogates: _parse_body refused them
 
 
 def _options(obj: dict[str, Any]) -> dict[str, Any]:
     """priority / ttl / collapse_key of a message, checked."""
     options: dict[str, Any] = {}
     priority = obj.get("priority", "high")
-    if priority not in ("high", "low"):
+    if not isinstance(priority, str) or priority not in ("high", "low"):
         raise ApiError(400, "'priority' must be \"high\" or \"low\"")
     options["priority"] = priority
     ttl = obj.get("ttl")
     if ttl is not None:
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-            raise ApiError(400, "'ttl' must be a number of seconds > 0")
+        # NaN fails the first comparison, infinities and huge ints the second (no float conversion).
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0 or ttl > MAX_TTL:
+            raise ApiError(400, "'ttl' must be a number of seconds > 0 (at most ten years)")
         options["ttl"] = ttl
     options["collapse_key"] = _text(obj, "collapse_key")
     return options
@@ -145,6 +186,105 @@ def _topics(obj: dict[str, Any]) -> list[str]:
     return topics
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ApiError(400, f"the body is not valid JSON: {name} is not a JSON number")
+
+
+def _parse_body(raw: bytes | None) -> Any:
+    """The JSON value of a request body (None when empty); every malformed body is a 400 saying why."""
+    if not raw:
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"the body is not valid UTF-8: {exc}") from None
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ApiError(400, "the body is not acceptable JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, and integers beyond the int-string conversion limit
+        raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+    _check_text(value)
+    return value
+
+
+def _check_text(value: Any) -> None:
+    """Refuse strings with lone UTF-16 surrogates (``"\\ud800"`` is valid JSON, not valid text).
+
+    They would fail later, when the gateway encodes a device id, topic or
+    payload to UTF-8 for the wire or the store. Iterative: json.loads already
+    bounded the depth, and a walk must not be the one to hit the recursion limit.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            strings: list[str] = [item]
+        elif isinstance(item, dict):
+            strings = list(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+            continue
+        else:
+            continue
+        for s in strings:
+            if _SURROGATE.search(s):
+                raise ApiError(400, "the body has a string with a lone UTF-16 surrogate "
+                                    "(\\ud800-\\udfff), which is not valid Unicode text")
+
+
+def _render(value: Any) -> Any:
+    """A JSON-able form of whatever the gateway returned (ints today; per-item outcomes may come)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, BaseException):
+        out: dict[str, Any] = {"error": str(value), "status": _status_of(value)}
+        for key in ("field", "limit"):
+            if hasattr(value, key):
+                out[key] = _render(getattr(value, key))
+        return out
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _render(dataclasses.asdict(value))
+    if hasattr(value, "_asdict"):  # a named tuple
+        return _render(value._asdict())
+    if isinstance(value, dict):
+        return {str(k): _render(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_render(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _status_of(exc: BaseException) -> int:
+    """413 for a size limit (duck-typed: ``pushcore.gateway.limits.MessageTooLarge`` has ``limit``), else 400."""
+    return 413 if hasattr(exc, "limit") else 400
+
+
+def _failed(item: Any) -> bool:
+    return isinstance(item, BaseException) or (isinstance(item, dict) and "error" in item)
+
+
+def _json_response(status: int, obj: Any, *, close: bool = False) -> web.Response:
+    data = (json.dumps(obj, separators=(",", ":")) + "\n").encode("utf-8")
+    headers = {"Cache-Control": "no-store", "Server": "pushcore-admin"}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="pushcore-admin"'
+    resp = web.Response(status=status, body=data, content_type="application/json", headers=headers)
+    if close:
+        resp.force_close()
+    return resp
+
+
+def _raw_response(status: int, reason: str, message: str) -> bytes:
+    """A whole HTTP/1.1 error response as bytes, for a connection no request object exists for."""
+    body = (json.dumps({"error": message}, separators=(",", ":")) + "\n").encode("utf-8")
+    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n"
+            f"Server: pushcore-admin\r\n\r\n").encode("ascii") + body
+
+
 class AdminAPI:
     """The admin HTTP API of *server* (see the module docstring).
 
@@ -160,6 +300,24 @@ class AdminAPI:
     metrics
         a :class:`GatewayMetrics` to expose (default: one made for *server*,
         with the push→ack histogram hooked to its store).
+    timeout
+        seconds a batch push waits for the gateway's loop (default 10).
+    max_body
+        largest request body in bytes (default 1 MiB); more is 413.
+    header_timeout
+        seconds for a request's headers to arrive, counted from the
+        connection's opening or the end of its previous response (default 10).
+    body_timeout
+        seconds for the whole body to arrive, and for the response to be
+        taken (default 10).
+    max_connections
+        connections served at once (default 1000); more are answered 503
+        and closed at once.
+    workers
+        threads that call the gateway (default 4).
+    max_header_bytes
+        request line and headers together, in bytes (default 16 KiB); more
+        is 431 and close.
     """
 
     def __init__(
@@ -171,17 +329,37 @@ class AdminAPI:
         port: int = DEFAULT_ADMIN_PORT,
         metrics: GatewayMetrics | None = None,
         timeout: float = 10.0,
+        max_body: int = MAX_BODY,
+        header_timeout: float = HEADER_TIMEOUT,
+        body_timeout: float = BODY_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+        workers: int = WORKERS,
+        max_header_bytes: int = MAX_HEADER_BYTES,
     ) -> None:
         if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH:
             raise ValueError(
                 f"the admin token must be a string of at least {MIN_TOKEN_LENGTH} characters "
                 f"(e.g. secrets.token_urlsafe(24))"
             )
+        for name, value in (("max_body", max_body), ("max_connections", max_connections),
+                            ("workers", workers), ("max_header_bytes", max_header_bytes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name, seconds in (("header_timeout", header_timeout), ("body_timeout", body_timeout)):
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
+                    or not math.isfinite(seconds) or seconds <= 0:
+                raise ValueError(f"{name} must be a number of seconds > 0, got {seconds!r}")
         self.server = server
         self._token = token.encode("utf-8")
         self._host = host
         self._port = port
         self.timeout = timeout
+        self.max_body = max_body
+        self.header_timeout = float(header_timeout)
+        self.body_timeout = float(body_timeout)
+        self.max_connections = max_connections
+        self.workers = workers
+        self.max_header_bytes = max_header_bytes
         if metrics is None:
             metrics = GatewayMetrics(server, Registry())
             metrics.track_push_ack()
@@ -196,16 +374,33 @@ class AdminAPI:
             labels=("kind",))
         for kind in ("device", "topic", "broadcast"):
             self.pushes.labels(kind)  # expose zeros from the first scrape
-        self._httpd: http.server.ThreadingHTTPServer | None = None
+        self.refused = registry.counter(
+            "pushcore_admin_connections_refused_total",
+            "Admin API connections closed by a limit (max_connections, header_timeout, max_header_bytes).",
+            labels=("reason",))
+        for reason in ("max_connections", "header_timeout", "max_header_bytes"):
+            self.refused.labels(reason)
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._health_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._http: _Server | None = None
+        self._health_check: asyncio.Future[Any] | None = None
 
     @property
     def address(self) -> tuple[str, int]:
-        if self._httpd is None:
+        if self._sock is None:
             raise RuntimeError("the admin API is not started")
-        host, port = self._httpd.server_address[:2]
+        host, port = self._sock.getsockname()[:2]
         assert isinstance(host, str)  # an AF_INET or AF_INET6 socket's address
         return host, port
+
+    @property
+    def connections(self) -> int:
+        """Connections being served now (0 when not started)."""
+        http = self._http
+        return http.live if http is not None else 0
 
     @property
     def url(self) -> str:
@@ -217,29 +412,86 @@ class AdminAPI:
 
         Raises ``OSError`` when the address is taken or cannot be bound.
         """
-        if self._httpd is not None:
+        if self._sock is not None:
             raise RuntimeError("the admin API is already started")
-        handler = type("AdminHandler", (_Handler,), {"api": self})
-        server_cls = _IPv6HTTPServer if ":" in self._host else _HTTPServer
-        self._httpd = server_cls((self._host, self._port), handler)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-            name="pushcore-admin", daemon=True)
+        # Bound here, in the caller's thread, so a taken port is an OSError from start().
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self._host, self._port))
+            sock.listen(128)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="pushcore-admin-worker")
+        self._health_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pushcore-admin-health")
+        loop = self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        failed: list[BaseException] = []
+        self._thread = threading.Thread(target=self._serve, args=(loop, sock, ready, failed),
+                                        name="pushcore-admin", daemon=True)
         self._thread.start()
+        ready.wait()
+        if failed:
+            self.stop()
+            raise failed[0]
         return self.address
+
+    def _serve(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, ready: threading.Event,
+               failed: list[BaseException]) -> None:
+        """The API's thread: its own asyncio loop, serving until :meth:`stop` stops the loop."""
+        asyncio.set_event_loop(loop)
+        runner: web.ServerRunner | None = None
+        try:
+            try:
+                runner = loop.run_until_complete(self._setup(sock))
+            except BaseException as exc:
+                failed.append(exc)
+                return
+            finally:
+                ready.set()
+            loop.run_forever()
+        finally:
+            try:
+                if runner is not None:
+                    loop.run_until_complete(runner.cleanup())
+            finally:
+                loop.close()
+
+    async def _setup(self, sock: socket.socket) -> web.ServerRunner:
+        # aiohttp's server takes the running loop: made on the API's loop.
+        self._http = _Server(self)
+        runner = web.ServerRunner(self._http, handle_signals=False, shutdown_timeout=2.0)
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+        return runner
 
     def stop(self) -> None:
         """Stop serving and close the socket. Idempotent."""
-        httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
+        loop, self._loop = self._loop, None
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(loop.stop)
+            except RuntimeError:  # closed meanwhile
+                pass
         if self._thread is not None:
-            self._thread.join(5.0)
+            self._thread.join(10.0)
             self._thread = None
+        for pool in (self._pool, self._health_pool):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._health_pool = None
+        self._http = None
+        self._health_check = None
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
 
     def __enter__(self) -> AdminAPI:
-        if self._httpd is None:
+        if self._sock is None:
             self.start()
         return self
 
@@ -257,6 +509,106 @@ class AdminAPI:
             raise ApiError(401, "the Authorization header must be 'Bearer <admin token>'")
         if not hmac.compare_digest(value.strip().encode("utf-8", "surrogateescape"), self._token):
             raise ApiError(403, "wrong admin token")
+
+    # -- HTTP ---------------------------------------------------------------------
+
+    async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+        """One request, on the API's loop: headers checked, body read under its deadline, work in a worker."""
+        method = request.method
+        path = request.raw_path.partition("?")[0]
+        route = path
+        loop = asyncio.get_running_loop()
+        try:
+            if path == "/healthz":
+                route = "/healthz"
+                if method != "GET":
+                    raise ApiError(405, "use GET")
+                up = await self._health()
+                return self._respond(request, route, 200 if up else 503, {"status": "ok" if up else "down"})
+            # Before any body byte is read: the body of a refused request is never looked at.
+            self.check_auth(request.headers.get("Authorization"))
+            if path == "/metrics":
+                route = "/metrics"
+                if method != "GET":
+                    raise ApiError(405, "use GET")
+                text = await loop.run_in_executor(self._pool, self.metrics.registry.render)
+                self.requests.labels(route, "200").inc()
+                resp = web.Response(status=200, body=text.encode("utf-8"),
+                                    headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store",
+                                             "Server": "pushcore-admin"})
+                if not request.content.is_eof():
+                    resp.force_close()
+                return resp
+            raw = await self._read_body(request)
+            query = urllib.parse.parse_qs(request.query_string)
+            route, status, result = await loop.run_in_executor(
+                self._pool, self._work, method, path, query, raw)
+            return self._respond(request, route, status, result)
+        except ApiError as exc:
+            if exc.status >= 500 or exc.status in (401, 403, 408):
+                log.info("admin API %s %s: %d %s", method, path, exc.status, exc.message)
+            return self._respond(request, _route_label(route, exc.status), exc.status,
+                                 {"error": exc.message, **exc.extra})
+        except Exception:
+            log.exception("admin API %s %s failed", method, path)
+            return self._respond(request, _route_label(route, 500), 500,
+                                 {"error": "internal error (see the gateway's log)"})
+
+    async def _health(self) -> bool:
+        """Whether the gateway's loop answers: one check in flight, shared by every /healthz waiting.
+
+        /healthz needs no token, so a flood of them must not become a flood of
+        hand-overs to the gateway's loop, nor a queue of checks each waiting
+        out a wedged loop's timeout.
+        """
+        pending = self._health_check
+        if pending is None or pending.done():
+            pending = self._health_check = asyncio.get_running_loop().run_in_executor(
+                self._health_pool, self.metrics.snapshot)
+        return await asyncio.shield(pending) is not None
+
+    def _respond(self, request: web.BaseRequest, route: str, status: int, obj: Any) -> web.Response:
+        self.requests.labels(route, str(status)).inc()
+        # A body left unread (refused, too large, late) leaves the connection unusable: close it.
+        return _json_response(status, obj, close=not request.content.is_eof())
+
+    async def _read_body(self, request: web.BaseRequest) -> bytes | None:
+        """The body, at most ``max_body`` bytes, all of it within ``body_timeout`` seconds."""
+        headers = request.headers
+        if "chunked" in headers.get("Transfer-Encoding", "").lower():
+            raise ApiError(411, "send a Content-Length (chunked bodies are not accepted)")
+        length_header = headers.get("Content-Length")
+        if length_header is None:
+            if request.method == "POST":
+                raise ApiError(411, "a POST needs a Content-Length and a JSON body")
+            return None
+        try:
+            length = int(length_header)
+        except ValueError:
+            raise ApiError(400, "bad Content-Length") from None
+        if length < 0:
+            raise ApiError(400, "bad Content-Length")
+        if length > self.max_body:
+            raise ApiError(413, f"the body is {length} bytes; the limit is {self.max_body} (max_body)",
+                           {"limit": self.max_body})
+        if length == 0:
+            return b""
+        if headers.get("Expect", "").lower() == "100-continue":
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        try:
+            # One deadline for the whole body: aiohttp's read timeouts are per read,
+            # so a byte every few seconds would otherwise hold the connection for ever.
+            async with asyncio.timeout(self.body_timeout):
+                return await request.content.readexactly(length)
+        except TimeoutError:
+            raise ApiError(408, f"the body did not arrive within {self.body_timeout:g} s "
+                                f"(body_timeout)") from None
+        except asyncio.IncompleteReadError:
+            raise ApiError(400, "the connection ended before the body was complete") from None
+
+    def _work(self, method: str, path: str, query: dict[str, list[str]], raw: bytes | None) -> tuple[str, int, Any]:
+        """In a worker thread: parse the body and serve the route (the gateway's methods block)."""
+        return self.handle(method, path, query, _parse_body(raw))
 
     # -- routes -------------------------------------------------------------------
 
@@ -312,8 +664,10 @@ class AdminAPI:
         """A thread-safe server method, with its errors turned into API errors."""
         try:
             return fn(*args, **kwargs)
-        except (ValueError, TypeError) as exc:
-            raise ApiError(400, str(exc)) from None
+        except (ValueError, TypeError, OverflowError) as exc:
+            # A size limit (MessageTooLarge has .field and .limit) is 413; any other bad value 400.
+            extra = {key: _render(getattr(exc, key)) for key in ("field", "limit") if hasattr(exc, key)}
+            raise ApiError(_status_of(exc), str(exc), extra) from None
         except (RuntimeError, TimeoutError) as exc:
             raise ApiError(503, f"the gateway is not running ({exc})") from None
 
@@ -321,7 +675,7 @@ class AdminAPI:
         device, payload, options = _message(body)
         seq = self._call(self.server.push, device, payload, **options)
         self.pushes.labels("device").inc()
-        return {"device": device, "seq": seq}
+        return {"device": device, "seq": _render(seq)}
 
     def _push_batch(self, body: dict[str, Any]) -> dict[str, Any]:
         if set(body) != {"messages"}:
@@ -330,12 +684,15 @@ class AdminAPI:
         if not isinstance(items, list) or not items:
             raise ApiError(400, "'messages' must be a non-empty list")
         if len(items) > MAX_BATCH:
-            raise ApiError(413, f"at most {MAX_BATCH} messages per batch, got {len(items)}")
+            raise ApiError(413, f"at most {MAX_BATCH} messages per batch, got {len(items)}",
+                           {"limit": MAX_BATCH})
         messages = [_message(item) for item in items]  # all checked before any is sent
         # One hand-over to the loop, one store transaction, one delivery pass.
-        seqs = self._call(self.server.push_batch, messages, timeout=self.timeout)
-        self.pushes.labels("device").inc(len(seqs))
-        return {"seqs": seqs}
+        results = self._call(self.server.push_batch, messages, timeout=self.timeout)
+        # Rendered whatever the gateway returns per item (seqs, or per-item outcomes).
+        rendered = _render(list(results))
+        self.pushes.labels("device").inc(sum(1 for r in rendered if not _failed(r)))
+        return {"seqs": rendered}
 
     def _publish(self, body: dict[str, Any]) -> dict[str, Any]:
         allowed = {"topic", "payload", "payload_b64", "priority", "ttl", "collapse_key"}
@@ -344,9 +701,12 @@ class AdminAPI:
         topic = _text(body, "topic", required=True)
         if not topic:
             raise ApiError(400, "'topic' must not be empty")
-        n = self._call(self.server.publish, topic, _payload(body), **_options(body))
+        result = self._call(self.server.publish, topic, _payload(body), **_options(body))
         self.pushes.labels("topic").inc()
-        return {"topic": topic, "devices": n}
+        rendered = _render(result)
+        if isinstance(rendered, dict):  # per-recipient outcomes, if the gateway gives them
+            return {"topic": topic, **rendered}
+        return {"topic": topic, "devices": rendered}
 
     def _broadcast(self, body: dict[str, Any]) -> dict[str, Any]:
         allowed = {"payload", "payload_b64", "priority", "ttl", "collapse_key", "topic", "durable"}
@@ -358,7 +718,7 @@ class AdminAPI:
         n = self._call(self.server.broadcast, _payload(body), durable=durable,
                        topic=_text(body, "topic"), **_options(body))
         self.pushes.labels("broadcast").inc()
-        return {"devices": n, "durable": durable}
+        return {"devices": _render(n), "durable": durable}
 
     def _devices(self, query: dict[str, list[str]]) -> dict[str, Any]:
         result: dict[str, Any] = {"connected": self._call(self.server.device_count)}
@@ -390,125 +750,168 @@ class AdminAPI:
             raise ApiError(503, f"the gateway's store is not available ({exc})") from None
 
 
-class _HTTPServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
+class _Refused(asyncio.Protocol):
+    """A connection past ``max_connections``: a 503 and close, nothing read, no request handler made."""
+
+    def __init__(self, api: AdminAPI) -> None:
+        self.api = api
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.api.refused.labels("max_connections").inc()
+        transport.write(_raw_response(503, "Service Unavailable",
+                                      f"too many connections (max_connections={self.api.max_connections})"))
+        # Closed at once, not after a lingering read: under a connection flood each
+        # refused one must cost nothing more. The 503 is best effort (a client whose
+        # request was already in flight may see a reset instead).
+        transport.close()
 
 
-class _IPv6HTTPServer(_HTTPServer):
-    address_family = socket.AF_INET6
+class _Server(web.Server):
+    """aiohttp's low-level server with the API's connection limit and per-connection deadlines."""
+
+    def __init__(self, api: AdminAPI) -> None:
+        self.api = api
+        self.live = 0  # connections being served (on the API's loop only)
+        self._handler_kwargs: dict[str, Any] = {
+            # aiohttp's keep-alive timer is only a second line behind the header deadline:
+            # later than it, so the deadline (with its 408 when a request had begun) decides.
+            "keepalive_timeout": 2 * api.header_timeout + 1.0,
+            # An unread body is not drained after the response: the connection is closed.
+            "lingering_time": 0.0,
+            "max_headers": MAX_HEADERS,
+            "max_field_size": MAX_FIELD_SIZE,
+            "max_line_size": MAX_FIELD_SIZE,
+            "access_log": None,
+        }
+        super().__init__(api._dispatch, request_factory=self._request, **self._handler_kwargs)
+
+    @staticmethod
+    def _request(message: Any, payload: Any, protocol: web.RequestHandler, writer: Any,
+                 task: asyncio.Task[None]) -> web.BaseRequest:
+        # Called as aiohttp takes a parsed request off the connection's queue, before any
+        # more bytes can arrive: from here they are body (or the next request), not headers.
+        if isinstance(protocol, _Connection):
+            protocol.headers_arrived()
+        return web.BaseRequest(message, payload, protocol, writer, task, asyncio.get_running_loop())
+
+    def __call__(self) -> web.RequestHandler:
+        if self.live >= self.api.max_connections:
+            return _Refused(self.api)  # type: ignore[return-value]  # asyncio takes any Protocol
+        return _Connection(self, self.api, loop=asyncio.get_running_loop(), **self._handler_kwargs)
+
+    def connection_made(self, handler: web.RequestHandler, transport: asyncio.Transport) -> None:
+        self.live += 1
+        super().connection_made(handler, transport)
+
+    def connection_lost(self, handler: web.RequestHandler, exc: BaseException | None = None) -> None:
+        self.live -= 1
+        super().connection_lost(handler, exc)
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    """One HTTP/1.1 connection (keep-alive) of the admin API."""
+class _Connection(web.RequestHandler):
+    """One connection: aiohttp's handler plus a whole-request header deadline.
 
-    api: AdminAPI  # set on the subclass made per AdminAPI
-    protocol_version = "HTTP/1.1"
-    timeout = 60  # seconds an idle keep-alive connection is kept
-    # One write per response, without Nagle: headers and body sent as two small
-    # segments would wait for the client's delayed ACK (about 40 ms per request).
-    disable_nagle_algorithm = True
-    wbufsize = 64 * 1024  # the stdlib flushes after each request
-    server_version = "pushcore-admin"
-    sys_version = ""
+    aiohttp's timeouts are per read, so a client sending a header byte at a
+    time keeps a connection for ever. Here a timer runs from the connection's
+    opening (and again from the end of each response) until the next
+    request's headers are complete; when it fires first the connection is
+    closed, with a 408 when part of a request had arrived.
+    """
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
-        log.debug("%s %s", self.address_string(), format % args)
+    def __init__(self, manager: _Server, api: AdminAPI, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self.api = api
+        self._deadline: asyncio.TimerHandle | None = None
+        self._started = False  # a byte of the request the deadline waits for has arrived
+        self._header_bytes = 0  # bytes of that request so far, while no request came out of the parser
 
-    def do_GET(self) -> None:
-        self._serve("GET")
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm()
 
-    def do_POST(self) -> None:
-        self._serve("POST")
+    def data_received(self, data: bytes) -> None:
+        waiting = self._deadline is not None  # for a request's headers
+        if waiting and data:
+            self._started = True
+        super().data_received(data)
+        if not waiting or self.transport is None:  # force_close() drops the transport
+            return
+        # No request came out of the parser: every byte since the deadline was armed is
+        # request line and headers, which aiohttp buffers (about twice over) until the
+        # blank line. Capped here in total, since aiohttp only caps each line. A request
+        # parsed but not yet taken by the request factory (which disarms) sits in
+        # aiohttp's queue: what follows it is body.
+        if getattr(self, "_messages", None):
+            self._header_bytes = 0
+            return
+        self._header_bytes += len(data)
+        if self._header_bytes > self.api.max_header_bytes:
+            self._disarm()
+            self.api.refused.labels("max_header_bytes").inc()
+            self.transport.write(_raw_response(
+                431, "Request Header Fields Too Large",
+                f"the request line and headers exceed {self.api.max_header_bytes} bytes (max_header_bytes)"))
+            self.force_close()
 
-    def do_PUT(self) -> None:
-        self._serve("PUT")
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
 
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
+    def headers_arrived(self) -> None:
+        """A request's headers are in (the request handler runs): its body has its own deadline."""
+        self._disarm()
 
-    def _serve(self, method: str) -> None:
-        api = self.api
-        url = urllib.parse.urlsplit(self.path)
-        path = url.path
-        route = path
+    async def finish_response(self, request: web.BaseRequest, resp: web.StreamResponse,
+                              start_time: float | None) -> tuple[web.StreamResponse, bool]:
+        # The response has body_timeout to be taken by a client that may not read.
         try:
-            body = self._read_body(method)
-            if path == "/healthz":
-                route = "/healthz"
-                if method != "GET":
-                    raise ApiError(405, "use GET")
-                up = api.metrics.snapshot() is not None
-                self._send_json(200 if up else 503, {"status": "ok" if up else "down"}, route)
-                return
-            api.check_auth(self.headers.get("Authorization"))
-            if path == "/metrics":
-                route = "/metrics"
-                if method != "GET":
-                    raise ApiError(405, "use GET")
-                text = api.metrics.registry.render().encode("utf-8")
-                self._send(200, CONTENT_TYPE, text, route)
-                return
-            route, status, result = api.handle(method, path, urllib.parse.parse_qs(url.query), body)
-            self._send_json(status, result, route)
-        except ApiError as exc:
-            if exc.status >= 500 or exc.status in (401, 403):
-                log.info("admin API %s %s: %d %s", method, path, exc.status, exc.message)
-            self._send_json(exc.status, {"error": exc.message}, _route_label(route, exc.status))
-        except Exception:
-            log.exception("admin API %s %s failed", method, path)
-            self._send_json(500, {"error": "internal error (see the gateway's log)"},
-                            _route_label(route, 500))
+            async with asyncio.timeout(self.api.body_timeout):
+                result = await super().finish_response(request, resp, start_time)
+        except TimeoutError:
+            self.force_close()
+            return resp, True
+        self._arm()  # the next request's headers have header_timeout from now
+        return result
 
-    def _read_body(self, method: str) -> Any:
-        length_header = self.headers.get("Content-Length")
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            self.close_connection = True
-            raise ApiError(411, "send a Content-Length (chunked bodies are not accepted)")
-        if length_header is None:
-            if method == "POST":
-                raise ApiError(411, "a POST needs a Content-Length and a JSON body")
-            return None
-        try:
-            length = int(length_header)
-        except ValueError:
-            self.close_connection = True
-            raise ApiError(400, "bad Content-Length") from None
-        if length < 0:
-            self.close_connection = True
-            raise ApiError(400, "bad Content-Length")
-        if length > MAX_BODY:
-            self.close_connection = True  # the body is not read: the connection cannot be reused
-            raise ApiError(413, f"the body is {length} bytes; the limit is {MAX_BODY}")
-        raw = self.rfile.read(length) if length else b""
-        if not raw:
-            return None
-        try:
-            return json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        """aiohttp's answer to a request it could not parse, as JSON with the reason."""
+        self._disarm()
+        if status >= 500:  # not a client's fault: _dispatch answers every error of its own
+            log.error("admin API: internal error in the HTTP server", exc_info=exc)
+            reason = "internal error (see the gateway's log)"
+        else:
+            log.debug("admin API: refused a malformed request (%d): %s", status, message or exc)
+            reason = f"malformed HTTP request: {message or exc or status}"
+        self.api.requests.labels("other", str(status)).inc()
+        return _json_response(status, {"error": reason}, close=True)
 
-    def _send_json(self, status: int, obj: Any, route: str) -> None:
-        data = (json.dumps(obj, separators=(",", ":")) + "\n").encode("utf-8")
-        extra = {}
-        if status == 401:
-            extra["WWW-Authenticate"] = 'Bearer realm="pushcore-admin"'
-        self._send(status, "application/json", data, route, extra)
+    def _arm(self) -> None:
+        self._disarm()
+        self._started = False
+        self._header_bytes = 0
+        if self.transport is not None:
+            self._deadline = asyncio.get_running_loop().call_later(self.api.header_timeout, self._expire)
 
-    def _send(self, status: int, content_type: str, data: bytes, route: str,
-              extra: dict[str, str] | None = None) -> None:
-        self.api.requests.labels(route, str(status)).inc()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        for key, value in (extra or {}).items():
-            self.send_header(key, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self) -> None:
+        self._deadline = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self.api.refused.labels("header_timeout").inc()
+        if self._started:
+            transport.write(_raw_response(
+                408, "Request Timeout",
+                f"the request's headers did not arrive within {self.api.header_timeout:g} s (header_timeout)"))
+        # else an idle connection: closed without a word, since a keep-alive client that
+        # sends its next request now would read an unsolicited 408 as that request's answer.
+        self.force_close()
 
 
 _ROUTES = (
