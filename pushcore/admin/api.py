@@ -29,6 +29,8 @@ byte of its body is read.
 ``POST /v1/devices/<id>/subscribe``        ``{"topics": [...]}`` → ``{"added": n}``
 ``POST /v1/devices/<id>/unsubscribe``      ``{"topics": [...]}`` → ``{"removed": n}``
 ``POST /v1/devices/<id>/disconnect``       GOAWAY and close → ``{"disconnected": bool}``
+``POST /v1/devices/<id>/revoke``           ``{"before": unix_seconds}`` (optional, default now): refuse
+                                           its tokens issued before → ``{"revoked_before", "disconnected"}``
 ========================================  ==========================================================
 
 A message is a JSON object: ``payload`` (text, sent as UTF-8) or
@@ -258,7 +260,7 @@ def _render(value: Any) -> Any:
 
 
 def _status_of(exc: BaseException) -> int:
-    """413 for a size limit (duck-typed: ``pushcore.gateway.limits.MessageTooLarge`` has ``limit``), else 400."""
+    """413 for a size limit (:class:`pushcore.MessageTooLarge` and others with a ``limit``), else 400."""
     return 413 if hasattr(exc, "limit") else 400
 
 
@@ -641,11 +643,26 @@ class AdminAPI:
                         "added": self._call(self.server.subscribe, rest[1], *topics)}
                 return f"/v1/devices/<id>/{action}", 200, {
                     "removed": self._call(self.server.unsubscribe, rest[1], *topics)}
+            if action == "revoke":
+                return "/v1/devices/<id>/revoke", 200, self._revoke(rest[1], self._post(method, body))
             if action == "disconnect":
                 self._post(method, body)
                 return "/v1/devices/<id>/disconnect", 200, {
                     "disconnected": self._call(self.server.disconnect, rest[1])}
         raise ApiError(404, f"no such endpoint {path!r}")
+
+    def _revoke(self, device_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        if set(body) - {"before"}:
+            raise ApiError(400, f"unknown field(s) {sorted(set(body) - {'before'})}; allowed: ['before']")
+        before = body.get("before")
+        if before is not None and (
+            not isinstance(before, (int, float)) or isinstance(before, bool) or not math.isfinite(before)
+            or before < 0
+        ):
+            raise ApiError(400, "'before' must be Unix seconds >= 0 (or absent: now)")
+        disconnected = self._call(self.server.revoke, device_id, before)
+        return {"device": device_id, "revoked_before": self._call(self.server.revoked_before, device_id),
+                "disconnected": disconnected}
 
     @staticmethod
     def _post(method: str, body: Any) -> dict[str, Any]:
@@ -689,10 +706,17 @@ class AdminAPI:
         messages = [_message(item) for item in items]  # all checked before any is sent
         # One hand-over to the loop, one store transaction, one delivery pass.
         results = self._call(self.server.push_batch, messages, timeout=self.timeout)
-        # Rendered whatever the gateway returns per item (seqs, or per-item outcomes).
+        # A BatchResult: seq 0 and an entry in .errors for an item whose device
+        # alone failed (pushcore.gateway.results); everything else was stored.
         rendered = _render(list(results))
-        self.pushes.labels("device").inc(sum(1 for r in rendered if not _failed(r)))
-        return {"seqs": rendered}
+        errors = getattr(results, "errors", {})
+        self.pushes.labels("device").inc(sum(1 for r in rendered if not _failed(r) and r != 0))
+        out: dict[str, Any] = {"seqs": rendered}
+        if errors:
+            out["errors"] = [
+                {"index": i, "device": messages[i][0], "error": reason} for i, reason in sorted(errors.items())
+            ]
+        return out
 
     def _publish(self, body: dict[str, Any]) -> dict[str, Any]:
         allowed = {"topic", "payload", "payload_b64", "priority", "ttl", "collapse_key"}
@@ -703,10 +727,11 @@ class AdminAPI:
             raise ApiError(400, "'topic' must not be empty")
         result = self._call(self.server.publish, topic, _payload(body), **_options(body))
         self.pushes.labels("topic").inc()
-        rendered = _render(result)
-        if isinstance(rendered, dict):  # per-recipient outcomes, if the gateway gives them
-            return {"topic": topic, **rendered}
-        return {"topic": topic, "devices": rendered}
+        out: dict[str, Any] = {"topic": topic, "devices": int(result)}
+        failed = getattr(result, "failed", {})  # a FanOut: subscribers the store refused, by device
+        if failed:
+            out["failed"] = {str(device): str(reason) for device, reason in failed.items()}
+        return out
 
     def _broadcast(self, body: dict[str, Any]) -> dict[str, Any]:
         allowed = {"payload", "payload_b64", "priority", "ttl", "collapse_key", "topic", "durable"}
@@ -718,7 +743,11 @@ class AdminAPI:
         n = self._call(self.server.broadcast, _payload(body), durable=durable,
                        topic=_text(body, "topic"), **_options(body))
         self.pushes.labels("broadcast").inc()
-        return {"devices": _render(n), "durable": durable}
+        out = {"devices": int(n), "durable": durable}
+        failed = getattr(n, "failed", {})
+        if failed:
+            out["failed"] = {str(device): str(reason) for device, reason in failed.items()}
+        return out
 
     def _devices(self, query: dict[str, list[str]]) -> dict[str, Any]:
         result: dict[str, Any] = {"connected": self._call(self.server.device_count)}
@@ -926,6 +955,7 @@ _ROUTES = (
     ("/v1/devices/<id>/subscribe", re.compile(r"^/v1/devices/[^/]+/subscribe/?$")),
     ("/v1/devices/<id>/unsubscribe", re.compile(r"^/v1/devices/[^/]+/unsubscribe/?$")),
     ("/v1/devices/<id>/disconnect", re.compile(r"^/v1/devices/[^/]+/disconnect/?$")),
+    ("/v1/devices/<id>/revoke", re.compile(r"^/v1/devices/[^/]+/revoke/?$")),
 )
 
 

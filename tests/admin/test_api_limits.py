@@ -392,52 +392,52 @@ def test_a_malformed_http_request_is_a_json_400(start_api):
 
 # ---- errors and results from the gateway -----------------------------------------------------
 
-class FieldTooLarge(ValueError):
-    """Stands in for pushcore.gateway.limits.MessageTooLarge (helper C): a ValueError with field and limit."""
 
-    def __init__(self, field, limit):
-        super().__init__(f"{field} is larger than {limit} bytes")
-        self.field = field
-        self.limit = limit
-
-
-def test_a_size_limit_from_the_gateway_is_413_and_other_value_errors_400(start_api, monkeypatch):
+@pytest.mark.parametrize(
+    "message, field, limit",
+    [
+        ({"device": "d", "payload": "x" * 70_000}, "payload", 64_000),
+        ({"device": "d", "payload": "x", "topic": "t" * 300}, "topic", 256),
+        ({"device": "d", "payload": "x", "collapse_key": "k" * 300}, "collapse_key", 256),
+        ({"device": "d" * 300, "payload": "x"}, "device_id", 256),
+    ],
+    ids=["payload", "topic", "collapse_key", "device_id"],
+)
+def test_a_field_over_its_limit_is_413_naming_it_and_nothing_is_stored(start_api, message, field, limit):
     server, admin = start_api()
-    raw = json.dumps({"device": "d", "payload": "x"}).encode()
-
-    def too_large(*args, **kwargs):
-        raise FieldTooLarge("payload", 65000)
-
-    monkeypatch.setattr(server, "push", too_large)
-    status, body = post(admin, "/v1/push", raw)
-    assert (status, body) == (413, {"error": "payload is larger than 65000 bytes", "field": "payload",
-                                    "limit": 65000})
-    monkeypatch.setattr(server, "publish", too_large)
-    assert post(admin, "/v1/publish", json.dumps({"topic": "t", "payload": "x"}).encode())[0] == 413
-    monkeypatch.setattr(server, "push_batch", too_large)
-    batch = json.dumps({"messages": [{"device": "d", "payload": "x"}]}).encode()
-    assert post(admin, "/v1/push/batch", batch)[0] == 413
-
-    def bad(*args, **kwargs):
-        raise ValueError("device id 'd' is not acceptable")
-
-    monkeypatch.setattr(server, "push", bad)
-    assert post(admin, "/v1/push", raw) == (400, {"error": "device id 'd' is not acceptable"})
+    status, body = post(admin, "/v1/push", json.dumps(message).encode())
+    assert status == 413 and (body["field"], body["limit"]) == (field, limit), body
+    assert str(limit) in body["error"]
+    batch = {"messages": [{"device": "ok", "payload": "fine"}, message]}
+    status, body = post(admin, "/v1/push/batch", json.dumps(batch).encode())
+    assert status == 413 and body["field"] == field and "messages[1]" in body["error"]
+    if field in ("payload", "collapse_key"):
+        publish = {"topic": "news", **{k: v for k, v in message.items() if k != "device"}}
+        assert post(admin, "/v1/publish", json.dumps(publish).encode())[0] == 413
+    assert server.store.stats().messages == 0
 
 
-def test_per_item_batch_and_publish_outcomes_are_rendered_as_json(start_api, monkeypatch):
+def test_a_bad_topic_name_is_400_with_the_rule(start_api):
+    _server, admin = start_api()
+    status, body = post(admin, "/v1/publish", json.dumps({"topic": "has space", "payload": "x"}).encode())
+    assert status == 400 and "topic" in body["error"] and "ASCII letters" in body["error"]
+
+
+def test_one_exhausted_device_fails_only_its_items_in_a_batch_and_a_publish(start_api):
     server, admin = start_api()
-    monkeypatch.setattr(server, "push_batch", lambda messages, timeout=None: [
-        1, FieldTooLarge("payload", 10), {"seq": 2, "ok": True}, ValueError("no"), None])
-    batch = json.dumps({"messages": [{"device": f"d{i}", "payload": "x"} for i in range(5)]}).encode()
-    status, body = post(admin, "/v1/push/batch", batch)
+    server.store.advance_seq("stuck", 2**63 - 1)
+    batch = {"messages": [{"device": "a", "payload": "1"}, {"device": "stuck", "payload": "2"},
+                          {"device": "a", "payload": "3"}]}
+    status, body = post(admin, "/v1/push/batch", json.dumps(batch).encode())
     assert status == 200
-    assert body == {"seqs": [
-        1, {"error": "payload is larger than 10 bytes", "status": 413, "field": "payload", "limit": 10},
-        {"seq": 2, "ok": True}, {"error": "no", "status": 400}, None]}
-    monkeypatch.setattr(server, "publish", lambda *a, **kw: {"devices": 2, "failed": {"bad": "exhausted"}})
-    status, body = post(admin, "/v1/publish", json.dumps({"topic": "t", "payload": "x"}).encode())
-    assert (status, body) == (200, {"topic": "t", "devices": 2, "failed": {"bad": "exhausted"}})
+    assert body["seqs"] == [1, 0, 2]
+    assert [(e["index"], e["device"]) for e in body["errors"]] == [(1, "stuck")]
+    assert "exhausted" in body["errors"][0]["error"]
+    server.subscribe("a", "news")
+    server.subscribe("stuck", "news")
+    status, body = post(admin, "/v1/publish", json.dumps({"topic": "news", "payload": "x"}).encode())
+    assert status == 200 and body["devices"] == 1 and list(body["failed"]) == ["stuck"]
+    assert server.store.backlog("a") == 3
 
 
 def test_concurrent_healthz_share_one_check_of_the_gateway_loop(start_api, monkeypatch):
@@ -509,19 +509,21 @@ def test_headers_past_max_header_bytes_are_431_and_closed(start_api):
 
 def test_large_bodies_and_pipelined_requests_are_not_counted_as_headers(start_api):
     server, admin = start_api(header_timeout=30)
-    # a body of nearly max_body sent with its headers in one go
-    raw = json.dumps({"device": "d", "payload": "z" * (1024 * 1024 - 100)}).encode()
-    assert post(admin, "/v1/push", raw) == (200, {"device": "d", "seq": 1})
+    # a body of nearly max_body (a batch of 16 payloads of 64,000 bytes) sent with its headers in one go
+    raw = json.dumps({"messages": [{"device": "d", "payload": "z" * 64_000}] * 16}).encode()
+    assert 1024 * 1024 - 30_000 < len(raw) < 1024 * 1024
+    assert post(admin, "/v1/push/batch", raw) == (200, {"seqs": list(range(1, 17))})
     # three pipelined requests in one send, the middle one with a 200 KB body
     small = json.dumps({"device": "p", "payload": "x"}).encode()
-    big = json.dumps({"device": "p", "payload": "y" * 200_000}).encode()
+    big = json.dumps({"messages": [{"device": "p", "payload": "y" * 50_000}] * 4}).encode()
 
     def request(body):
-        return (b"POST /v1/push HTTP/1.1\r\nHost: x\r\n" + AUTH
+        path = b"/v1/push/batch" if body.startswith(b'{"messages"') else b"/v1/push"
+        return (b"POST " + path + b" HTTP/1.1\r\nHost: x\r\n" + AUTH
                 + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
     with socket.create_connection(admin.address, timeout=5) as sock:
         sock.sendall(request(small) + request(big) + request(small))
         assert [read_response(sock)[:3:2] for _ in range(3)] == [
-            (200, {"device": "p", "seq": n}) for n in (1, 2, 3)]
-    assert server.store.last_seq("p") == 3
+            (200, {"device": "p", "seq": 1}), (200, {"seqs": [2, 3, 4, 5]}), (200, {"device": "p", "seq": 6})]
+    assert server.store.last_seq("p") == 6
