@@ -144,6 +144,13 @@ class AdminClient:
         devices: int = self.request("POST", "/v1/broadcast", body)[1]["devices"]
         return devices
 
+    def revoke(self, device_id: str, before: float | None = None) -> dict[str, Any]:
+        """Refuse *device_id*'s tokens issued before *before* (Unix seconds, default now); closes its connection."""
+        body = {} if before is None else {"before": before}
+        path = "/v1/devices/" + urllib.parse.quote(device_id, safe="") + "/revoke"
+        result: dict[str, Any] = self.request("POST", path, body)[1]
+        return result
+
     def device(self, device_id: str) -> dict[str, Any]:
         info: dict[str, Any] = self.request("GET", "/v1/devices/" + urllib.parse.quote(device_id, safe=""))[1]
         return info
