@@ -743,7 +743,7 @@ class AdminAPI:
         n = self._call(self.server.broadcast, _payload(body), durable=durable,
                        topic=_text(body, "topic"), **_options(body))
         self.pushes.labels("broadcast").inc()
-        out = {"devices": int(n), "durable": durable}
+        out: dict[str, Any] = {"devices": int(n), "durable": durable}
         failed = getattr(n, "failed", {})
         if failed:
             out["failed"] = {str(device): str(reason) for device, reason in failed.items()}
