@@ -16,12 +16,15 @@ cdef inline bint _preauth_take(Loop self, Conn* c, pc_chunk* ch) noexcept:
     the pre-auth budget. False when it does not fit: the caller closes the
     connection OVERLOADED."""
     cdef uint64_t held
-    if not (c.flags & F_UNAUTH) or self.preauth_budget == 0:
+    if not (c.flags & F_UNAUTH):
         return True
+    # Account even with the budget off (0): set_limits may turn it on or off
+    # while this connection holds a buffer, and the release on close must
+    # subtract what was added, or the counter wraps.
     held = self.st.preauth_bytes
     if c.flags & F_PREAUTH:
         held -= c.rbuf.cap
-    if held + ch.cap > self.preauth_budget:
+    if self.preauth_budget != 0 and held + ch.cap > self.preauth_budget:
         return False
     _preauth_release(self, c)
     self.st.preauth_bytes += ch.cap

@@ -249,3 +249,27 @@ def test_the_outbound_budget_closes_the_largest_queues_first(make_loop):
     assert (reader, Reason.SLOW_CONSUMER) in ev.closed
     for s in (sa, sb, sc, sr):
         s.close()
+
+
+def test_turning_the_preauth_budget_off_and_on_keeps_the_count_true(make_loop):
+    # Review finding: with the budget off, a growing pre-auth buffer was not
+    # accounted, and its release on close wrapped the counter below zero.
+    loop, ev = make_loop(preauth_budget=1 << 20)
+    lid = loop.listen("127.0.0.1", 0, auth_timeout=5)
+    hello = F.Hello(versions=(1,), device_id="dev-1", token=b"t" * 1900).encode()
+    with socket.create_connection(loop.listen_address(lid)) as sock:
+        ev.run_until(lambda: ev.opened)
+        sock.sendall(hello[:1])
+        ev.run_until(lambda: loop.stats()["preauth_bytes"] > 0)
+        loop.set_limits(preauth_budget=0)
+        sock.sendall(hello[1:1500])
+        for _ in range(20):
+            loop.run_once(0.01)
+        assert loop.stats()["preauth_bytes"] > 0  # still counted with the budget off
+    ev.run_until(lambda: ev.closed)
+    assert loop.stats()["preauth_bytes"] == 0
+    loop.set_limits(preauth_budget=1 << 20)
+    with socket.create_connection(loop.listen_address(lid)):
+        for _ in range(20):
+            loop.run_once(0.01)
+    assert loop.stats()["refused"]["preauth_budget"] == 0
