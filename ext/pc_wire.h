@@ -56,7 +56,8 @@ enum pc_reason {
     PC_R_PEER_RESET = 26,
     PC_R_INTERNAL_ERROR = 27,
     PC_R_CONNECT_FAILED = 28,
-    PC_R_PEER_CLOSED = 29
+    PC_R_PEER_CLOSED = 29,
+    PC_R_LAST_SEQ_AHEAD = 30
 };
 
 /* Flag bits: the low nibble of the header (section 3). Any bit a type does

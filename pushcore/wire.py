@@ -87,6 +87,7 @@ class Reason(enum.IntEnum):
     INTERNAL_ERROR = 27
     CONNECT_FAILED = 28
     PEER_CLOSED = 29
+    LAST_SEQ_AHEAD = 30
 
 
 def reason_name(code: int) -> str:

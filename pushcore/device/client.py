@@ -93,6 +93,24 @@ _GOAWAY = _frames.GOAWAY
 _ERROR = _frames.ERROR
 
 # Refusals that reconnecting cannot fix: the client stops and says why.
+def _checked_topics(topics: Iterable[str]) -> tuple[str, ...]:
+    """*topics* as a tuple, each following the topic-name rule (docs/PROTOCOL.md 5a).
+
+    Checked here because a SUBSCRIBE with a bad name makes the server close
+    the connection, and the client re-sends its topics after every WELCOME.
+    """
+    if isinstance(topics, (str, bytes)):
+        raise TypeError("topics must be an iterable of str (e.g. a list), not a single string")
+    out = tuple(topics)
+    for topic in out:
+        if not isinstance(topic, str):
+            raise TypeError(f"topic must be str, not {type(topic).__name__}")
+        problem = topic_problem(topic)
+        if problem is not None:
+            raise ValueError(problem)
+    return out
+
+
 _FATAL = frozenset({Reason.AUTH_FAILED, Reason.TOKEN_EXPIRED, Reason.UNSUPPORTED_VERSION})
 
 _Ts = TypeVarTuple("_Ts")
@@ -256,7 +274,7 @@ class Client:
         self._reconnect_on_replaced = reconnect_on_replaced
         self.on_message = on_message
         self.on_state = on_state
-        self._topics: dict[str, None] = dict.fromkeys(topics)
+        self._topics: dict[str, None] = dict.fromkeys(_checked_topics(topics))
 
         self._loop = loop
         self._owns_loop = loop is None
@@ -746,6 +764,15 @@ class Client:
         elif kind == _ERROR:
             error = cast("ErrorFrame", frame)
             self._refusals.append((error.code, error.message))
+            if error.code == Reason.LAST_SEQ_AHEAD and self.inbox.last_seq:
+                # The server's store is behind us (restored from a backup,
+                # another gateway's store): start over from 0, as PROTOCOL.md
+                # 5a says, accepting that messages may come again.
+                log.warning(
+                    "pushcore client %s: the server has no seq up to our last_seq %d (%s); "
+                    "resetting last_seq to 0", self.device_id, self.inbox.last_seq, error.message,
+                )
+                self.inbox.reset(0)
         elif kind == _GOAWAY:
             servers = cast("Goaway", frame).servers
             if servers:
@@ -904,13 +931,7 @@ class Client:
         ``ValueError`` here: sent, it would make the server close the
         connection (``INVALID_VALUE``).
         """
-        topics = tuple(t for t in topics)
-        for topic in topics:
-            if not isinstance(topic, str):
-                raise TypeError(f"topic must be str, not {type(topic).__name__}")
-            problem = topic_problem(topic)
-            if problem is not None:
-                raise ValueError(problem)
+        topics = _checked_topics(topics)
         if not topics:
             return
         def run() -> None:

@@ -31,6 +31,13 @@ class Inbox:
     __slots__ = ("last_seq", "acked_seq", "ack_every", "page_size", "fetching", "duplicates",
                  "expired", "_unacked")
 
+    def reset(self, last_seq: int = 0) -> None:
+        """Forget what was received: the next HELLO claims *last_seq* (after ``LAST_SEQ_AHEAD``)."""
+        self.last_seq = last_seq
+        self.acked_seq = last_seq
+        self.fetching = False
+        self._unacked = 0
+
     def __init__(self, last_seq: int = 0, *, ack_every: int = 32, page_size: int = 256) -> None:
         if last_seq < 0:
             raise ValueError(f"last_seq must be >= 0, got {last_seq!r}")

@@ -35,7 +35,7 @@ from ..loop.handover import LoopTimeout, LoopUnavailable, call_on_loop
 from ..store import PRIORITY_HIGH, PRIORITY_LOW, Store, open_store
 from ..store.base import MAX_SEQ, NewMessage, StoredMessage, check_device_id, check_message, check_topic
 from ..tokens import AuthError, TokenSigner
-from ..wire import topic_problem
+from ..wire import MAX_DEVICE_ID_BYTES, topic_problem
 from .delivery import DEFAULT_INLINE_MAX, DEFAULT_PAGE_MAX, Delivery, MessageIds
 from .results import BatchResult, FanOut
 
@@ -148,6 +148,8 @@ def _servers_tuple(servers: Iterable[str | Iterable[Any]]) -> tuple[_Server, ...
     return tuple(out)
 
 
+#: How far ahead of now Server.revoke(before=) may be (clock skew between machines).
+MAX_REVOKE_AHEAD = 300.0
 #: Most topics one device may hold through SUBSCRIBE frames (Server(max_subscriptions=)).
 DEFAULT_MAX_SUBSCRIPTIONS = 1000
 #: Highest HELLO last_seq that may raise a lost counter: 2**53 leaves the
@@ -799,6 +801,13 @@ class Server:
             raise TypeError(f"before must be Unix seconds, not {type(before).__name__}")
         elif not math.isfinite(before) or before < 0:
             raise ValueError(f"before must be finite Unix seconds >= 0, got {before!r}")
+        elif before > time.time() + MAX_REVOKE_AHEAD:
+            # A revocation is never lifted, so a time far ahead (milliseconds
+            # given for seconds) would refuse every future token of the device.
+            raise ValueError(
+                f"before={before!r} is more than {MAX_REVOKE_AHEAD:.0f} s in the future; "
+                "give Unix seconds (not milliseconds), at most a little ahead of now"
+            )
         when = float(before)
 
         def run() -> bool:
@@ -958,6 +967,11 @@ class Server:
         if not device_id:
             self._refuse(cid, Reason.AUTH_FAILED, "HELLO has an empty device id")
             return
+        if len(device_id) * 4 > MAX_DEVICE_ID_BYTES and len(device_id.encode("utf-8")) > MAX_DEVICE_ID_BYTES:
+            # Checked before any hook: the store refuses longer ids, so such a
+            # device could be welcomed but never stored for.
+            self._refuse(cid, Reason.INVALID_VALUE, f"device id longer than {MAX_DEVICE_ID_BYTES} UTF-8 bytes")
+            return
         if hello.last_seq > MAX_SEQ:
             self._refuse(cid, Reason.INVALID_VALUE, f"last_seq must be < 2**63, got {hello.last_seq}")
             return
@@ -976,7 +990,7 @@ class Server:
             return
         problem = self._claim_problem(device_id, hello.last_seq)
         if problem is not None:
-            self._refuse(cid, Reason.INVALID_VALUE, problem)
+            self._refuse(cid, Reason.LAST_SEQ_AHEAD, problem)
             return
         loop = self._running_loop()
         old = delivery.attach(cid, device_id, hello.last_seq)

@@ -742,8 +742,11 @@ class Store(abc.ABC):
             self._check_open()
             return self._revoked_before(device_id)
 
-    @abc.abstractmethod
-    def _set_revoked_before(self, device_id: str, ts: float) -> None: ...
+    # Not abstract, so a Store subclass written before revocations existed
+    # still works: it keeps none (every HELLO passes this check) and
+    # Server.revoke says clearly that it cannot.
+    def _set_revoked_before(self, device_id: str, ts: float) -> None:
+        raise StoreError(f"{type(self).__name__} does not keep revocations (implement _set_revoked_before)")
 
-    @abc.abstractmethod
-    def _revoked_before(self, device_id: str) -> float | None: ...
+    def _revoked_before(self, device_id: str) -> float | None:
+        return None

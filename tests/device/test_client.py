@@ -530,3 +530,10 @@ def test_subscribe_refuses_a_topic_the_server_would_close_the_connection_for(top
         client.subscribe("ok", topic)
     with pytest.raises(TypeError):
         client.subscribe(b"bytes")
+
+
+def test_a_bad_topic_given_to_the_constructor_is_refused_at_once():
+    with pytest.raises(ValueError, match="topic"):
+        make_client(["127.0.0.1:1"], topics=["has space"])
+    with pytest.raises(TypeError):
+        make_client(["127.0.0.1:1"], topics="news")

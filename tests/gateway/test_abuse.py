@@ -55,8 +55,8 @@ def test_absurd_last_seq_is_refused_and_the_device_still_gets_pushes(store):
     with running_server(store=store) as server:
         with RawDevice(server.address) as evil:
             error = evil.hello("evil", last_seq=2**63 - 1)
-            assert error.TYPE == protocol.ERROR and error.code == Reason.INVALID_VALUE
-            assert "2**53" in error.message
+            assert error.TYPE == protocol.ERROR and error.code == Reason.LAST_SEQ_AHEAD
+            assert "2**53" in error.message and error.code == Reason.LAST_SEQ_AHEAD
             assert evil.until_closed() == []
         assert store.last_seq("evil") == 0  # the claim moved nothing
         assert server.push("evil", b"still works") == 1
@@ -72,7 +72,7 @@ def test_a_claim_above_a_known_counter_is_refused_and_a_true_one_is_an_ack(store
             server.push("d", b"m%d" % n)
         with RawDevice(server.address) as dev:
             error = dev.hello("d", last_seq=4)
-            assert error.TYPE == protocol.ERROR and error.code == Reason.INVALID_VALUE
+            assert error.TYPE == protocol.ERROR and error.code == Reason.LAST_SEQ_AHEAD
             assert "ahead of this device's last stored seq 3" in error.message
         assert store.last_seq("d") == 3 and store.backlog("d") == 3
         with RawDevice(server.address) as dev:
@@ -91,7 +91,7 @@ def test_a_claim_on_a_lost_counter_raises_it_up_to_2_53(store):
             assert dev.expect(protocol.PUSH).seq == 51
         with RawDevice(server.address) as dev:
             error = dev.hello("fresh", last_seq=MAX_CLAIMED_SEQ + 1)
-            assert error.TYPE == protocol.ERROR and error.code == Reason.INVALID_VALUE
+            assert error.TYPE == protocol.ERROR and error.code == Reason.LAST_SEQ_AHEAD
         with RawDevice(server.address) as dev:
             welcomed(dev, "fresh2", last_seq=MAX_CLAIMED_SEQ)
         assert store.last_seq("fresh2") == MAX_CLAIMED_SEQ
@@ -339,3 +339,31 @@ def test_an_error_from_the_device_closes_without_an_answer():
         dev.send(protocol.ErrorFrame(int(Reason.INTERNAL_ERROR), "device bug"))
         assert dev.until_closed() == []
         wait_for(lambda: closed == [("d", Reason.PEER_CLOSED)])
+
+
+def test_a_client_whose_last_seq_is_ahead_of_the_store_starts_over_and_gets_its_messages():
+    # A store restored from an older backup: the device claims 10, the store
+    # has given it 3. The claim is refused LAST_SEQ_AHEAD; the Client resets
+    # to 0 and receives what is stored (again, the price of the lost store).
+    with running_server() as server:
+        for n in range(1, 4):
+            server.push("d", b"m%d" % n)
+        got = Collector()
+        client = Client("d", token("d"), [f"{server.address[0]}:{server.address[1]}"], on_message=got,
+                        last_seq=10, backoff=(0.05, 0.2))
+        client.start()
+        try:
+            got.wait(3)
+            assert got.payloads == [b"m1", b"m2", b"m3"]
+            assert client.last_seq == 3
+        finally:
+            client.stop()
+
+
+def test_a_device_id_over_the_limit_is_refused_at_hello_even_with_a_custom_hook():
+    long_id = "d" * (MAX_DEVICE_ID_BYTES + 1)
+    with running_server(authenticate=lambda d, t, m: True) as server, RawDevice(server.address) as dev:
+        error = dev.hello(long_id, b"any")
+        assert error.TYPE == protocol.ERROR and error.code == Reason.INVALID_VALUE
+        assert str(MAX_DEVICE_ID_BYTES) in error.message
+        assert dev.until_closed() == []

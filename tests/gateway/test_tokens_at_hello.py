@@ -66,7 +66,8 @@ def test_revoke_defaults_to_now_and_never_lifts_an_earlier_revocation():
 @pytest.mark.parametrize(
     "args, error",
     [(("", None), ValueError), (("d1", "soon"), TypeError), (("d1", float("inf")), ValueError),
-     (("d1", -1.0), ValueError)],
+     (("d1", -1.0), ValueError),
+     (("d1", time.time() * 1000), ValueError)],  # milliseconds for seconds: would never be lifted
 )
 def test_revoke_arguments_are_checked(args, error):
     with running_server() as server:
