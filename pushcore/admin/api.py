@@ -44,10 +44,11 @@ Errors are JSON ``{"error": "..."}`` with 400, 404, 405, 408, 411, 413, 431,
 Limits (constructor options; see docs/SECURITY.md):
 
 ``max_body``            1 MiB. A longer ``Content-Length`` is 413, the body unread.
-``header_timeout``      10 s from the connection's opening, or from the end of
-                        its previous response, to the end of a request's headers
-                        (so also the idle keep-alive time); past it the connection is
-                        closed, with a 408 if part of a request had arrived.
+``header_timeout``      10 s of idle time (from the connection's opening, or from
+                        the end of its previous response) until a request's first
+                        byte, past which the connection is closed silently; then
+                        10 s from that first byte to the end of its headers, past
+                        which it gets a 408 and is closed.
 ``body_timeout``        10 s for the whole body (and for writing the response),
                         however it trickles in; past it a 408 and close.
 ``max_connections``     1000 connections at once; one more is answered 503 and closed.
@@ -861,8 +862,13 @@ class _Connection(web.RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         waiting = self._deadline is not None  # for a request's headers
-        if waiting and data:
+        if waiting and data and not self._started:
+            # The first byte of a request: its headers have header_timeout from
+            # now. Until then the deadline was the idle keep-alive time, and a
+            # request begun just before it ran out must not get a 408 for it.
             self._started = True
+            self._deadline.cancel()
+            self._deadline = asyncio.get_running_loop().call_later(self.api.header_timeout, self._expire)
         super().data_received(data)
         if not waiting or self.transport is None:  # force_close() drops the transport
             return

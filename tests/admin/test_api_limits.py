@@ -232,6 +232,27 @@ def test_a_keepalive_client_sees_the_idle_close_and_reconnects(start_api):
         assert client.push("d", "two") == 2  # a fresh connection, not a stale 408
 
 
+def test_a_request_begun_near_the_end_of_the_idle_time_gets_its_own_header_time(start_api):
+    # Found by the e2e benchmark: a keep-alive client that waited about
+    # header_timeout between requests got a 408 for a request it had begun in
+    # time. The idle time ends at a request's first byte, which then has a
+    # full header_timeout of its own.
+    server, admin = start_api(header_timeout=0.6)
+    body = json.dumps({"device": "d", "payload": "x"}).encode()
+    request = (b"POST /v1/push HTTP/1.1\r\nHost: x\r\n" + AUTH
+               + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    with socket.create_connection(admin.address, timeout=5) as sock:
+        sock.sendall(request)
+        assert read_response(sock)[0] == 200
+        time.sleep(0.45)  # idle, within the 0.6 s
+        sock.sendall(request[:20])
+        time.sleep(0.45)  # 0.9 s since the response: past the idle time, not past the request's own
+        sock.sendall(request[20:])
+        status, _headers, answer = read_response(sock)
+        assert (status, answer) == (200, {"device": "d", "seq": 2})
+    assert server.store.last_seq("d") == 2
+
+
 def test_a_declared_but_unsent_body_is_dropped_at_the_body_deadline(start_api):
     server, admin = start_api(body_timeout=0.5)
     with socket.create_connection(admin.address, timeout=5) as sock:
