@@ -861,13 +861,14 @@ class _Connection(web.RequestHandler):
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        waiting = self._deadline is not None  # for a request's headers
-        if waiting and data and not self._started:
+        deadline = self._deadline
+        waiting = deadline is not None  # for a request's headers
+        if deadline is not None and data and not self._started:
             # The first byte of a request: its headers have header_timeout from
             # now. Until then the deadline was the idle keep-alive time, and a
             # request begun just before it ran out must not get a 408 for it.
             self._started = True
-            self._deadline.cancel()
+            deadline.cancel()
             self._deadline = asyncio.get_running_loop().call_later(self.api.header_timeout, self._expire)
         super().data_received(data)
         if not waiting or self.transport is None:  # force_close() drops the transport
