@@ -62,16 +62,8 @@ def _tok(device_id: str) -> bytes:
     return mint(SECRET, device_id, ttl=3600)
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+# A frame's body-length varint, for headers the attackers announce by hand.
+_varint = protocol._uvarint_bytes
 
 
 class Storm:
@@ -221,6 +213,29 @@ class Storm:
                     pass
             n += 1
 
+    def welcomed(self, device_id: str) -> socket.socket | None:
+        """A connection of *device_id* once its WELCOME arrived; None if stopped first.
+
+        Retries while the gateway refuses it (the partial HELLOs keep the
+        pre-auth budget full, so a plain connect is often OVERLOADED): a device
+        that never got in would test nothing. Nothing is read after WELCOME.
+        """
+        hello = protocol.Hello((1,), device_id, _tok(device_id), 0, 0).encode()
+        while not self.stop.is_set():
+            sock = self.connect()
+            if sock is not None:
+                try:
+                    sock.sendall(hello)
+                    decoder = protocol.Decoder()
+                    while chunk := sock.recv(4096):
+                        if any(f.TYPE == protocol.WELCOME for f in decoder.feed(chunk)):
+                            return sock
+                except (OSError, ValueError):
+                    pass
+                sock.close()
+            self.stop.wait(0.05)
+        return None
+
     def never_read(self) -> None:
         # Authenticated devices that never read what the ephemeral broadcasts
         # queue for them; every 8 s a new set replaces the old.
@@ -228,16 +243,10 @@ class Storm:
         while not self.stop.is_set():
             socks = []
             for _ in range(SINKS):
-                sock = self.connect()
-                if sock is None:
-                    continue
-                device_id = f"sink{n}"
+                sock = self.welcomed(f"sink{n}")
                 n += 1
-                try:
-                    sock.sendall(protocol.Hello((1,), device_id, _tok(device_id), 0, 0).encode())
+                if sock is not None:
                     socks.append(sock)
-                except OSError:
-                    sock.close()
             self.count("sinks", len(socks))
             self.stop.wait(8.0)
             for sock in socks:
