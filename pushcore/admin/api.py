@@ -63,7 +63,6 @@ import asyncio
 import base64
 import binascii
 import concurrent.futures
-import dataclasses
 import hmac
 import json
 import logging
@@ -237,36 +236,9 @@ def _check_text(value: Any) -> None:
                                     "(\\ud800-\\udfff), which is not valid Unicode text")
 
 
-def _render(value: Any) -> Any:
-    """A JSON-able form of whatever the gateway returned (ints today; per-item outcomes may come)."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, BaseException):
-        out: dict[str, Any] = {"error": str(value), "status": _status_of(value)}
-        for key in ("field", "limit"):
-            if hasattr(value, key):
-                out[key] = _render(getattr(value, key))
-        return out
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _render(dataclasses.asdict(value))
-    if hasattr(value, "_asdict"):  # a named tuple
-        return _render(value._asdict())
-    if isinstance(value, dict):
-        return {str(k): _render(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_render(v) for v in value]
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
 def _status_of(exc: BaseException) -> int:
     """413 for a size limit (:class:`pushcore.MessageTooLarge` and others with a ``limit``), else 400."""
     return 413 if hasattr(exc, "limit") else 400
-
-
-def _failed(item: Any) -> bool:
-    return isinstance(item, BaseException) or (isinstance(item, dict) and "error" in item)
 
 
 def _json_response(status: int, obj: Any, *, close: bool = False) -> web.Response:
@@ -684,7 +656,7 @@ class AdminAPI:
             return fn(*args, **kwargs)
         except (ValueError, TypeError, OverflowError) as exc:
             # A size limit (MessageTooLarge has .field and .limit) is 413; any other bad value 400.
-            extra = {key: _render(getattr(exc, key)) for key in ("field", "limit") if hasattr(exc, key)}
+            extra = {key: getattr(exc, key) for key in ("field", "limit") if hasattr(exc, key)}
             raise ApiError(_status_of(exc), str(exc), extra) from None
         except (RuntimeError, TimeoutError) as exc:
             raise ApiError(503, f"the gateway is not running ({exc})") from None
@@ -693,7 +665,7 @@ class AdminAPI:
         device, payload, options = _message(body)
         seq = self._call(self.server.push, device, payload, **options)
         self.pushes.labels("device").inc()
-        return {"device": device, "seq": _render(seq)}
+        return {"device": device, "seq": seq}
 
     def _push_batch(self, body: dict[str, Any]) -> dict[str, Any]:
         if set(body) != {"messages"}:
@@ -709,10 +681,9 @@ class AdminAPI:
         results = self._call(self.server.push_batch, messages, timeout=self.timeout)
         # A BatchResult: seq 0 and an entry in .errors for an item whose device
         # alone failed (pushcore.gateway.results); everything else was stored.
-        rendered = _render(list(results))
-        errors = getattr(results, "errors", {})
-        self.pushes.labels("device").inc(sum(1 for r in rendered if not _failed(r) and r != 0))
-        out: dict[str, Any] = {"seqs": rendered}
+        errors = results.errors
+        self.pushes.labels("device").inc(len(results) - len(errors))
+        out: dict[str, Any] = {"seqs": list(results)}
         if errors:
             out["errors"] = [
                 {"index": i, "device": messages[i][0], "error": reason} for i, reason in sorted(errors.items())
@@ -729,7 +700,7 @@ class AdminAPI:
         result = self._call(self.server.publish, topic, _payload(body), **_options(body))
         self.pushes.labels("topic").inc()
         out: dict[str, Any] = {"topic": topic, "devices": int(result)}
-        failed = getattr(result, "failed", {})  # a FanOut: subscribers the store refused, by device
+        failed = result.failed  # a FanOut: subscribers the store refused, by device
         if failed:
             out["failed"] = {str(device): str(reason) for device, reason in failed.items()}
         return out

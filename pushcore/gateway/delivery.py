@@ -200,8 +200,11 @@ class Delivery:
     def __len__(self) -> int:
         return len(self.routes)
 
-    def attach(self, cid: int, device_id: str, last_seq: int) -> int | None:
+    def attach(self, cid: int, device_id: str, last_seq: int, counter: int | None = None) -> int | None:
         """Record that *cid* is now *device_id*, which has every seq up to *last_seq*.
+
+        *counter* is ``store.last_seq(device_id)`` when the caller has just
+        read it (the server does, to judge the claim), saving a second read.
 
         Returns the cid of an older connection of the same device, now
         forgotten here (the caller says GOAWAY REPLACED to it and closes it),
@@ -217,7 +220,9 @@ class Delivery:
         self.transport.set_label(cid, device_id)
         store = self.store
         if last_seq:
-            if last_seq > store.last_seq(device_id):
+            if counter is None:
+                counter = store.last_seq(device_id)
+            if last_seq > counter:
                 store.advance_seq(device_id, last_seq)
             store.ack(device_id, last_seq)
         self.transport.set_sent_seq(cid, last_seq)

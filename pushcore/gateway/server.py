@@ -157,6 +157,29 @@ DEFAULT_MAX_SUBSCRIPTIONS = 1000
 MAX_CLAIMED_SEQ = 2**53
 
 
+def _claim_problem(last_seq: int, counter: int) -> str | None:
+    """Why HELLO's *last_seq* may not be taken against the device's *counter*, or None.
+
+    docs/PROTOCOL.md "last_seq": a claim up to the counter is an ACK. A claim
+    above it can only be true when the store lost the counter (the memory
+    store after a restart, a new or deleted database): the store then has no
+    counter for the device (0), and attach() raises it to the claim so new
+    messages get seqs the device has not seen. Anything else is refused: a
+    counter above 0 is the store's truth, and a claim past
+    :data:`MAX_CLAIMED_SEQ` would leave the counter too little room.
+    """
+    if last_seq <= counter:
+        return None
+    if counter > 0:
+        return (
+            f"last_seq {last_seq} is ahead of this device's last stored seq {counter}; "
+            "a device may claim only seqs it was sent (reset the device's last_seq)"
+        )
+    if last_seq > MAX_CLAIMED_SEQ:
+        return f"last_seq {last_seq} is over {MAX_CLAIMED_SEQ} (2**53), the most a device may claim"
+    return None
+
+
 class Server:
     """A push gateway: authenticated long connections, routing, offline store, delivery.
 
@@ -624,10 +647,6 @@ class Server:
         """
         priority = parse_priority(priority)
         expiry = _expiry_from_ttl(ttl)
-        # Checked here, in the caller's thread, so a field over its limit
-        # (pushcore.MessageTooLarge) is raised before the hand-over.
-        device_id = check_device_id(device_id)
-        check_message(0 if message_id is None else message_id, payload, priority, expiry, collapse_key, topic)
         return self.call(
             lambda: self._ready_delivery().push(
                 device_id, payload, priority=priority, expiry=expiry,
@@ -988,12 +1007,14 @@ class Server:
         if accepted is not True:
             self._refuse(cid, Reason.AUTH_FAILED, "device refused")
             return
-        problem = self._claim_problem(device_id, hello.last_seq)
+        # One store read for the claim check and attach's ACK/advance.
+        counter = self.store.last_seq(device_id) if hello.last_seq else 0
+        problem = _claim_problem(hello.last_seq, counter)
         if problem is not None:
             self._refuse(cid, Reason.LAST_SEQ_AHEAD, problem)
             return
         loop = self._running_loop()
-        old = delivery.attach(cid, device_id, hello.last_seq)
+        old = delivery.attach(cid, device_id, hello.last_seq, counter)
         if old is not None:
             self.stats["replaced"] += 1
             loop.send(old, _frames.Goaway(Reason.REPLACED, "a newer connection took over", ()).encode())
@@ -1011,31 +1032,6 @@ class Server:
         self.stats["welcome"] += 1
         if self.on_connect is not None:
             self._call_hook(self.on_connect, device_id, metadata)
-
-    def _claim_problem(self, device_id: str, last_seq: int) -> str | None:
-        """Why HELLO's *last_seq* may not be taken, or None (docs/PROTOCOL.md "last_seq").
-
-        A claim up to the device's counter is an ACK. A claim above it can only
-        be true when the store lost the counter (the memory store after a
-        restart, a new or deleted database): the store then has no counter for
-        the device (0), and the counter is raised to the claim so new
-        messages get seqs the device has not seen. Anything else is refused:
-        a counter above 0 is the store's truth, and a claim past
-        :data:`MAX_CLAIMED_SEQ` would leave the counter too little room.
-        """
-        if last_seq == 0:
-            return None
-        counter = self.store.last_seq(device_id)
-        if last_seq <= counter:
-            return None
-        if counter > 0:
-            return (
-                f"last_seq {last_seq} is ahead of this device's last stored seq {counter}; "
-                "a device may claim only seqs it was sent (reset the device's last_seq)"
-            )
-        if last_seq > MAX_CLAIMED_SEQ:
-            return f"last_seq {last_seq} is over {MAX_CLAIMED_SEQ} (2**53), the most a device may claim"
-        return None
 
     def _subscribe(self, cid: int, device_id: str, topics: tuple[str, ...]) -> None:
         """A device's SUBSCRIBE: the topics the hook allows, up to the per-device cap."""
