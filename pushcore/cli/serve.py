@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
+from collections.abc import Callable
 
 from ..loop.limits import (
     DEFAULT_CONNECT_RATE,
@@ -68,34 +70,26 @@ def _frame_size(text: str) -> int:
     return value
 
 
-def _burst(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 1 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: use a number of connections, >= 1")
-    return value
+def _float_in(ok: Callable[[float], bool], hint: str) -> Callable[[str], float]:
+    """An argparse type: a float for which *ok* holds, else a usage error saying *hint*.
+
+    Text that is not a number parses as NaN, which every range refuses.
+    """
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{text!r}: {hint}")
+        return value
+
+    return parse
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 86400:
-        raise argparse.ArgumentTypeError(f"{text!r}: use seconds, > 0 and at most 86400")
-    return value
-
-
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: use connections a second, >= 0 (0 = no limit)")
-    return value
+_burst = _float_in(lambda v: 1 <= v < math.inf, "use a number of connections, >= 1")
+_seconds = _float_in(lambda v: 0 < v <= 86400, "use seconds, > 0 and at most 86400")
+_rate = _float_in(lambda v: 0 <= v < math.inf, "use connections a second, >= 0 (0 = no limit)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
