@@ -149,13 +149,12 @@ class _Listener:
         if push.seq:
             self.state.save(push.seq)
 
-    def on_state(self, state: ClientState, reason: int | None) -> None:
+    def on_state(self, state: ClientState, reason: object) -> None:
         from ..device.client import ClientState
-        from ..errors import reason_name
 
         client = self.client
         assert client is not None
-        cause = f" ({reason_name(reason)})" if reason is not None else ""
+        cause = f" ({_cause(reason)})" if reason is not None else ""
         previous, self.last = self.last, state
         if state is ClientState.CONNECTING and previous is None:
             _say(f"{client.device_id} connecting to {self.server}")
@@ -175,6 +174,15 @@ class _Listener:
             _say(f"refused for good{cause}: {client.error}")
         elif state is ClientState.REPLACED:
             _say("another connection of this device took over; stopping")
+
+
+def _cause(reason: object) -> str:
+    """A close code as its name (``CONNECT_FAILED``); any other cause the client gives, as text."""
+    from ..errors import reason_name
+
+    if isinstance(reason, int) and not isinstance(reason, bool):
+        return reason_name(reason)
+    return str(reason)
 
 
 def _say(text: str) -> None:
