@@ -10,6 +10,8 @@ command         module                         what it does
 ``serve``       ``pushcore.cli.serve``         a gateway (SQLite) with the admin HTTP API
 ``simulate``    ``pushcore.cli.simulate``      simulated devices against a running gateway
 ``push``        ``pushcore.cli.push``          send through the admin API; device status
+``token``       ``pushcore.cli.token``         mint a device token from the gateway's secret
+``listen``      ``pushcore.cli.listen``        one device that prints what it receives
 ``bench``       ``pushcore.cli.bench``         the codec table (formats in ``pushcore.bench``)
 ``demo-codec``  ``pushcore.cli.demo_codec``    one notification through the codec, vs other formats
 ==============  =============================  ==============================================
@@ -92,6 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
         "send a message through a gateway's admin API, or show a device",
         "Send a message to a device (--device), a topic's subscribers (--topic) or every connected "
         "device (--all) through the admin API; or show a device's presence and backlog (--status).",
+    )
+    _add_command(
+        commands, "token", "token",
+        "mint a device token from the secret `pushcore serve` uses",
+        "Print a token for DEVICE (hex, one line), signed with the gateway's secret: "
+        "pushcore.secret in this directory (written by `pushcore serve`), --secret-file, or "
+        "$PUSHCORE_SECRET. Valid for 30 days unless --ttl says otherwise.",
+    )
+    _add_command(
+        commands, "listen", "listen",
+        "connect as one device and print each message it receives",
+        "Connect to a gateway as DEVICE and print every message it receives, one line each "
+        "(SEQ TOPIC PAYLOAD), like mosquitto_sub. It records the last seq printed in a state file "
+        "and resumes after it, so a restart prints nothing twice. Connection changes and failures "
+        "go to stderr; Ctrl-C or SIGTERM stop it. The token is minted from pushcore.secret unless "
+        "--token is given.",
     )
     _add_command(
         commands, "bench", "bench",

@@ -113,6 +113,16 @@ class Profile:
             scale=self.heartbeat_scale,
         )
 
+    def gateway_heartbeat(self) -> tuple[float, float]:
+        """Heartbeat bounds ``(min, max)`` for a gateway these devices fit.
+
+        The minimum is 0, so no device is held above its NAT timeout by the
+        gateway; the maximum covers the longest interval the devices use (at
+        least 5 s). What the simulator's own gateway grants (no ``servers``).
+        """
+        longest = self.heartbeat_fixed if self.heartbeat == "fixed" else self.heartbeat_cap * self.heartbeat_scale
+        return 0.0, float(max(5, math.ceil(longest) + 1))
+
     def with_(self, **changes: Any) -> Profile:
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)

@@ -106,6 +106,7 @@ class Report:
     problems: list[str] = field(default_factory=list)  # per-device issues (first few)
     online_at_end: int = 0
     failed_devices: int = 0
+    warnings: list[str] = field(default_factory=list)  # what was wrong with the setup (e.g. heartbeat bounds)
 
     @property
     def ok(self) -> bool:
@@ -170,6 +171,8 @@ class Report:
             rows.append(("  device", problem))
         if len(self.problems) > 5:
             rows.append(("", f"... {len(self.problems) - 5} more devices with problems (see --json)"))
+        for warning in self.warnings:
+            rows.append(("warning", warning))
         rows.append(("verdict", "OK: every message arrived once and in order" if self.ok else
                      "FAIL: messages were lost, duplicated, reordered or misrouted"))
         width = max(len(k) for k, _ in rows)

@@ -47,12 +47,24 @@ shorter than ``T`` keeps the mapping alive, so over a run the adaptive
 policy settles just below ``T`` (within its back-off step). Intervals within
 one loop tick (10 ms) of ``T`` are ambiguous.
 
+Gateway heartbeat bounds
+------------------------
+A gateway grants every device heartbeat bounds in WELCOME, and a device
+never heartbeats more often than the minimum. When that minimum is not below
+the profile's NAT timeout, every NAT'd connection dies silently and its
+messages wait in the store until the device notices: the simulator logs a
+warning on the first such WELCOME and lists it in the report
+(``Report.warnings``). Without ``servers``, the simulator starts its own
+gateway (:attr:`Simulator.server`, on 127.0.0.1, a memory store) with the
+bounds its profile needs (:meth:`pushcore.sim.profiles.Profile.gateway_heartbeat`).
+
 Threads: everything runs on the loop's thread. :meth:`Simulator.run` drives
 the loop itself (``run_once``); a :class:`pushcore.Server` may share the loop
 (tests), in which case its pushes must also be made on this thread.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -75,8 +87,11 @@ from .traffic import MAGIC, Pusher
 if TYPE_CHECKING:
     from .._frame import ErrorFrame, Frame, Goaway, Notify, Push, Redirect, Welcome
     from .._loop import Loop, TimerHandle
+    from ..gateway.server import Server
 
 __all__ = ["Simulator", "SimDevice"]
+
+log = logging.getLogger(__name__)
 
 _PUSH = _frames.PUSH
 _WELCOME = _frames.WELCOME
@@ -162,11 +177,17 @@ class Simulator:
     servers
         ``"host:port"`` strings or ``(host, port)`` tuples; names are
         resolved once, here. Device *i* uses ``servers[i % len(servers)]``.
+        None (the default): the simulator starts its own gateway
+        (:attr:`server`: a :class:`pushcore.Server` on 127.0.0.1, any free
+        port, memory store, heartbeat bounds fitted to *profile*), stopped
+        by :meth:`close`.
     devices
-        how many devices (each holds one file descriptor while connected).
+        how many devices (each holds one file descriptor while connected;
+        twice that with the simulator's own gateway).
     secret
         the gateway's token secret: devices mint their own HMAC tokens
-        (:mod:`pushcore.tokens`). Or give *token*.
+        (:mod:`pushcore.tokens`). Or give *token*. With the simulator's own
+        gateway it may be left out (a random one).
     token
         ``token(device_id) -> bytes`` instead of *secret*.
     profile
@@ -183,7 +204,7 @@ class Simulator:
 
     def __init__(
         self,
-        servers: Iterable[ServerEntry],
+        servers: Iterable[ServerEntry] | None = None,
         *,
         devices: int = 1000,
         secret: bytes | None = None,
@@ -197,13 +218,26 @@ class Simulator:
     ) -> None:
         if devices < 1:
             raise ValueError(f"devices must be >= 1, got {devices}")
+        self.profile = profile if profile is not None else Profile()
+        #: The gateway the simulator started itself (``servers`` left out), else None.
+        self.server: Server | None = None
+        if servers is None:
+            if token is not None:
+                raise ValueError("token= needs servers=: the simulator's own gateway checks tokens minted "
+                                 "from secret= (or a random secret)")
+            if secret is None:
+                secret = os.urandom(32)
+            servers = [self._start_gateway(secret)]
         if token is None:
             if secret is None:
                 raise ValueError("give secret= (the gateway's token secret) or token= (device_id -> bytes)")
             token = TokenSigner(secret).mint
-        self.servers = resolve_servers(parse_servers(servers, sort_by_load=False))
+        try:
+            self.servers = resolve_servers(parse_servers(servers, sort_by_load=False))
+        except BaseException:
+            self._stop_gateway()
+            raise
         self.id_prefix = id_prefix
-        self.profile = profile if profile is not None else Profile()
         self.run_id = run_id if run_id is not None else int.from_bytes(os.urandom(4), "little")
         self._token = token
         self._versions = tuple(versions)
@@ -255,6 +289,28 @@ class Simulator:
         self.closes: dict[str, int] = {}
         self.refusals: dict[str, int] = {}
         self.goaways: dict[str, int] = {}
+        #: What the run found wrong with its setup (logged once each, listed in the report).
+        self.warnings: list[str] = []
+
+    # -- the simulator's own gateway ------------------------------------------------------
+
+    def _start_gateway(self, secret: bytes) -> tuple[str, int]:
+        from ..gateway.server import Server
+
+        server = Server("127.0.0.1", 0, secret=secret, store="memory:",
+                        heartbeat=self.profile.gateway_heartbeat())
+        address = server.start()
+        self.server = server
+        return address
+
+    def _stop_gateway(self) -> None:
+        if self.server is not None and not self.server.stopped:
+            self.server.stop(timeout=5.0)
+
+    def _warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+            log.warning("%s", message)
 
     # -- names ----------------------------------------------------------------------------
 
@@ -407,6 +463,15 @@ class Simulator:
                 dev.policy.grant(welcome.heartbeat_min, welcome.heartbeat_max)
             except ValueError:
                 pass  # a bad grant: keep the policy's own bounds
+            nat_timeout = self.profile.nat_timeout
+            if dev.nat and nat_timeout is not None and welcome.heartbeat_min >= nat_timeout:
+                self._warn(
+                    f"the gateway's heartbeat minimum ({welcome.heartbeat_min} s, from its WELCOME) is not "
+                    f"below the profile's NAT timeout ({nat_timeout:g} s): the devices behind the NAT "
+                    f"cannot heartbeat often enough to keep their connections, which die silently "
+                    f"(their messages wait in the gateway's store). Give the gateway a lower minimum "
+                    f"(Server(..., heartbeat=(0, 5)), pushcore serve --heartbeat 0:600), or leave out "
+                    f"servers so the simulator starts a gateway that fits its profile")
         self._apply_heartbeat(dev)
         if dev.nat:
             nat_timeout = self.profile.nat_timeout
@@ -833,6 +898,7 @@ class Simulator:
             problems=problems[:100],
             online_at_end=self.online,
             failed_devices=self.failed,
+            warnings=list(self.warnings),
         )
 
     def _heartbeat_summary(self) -> dict[str, Any]:
@@ -899,6 +965,7 @@ class Simulator:
         self._zombies.clear()
         if self._owns_loop and not loop.closed:
             loop.close()
+        self._stop_gateway()
 
     def __enter__(self) -> Simulator:
         return self
