@@ -76,6 +76,9 @@ def metrics_summary(text: str) -> list[str]:
     if closed:
         lines.append("connections closed: " + ", ".join(
             f"{k} {v:,.0f}" for k, v in sorted(closed.items(), key=lambda kv: -kv[1])))
+        if closed.get("REPLACED"):
+            lines.append("  (REPLACED: a device reconnected while the gateway still held its old connection, "
+                         "as after a silent NAT drop, which the devices count as IDLE_TIMEOUT)")
     errors = {k: v for k, v in by_reason.get("pushcore_errors_total", {}).items() if v}
     lines.append("errors: " + (", ".join(f"{k} {v:,.0f}" for k, v in sorted(errors.items())) or "none"))
     rss = g("pushcore_process_resident_memory_bytes")
