@@ -81,10 +81,10 @@ def metrics_summary(text: str) -> list[str]:
                          "as after a silent NAT drop, which the devices count as IDLE_TIMEOUT)")
     errors = {k: v for k, v in by_reason.get("pushcore_errors_total", {}).items() if v}
     lines.append("errors: " + (", ".join(f"{k} {v:,.0f}" for k, v in sorted(errors.items())) or "none"))
-    rss = g("pushcore_process_resident_memory_bytes")
+    rss = g("process_resident_memory_bytes")
     if rss:
         lines.append(f"process: {rss / 2**20:,.0f} MiB resident (gateway and devices together), "
-                     f"{g('pushcore_process_cpu_seconds_total', 0):.1f} s CPU")
+                     f"{g('process_cpu_seconds_total', 0):.1f} s CPU")
     return lines
 
 
