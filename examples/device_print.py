@@ -11,10 +11,10 @@ prints each message as one line::
 
 Stop it with Ctrl-C, or let ``--count`` stop it after that many messages.
 
-Against the gateway example::
+Against the gateway example (it prints the free port it got)::
 
-    python examples/gateway_custom_auth.py --port 5222 --device alice=s3cret
-    python examples/device_print.py --server 127.0.0.1:5222 --device alice --token s3cret --send hello --count 1
+    python examples/gateway_custom_auth.py --device alice=s3cret   # gateway listening on 127.0.0.1:PORT ...
+    python examples/device_print.py --server 127.0.0.1:PORT --device alice --token s3cret --send hello --count 1
 """
 from __future__ import annotations
 

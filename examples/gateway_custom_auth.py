@@ -7,10 +7,12 @@ and also sees the device's address. Every UPSTREAM a device sends is pushed
 back to it as ``echo: <payload>``; ``--tick`` pushes the time to every
 connected device now and then. SIGTERM or Ctrl-C drains gracefully.
 
-Try it with the device example, in two terminals::
+Try it with the device example, in two terminals (the gateway listens on
+a free port by default, so it never collides with a running ``pushcore
+serve``; give the PORT it prints to the device)::
 
-    python examples/gateway_custom_auth.py --port 5222 --device alice=s3cret
-    python examples/device_print.py --server 127.0.0.1:5222 --device alice --token s3cret --send hello
+    python examples/gateway_custom_auth.py --device alice=s3cret   # gateway listening on 127.0.0.1:PORT ...
+    python examples/device_print.py --server 127.0.0.1:PORT --device alice --token s3cret --send hello
 """
 from __future__ import annotations
 
@@ -40,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         description="A pushcore gateway with per-device keys and an upstream echo.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=5222, help="port to listen on (default 5222; 0 = any)")
+    parser.add_argument("--port", type=int, default=0,
+                        help="port to listen on (default 0: any free port, printed at start)")
     parser.add_argument(
         "--device", action="append", default=[], metavar="ID=KEY",
         help="a device allowed to connect and its key (repeat for more devices)",

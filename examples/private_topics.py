@@ -16,8 +16,7 @@ import secrets
 import threading
 import time
 
-from pushcore import Client, MessageTooLarge, Server
-from pushcore.tokens import mint
+from pushcore import Client, MessageTooLarge, Server, mint_token
 
 
 def authorize(device_id: str, topic: str, metadata: dict) -> bool:
@@ -43,7 +42,7 @@ def main() -> int:
     server.start()
     host, port = server.address
     clients = [
-        Client(name, mint(secret, name, ttl=3600), [f"{host}:{port}"], on_message=on_message_for(name))
+        Client(name, mint_token(secret, name, ttl=3600), [f"{host}:{port}"], on_message=on_message_for(name))
         for name in ("alice", "bob")
     ]
     try:

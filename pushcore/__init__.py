@@ -23,9 +23,7 @@ from .errors import MessageTooLarge, ProtocolError, PushcoreError, Reason
 from .gateway.results import BatchResult, FanOut
 from .gateway.server import Server
 from .store import Store, open_store
-from .tokens import AuthError, TokenSigner
-from .tokens import mint as mint_token
-from .tokens import verify as verify_token
+from .tokens import AuthError, TokenSigner, mint_token, verify_token
 from .version import __version__ as __version__
 from .wire import DEFAULT_MAX_FRAME_SIZE, PRIORITY_HIGH, PRIORITY_LOW, PROTOCOL_VERSION
 

@@ -22,14 +22,14 @@ compares against ("refuse this device's tokens issued before T").
 Version 1 tokens (41 bytes: version 0x01, expires_at, MAC over bytes 0..8 +
 device id; no issue time) still verify, so devices holding one keep working
 until it expires; their issue time is unknown, so *any* revocation of the
-device refuses them. :func:`mint` only makes version 2.
+device refuses them. :func:`mint_token` only makes version 2.
 
-Lifetime: :func:`mint` makes tokens valid for :data:`DEFAULT_TTL` (30 days)
+Lifetime: :func:`mint_token` (``pushcore.mint_token``) makes tokens valid for :data:`DEFAULT_TTL` (30 days)
 unless given ``ttl=`` or ``expires_at=``. A token that never expires is made
 only when asked for by name, ``ttl=NO_EXPIRY``; ``ttl=None`` is refused
 (``TypeError``) because it reads as "no ttl given" as easily as "no expiry".
 
-:func:`verify` checks the format, then the MAC with :func:`hmac.compare_digest`
+:func:`verify_token` (``pushcore.verify_token``) checks the format, then the MAC with :func:`hmac.compare_digest`
 (constant time), and only then the expiry: a forged token is always
 ``AUTH_FAILED``, never ``TOKEN_EXPIRED``, so expiry answers leak nothing to a
 forger. Failures raise :class:`AuthError` whose ``reason`` is the
@@ -46,6 +46,7 @@ import hmac
 import math
 import struct
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -55,8 +56,8 @@ __all__ = [
     "AuthError",
     "TokenClaims",
     "TokenSigner",
-    "mint",
-    "verify",
+    "mint_token",
+    "verify_token",
     "DEFAULT_TTL",
     "NO_EXPIRY",
     "TOKEN_VERSION",
@@ -77,7 +78,7 @@ class _NoExpiry(enum.Enum):
 
 #: Pass as ``ttl=NO_EXPIRY`` for a token that never expires (only ever by name).
 NO_EXPIRY: Final = _NoExpiry.NO_EXPIRY
-#: Seconds a token is valid for when :func:`mint` gets neither ``ttl`` nor ``expires_at``.
+#: Seconds a token is valid for when :func:`mint_token` gets neither ``ttl`` nor ``expires_at``.
 DEFAULT_TTL: Final = 30 * 24 * 3600.0
 
 TOKEN_VERSION = 2
@@ -296,7 +297,7 @@ class TokenSigner:
         return TokenClaims(device_id, expires_ms / 1000, issued_at)
 
 
-def mint(
+def mint_token(
     secret: bytes,
     device_id: str,
     ttl: TTL | _Unset = _UNSET,
@@ -306,12 +307,36 @@ def mint(
 ) -> bytes:
     """Token for *device_id* signed with *secret*; see :meth:`TokenSigner.mint`.
 
-    ``mint(secret, "phone-1")`` lasts 30 days; ``mint(secret, "phone-1",
-    ttl=3600)`` an hour; ``mint(secret, "phone-1", ttl=NO_EXPIRY)`` forever.
+    Exported as ``pushcore.mint_token``. ``mint_token(secret, "phone-1")``
+    lasts 30 days; ``mint_token(secret, "phone-1", ttl=3600)`` an hour;
+    ``mint_token(secret, "phone-1", ttl=NO_EXPIRY)`` forever.
     """
     return TokenSigner(secret).mint(device_id, ttl, expires_at=expires_at, now=now)
 
 
-def verify(secret: bytes, device_id: str, token: bytes, *, now: float | None = None) -> TokenClaims:
-    """Check *token* for *device_id* with *secret*; see :meth:`TokenSigner.verify`."""
+def verify_token(secret: bytes, device_id: str, token: bytes, *, now: float | None = None) -> TokenClaims:
+    """Check *token* for *device_id* with *secret*; see :meth:`TokenSigner.verify`.
+
+    Exported as ``pushcore.verify_token``.
+    """
     return TokenSigner(secret).verify(device_id, token, now=now)
+
+
+def mint(
+    secret: bytes,
+    device_id: str,
+    ttl: TTL | _Unset = _UNSET,
+    *,
+    expires_at: float | None = None,
+    now: float | None = None,
+) -> bytes:
+    """Deprecated alias of :func:`mint_token` (``pushcore.mint_token``); warns."""
+    warnings.warn("pushcore.tokens.mint is deprecated; use pushcore.mint_token", DeprecationWarning, stacklevel=2)
+    return mint_token(secret, device_id, ttl, expires_at=expires_at, now=now)
+
+
+def verify(secret: bytes, device_id: str, token: bytes, *, now: float | None = None) -> TokenClaims:
+    """Deprecated alias of :func:`verify_token` (``pushcore.verify_token``); warns."""
+    warnings.warn("pushcore.tokens.verify is deprecated; use pushcore.verify_token", DeprecationWarning,
+                  stacklevel=2)
+    return verify_token(secret, device_id, token, now=now)

@@ -10,10 +10,10 @@ import socket
 import threading
 import time
 
+from pushcore import mint_token
 from pushcore.codec import reference as protocol
 from pushcore.device.heartbeat import HeartbeatPolicy
 from pushcore.gateway.server import Server
-from pushcore.tokens import mint
 
 SECRET = b"pushcore-test-secret-0123456789"
 TIMEOUT = 10.0  # upper bound for anything expected to happen "soon"
@@ -23,7 +23,7 @@ def token(device_id: str, ttl: float | None = None, **kw) -> bytes:
     """A token for *device_id*: mint's default lifetime (30 days) unless *ttl* or *expires_at* is given."""
     if ttl is not None:
         kw["ttl"] = ttl
-    return mint(SECRET, device_id, **kw)
+    return mint_token(SECRET, device_id, **kw)
 
 
 def wait_for(predicate, timeout: float = TIMEOUT, what: str = "condition") -> None:

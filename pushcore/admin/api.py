@@ -33,10 +33,14 @@ byte of its body is read.
                                            its tokens issued before → ``{"revoked_before", "disconnected"}``
 ========================================  ==========================================================
 
-A message is a JSON object: ``payload`` (text, sent as UTF-8) or
+A message is a JSON object: ``payload`` (a string: text, sent as UTF-8; a
+JSON object or array: sent as its compact UTF-8 encoding,
+``json.dumps(value, separators=(",", ":"), ensure_ascii=False)``) or
 ``payload_b64`` (base64 bytes); optional ``priority`` (``"high"``/``"low"``),
 ``ttl`` (seconds), ``collapse_key``, ``topic``; ``device`` for pushes.
-Errors are JSON ``{"error": "..."}`` with 400, 404, 405, 408, 411, 413, 431,
+Errors are JSON ``{"error": "..."}`` (plus ``field`` when one message field
+is at fault; in a batch also ``index`` and ``device``, the error text
+starting ``messages[INDEX]:``) with 400, 404, 405, 408, 411, 413, 431,
 503 or 500. A field the gateway finds too large (an exception with a
 ``limit`` attribute, e.g. ``MessageTooLarge``) is 413 with ``field`` and
 ``limit`` in the body; any other ``ValueError`` is 400.
@@ -120,32 +124,45 @@ class ApiError(PushcoreError):
         self.extra = extra or {}
 
 
+def _field_error(key: str, message: str) -> ApiError:
+    """A 400 about the message field *key* (named in the body's ``field``)."""
+    return ApiError(400, message, {"field": key})
+
+
 def _text(obj: dict[str, Any], key: str, default: str = "", *, required: bool = False) -> str:
     value = obj.get(key, None)
     if value is None:
         if required:
-            raise ApiError(400, f"'{key}' is required")
+            raise _field_error(key, f"'{key}' is required")
         return default
     if not isinstance(value, str):
-        raise ApiError(400, f"'{key}' must be a string")
+        raise _field_error(key, f"'{key}' must be a string")
     return value
 
 
 def _payload(obj: dict[str, Any]) -> bytes:
+    """The payload bytes: text as UTF-8, a JSON object or array as its compact encoding, or base64."""
     text, b64 = obj.get("payload"), obj.get("payload_b64")
     if text is not None and b64 is not None:
-        raise ApiError(400, "give 'payload' (text) or 'payload_b64', not both")
+        raise _field_error("payload", "give 'payload' (text or JSON) or 'payload_b64', not both")
     if b64 is not None:
         if not isinstance(b64, str):
-            raise ApiError(400, "'payload_b64' must be a base64 string")
+            raise _field_error("payload_b64", "'payload_b64' must be a base64 string")
         try:
             return base64.b64decode(b64, validate=True)
         except (binascii.Error, ValueError):
-            raise ApiError(400, "'payload_b64' is not valid base64") from None
+            raise _field_error("payload_b64", "'payload_b64' is not valid base64") from None
     if text is None:
-        raise ApiError(400, "'payload' (text) or 'payload_b64' is required")
+        raise _field_error("payload", "'payload' (text or JSON) or 'payload_b64' is required")
+    if isinstance(text, (dict, list)):
+        # "send this JSON": its compact UTF-8 encoding, what a device would parse back to the same value
+        try:
+            return json.dumps(text, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except ValueError:  # 1e400 parses as inf, which JSON cannot encode
+            raise _field_error("payload", "'payload' has a number JSON cannot encode (out of range)") from None
     if not isinstance(text, str):
-        raise ApiError(400, "'payload' must be a string (use 'payload_b64' for bytes)")
+        raise _field_error("payload", "'payload' must be a string (sent as UTF-8) or a JSON object or array "
+                                      "(sent as its compact JSON); use 'payload_b64' for bytes")
     return text.encode("utf-8")  # no lone surrogates: _parse_body refused them
 
 
@@ -154,13 +171,13 @@ def _options(obj: dict[str, Any]) -> dict[str, Any]:
     options: dict[str, Any] = {}
     priority = obj.get("priority", "high")
     if not isinstance(priority, str) or priority not in ("high", "low"):
-        raise ApiError(400, "'priority' must be \"high\" or \"low\"")
+        raise _field_error("priority", "'priority' must be \"high\" or \"low\"")
     options["priority"] = priority
     ttl = obj.get("ttl")
     if ttl is not None:
         # NaN fails the first comparison, infinities and huge ints the second (no float conversion).
         if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0 or ttl > MAX_TTL:
-            raise ApiError(400, "'ttl' must be a number of seconds > 0 (at most ten years)")
+            raise _field_error("ttl", "'ttl' must be a number of seconds > 0 (at most ten years)")
         options["ttl"] = ttl
     options["collapse_key"] = _text(obj, "collapse_key")
     return options
@@ -172,13 +189,36 @@ def _message(obj: Any) -> tuple[str, bytes, dict[str, Any]]:
         raise ApiError(400, "a message must be a JSON object")
     unknown = set(obj) - _MESSAGE_KEYS
     if unknown:
-        raise ApiError(400, f"unknown field(s) {sorted(unknown)}; allowed: {sorted(_MESSAGE_KEYS)}")
+        raise _field_error(sorted(unknown)[0],
+                           f"unknown field(s) {sorted(unknown)}; allowed: {sorted(_MESSAGE_KEYS)}")
     device = _text(obj, "device", required=True)
     if not device:
-        raise ApiError(400, "'device' must not be empty")
+        raise _field_error("device", "'device' must not be empty")
     options = _options(obj)
     options["topic"] = _text(obj, "topic")
     return device, _payload(obj), options
+
+
+def _batch_item(index: int, obj: Any) -> tuple[str, bytes, dict[str, Any]]:
+    """:func:`_message` of ``messages[index]``; an error names the index (and the device, when known)."""
+    try:
+        return _message(obj)
+    except ApiError as exc:
+        raise _in_batch(exc, index, obj) from None
+
+
+def _in_batch(exc: ApiError, index: int, obj: Any) -> ApiError:
+    """*exc* about ``messages[index]``: the message prefixed, ``index`` (and ``device``) in the body."""
+    extra: dict[str, Any] = {"index": index}
+    device = obj.get("device") if isinstance(obj, dict) else None
+    if isinstance(device, str) and device:
+        extra["device"] = device
+    prefix = f"messages[{index}]: "
+    message = exc.message if exc.message.startswith(prefix) else prefix + exc.message
+    return ApiError(exc.status, message, {**extra, **exc.extra})
+
+
+_BATCH_INDEX = re.compile(r"^messages\[(\d+)\]: ")
 
 
 def _topics(obj: dict[str, Any]) -> list[str]:
@@ -676,9 +716,17 @@ class AdminAPI:
         if len(items) > MAX_BATCH:
             raise ApiError(413, f"at most {MAX_BATCH} messages per batch, got {len(items)}",
                            {"limit": MAX_BATCH})
-        messages = [_message(item) for item in items]  # all checked before any is sent
+        messages = [_batch_item(i, item) for i, item in enumerate(items)]  # all checked before any is sent
         # One hand-over to the loop, one store transaction, one delivery pass.
-        results = self._call(self.server.push_batch, messages, timeout=self.timeout)
+        try:
+            results = self._call(self.server.push_batch, messages, timeout=self.timeout)
+        except ApiError as exc:
+            # The gateway's own checks (field limits, the device id rule) name the item as messages[i].
+            found = _BATCH_INDEX.match(exc.message) if exc.status in (400, 413) else None
+            if found is None or int(found.group(1)) >= len(items):
+                raise
+            index = int(found.group(1))
+            raise _in_batch(exc, index, items[index]) from None
         # A BatchResult: seq 0 and an entry in .errors for an item whose device
         # alone failed (pushcore.gateway.results); everything else was stored.
         errors = results.errors

@@ -112,10 +112,13 @@ class AdminClient:
         return resp.status, decoded
 
     @staticmethod
-    def message(payload: bytes | str, **options: Any) -> dict[str, Any]:
-        """A message object of the API: text payloads as ``payload``, other bytes as ``payload_b64``."""
+    def message(payload: bytes | str | dict[str, Any] | list[Any], **options: Any) -> dict[str, Any]:
+        """A message object of the API: text payloads as ``payload``, other bytes as ``payload_b64``.
+
+        A dict or list goes as a JSON value; the gateway sends its compact UTF-8 encoding.
+        """
         out = {k: v for k, v in options.items() if v is not None and v != ""}
-        if isinstance(payload, str):
+        if isinstance(payload, (str, dict, list)):
             out["payload"] = payload
         else:
             try:
@@ -124,7 +127,7 @@ class AdminClient:
                 out["payload_b64"] = base64.b64encode(bytes(payload)).decode("ascii")
         return out
 
-    def push(self, device: str, payload: bytes | str, **options: Any) -> int:
+    def push(self, device: str, payload: bytes | str | dict[str, Any] | list[Any], **options: Any) -> int:
         """One message to *device*; returns its seq."""
         seq: int = self.request("POST", "/v1/push", {"device": device, **self.message(payload, **options)})[1]["seq"]
         return seq
@@ -134,12 +137,12 @@ class AdminClient:
         seqs: list[int] = self.request("POST", "/v1/push/batch", {"messages": messages})[1]["seqs"]
         return seqs
 
-    def publish(self, topic: str, payload: bytes | str, **options: Any) -> int:
+    def publish(self, topic: str, payload: bytes | str | dict[str, Any] | list[Any], **options: Any) -> int:
         body = {"topic": topic, **self.message(payload, **options)}
         devices: int = self.request("POST", "/v1/publish", body)[1]["devices"]
         return devices
 
-    def broadcast(self, payload: bytes | str, durable: bool = False, **options: Any) -> int:
+    def broadcast(self, payload: bytes | str | dict[str, Any] | list[Any], durable: bool = False, **options: Any) -> int:
         body = {**self.message(payload, **options), "durable": durable}
         devices: int = self.request("POST", "/v1/broadcast", body)[1]["devices"]
         return devices

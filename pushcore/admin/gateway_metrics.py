@@ -28,7 +28,7 @@ from .prometheus import LATENCY_BUCKETS, Histogram, MetricFamily, Registry
 if TYPE_CHECKING:
     from ..gateway.server import Server
 
-__all__ = ["GatewayMetrics", "ERROR_REASONS", "AUTH_REASONS"]
+__all__ = ["GatewayMetrics", "ERROR_REASONS", "AUTH_REASONS", "process_start_time"]
 
 # Close reasons that mean something went wrong (not an orderly close, a
 # replaced connection or a shutdown): they make up pushcore_errors_total.
@@ -89,7 +89,8 @@ class GatewayMetrics:
         self.registry = registry if registry is not None else Registry()
         self.timeout = timeout
         self.tracker: PushAckTracker | None = None
-        self._started = time.time()
+        started = process_start_time()
+        self._started = started if started is not None else time.time()
         self.registry.add_collector(self.collect)
 
     def track_push_ack(self, max_pending: int = 1000) -> PushAckTracker:
@@ -246,25 +247,47 @@ class GatewayMetrics:
         return out
 
     def _process_families(self) -> list[MetricFamily]:
+        # The names and meanings of the Prometheus client libraries' process collector, so
+        # dashboards and alerts written for any exporter read these as they are.
         usage = resource.getrusage(resource.RUSAGE_SELF)
         out = [
-            MetricFamily("pushcore_process_cpu_seconds_total", "counter",
-                         "User and system CPU time of the process.").add(usage.ru_utime + usage.ru_stime),
-            MetricFamily("pushcore_process_start_time_seconds", "gauge",
-                         "When the metrics were set up, Unix seconds.").add(self._started),
+            MetricFamily("process_cpu_seconds_total", "counter",
+                         "Total user and system CPU time spent in seconds.").add(usage.ru_utime + usage.ru_stime),
+            MetricFamily("process_start_time_seconds", "gauge",
+                         "Start time of the process since unix epoch in seconds.").add(self._started),
         ]
         try:
             with open("/proc/self/statm") as f:
-                resident_pages = int(f.read().split()[1])
-            out.append(MetricFamily("pushcore_process_resident_memory_bytes", "gauge",
-                                    "Resident memory of the process.").add(
-                resident_pages * os.sysconf("SC_PAGE_SIZE")))
-            out.append(MetricFamily("pushcore_process_open_fds", "gauge",
-                                    "Open file descriptors of the process.").add(
-                len(os.listdir("/proc/self/fd"))))
+                pages = f.read().split()
+            page_size = os.sysconf("SC_PAGE_SIZE")
+            out.append(MetricFamily("process_virtual_memory_bytes", "gauge",
+                                    "Virtual memory size in bytes.").add(int(pages[0]) * page_size))
+            out.append(MetricFamily("process_resident_memory_bytes", "gauge",
+                                    "Resident memory size in bytes.").add(int(pages[1]) * page_size))
+            out.append(MetricFamily("process_open_fds", "gauge",
+                                    "Number of open file descriptors.").add(len(os.listdir("/proc/self/fd"))))
         except (OSError, ValueError, IndexError):
             pass
         soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        out.append(MetricFamily("pushcore_process_max_fds", "gauge",
-                                "The process's file descriptor limit (soft).").add(soft))
+        out.append(MetricFamily("process_max_fds", "gauge",
+                                "Maximum number of open file descriptors.").add(soft))
         return out
+
+
+def process_start_time() -> float | None:
+    """When this process started, Unix seconds (Linux ``/proc``; to within a second); None elsewhere.
+
+    ``starttime`` of ``/proc/self/stat`` (clock ticks since boot) plus
+    ``btime`` of ``/proc/stat`` (boot time, whole seconds), as the Prometheus
+    client libraries compute ``process_start_time_seconds``.
+    """
+    try:
+        with open("/proc/self/stat") as f:
+            stat = f.read()
+        # fields after "pid (comm) ": state is field 3, starttime field 22
+        start_ticks = int(stat[stat.rindex(")") + 2:].split()[19])
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        return boot + start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None

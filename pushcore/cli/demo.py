@@ -23,17 +23,19 @@ import time
 
 from ..sim.profiles import DEMO_PROFILE, Profile
 from .common import CommandError, raise_fd_limit
-from .simulate import add_profile_arguments, profile_from_args, write_report
+from .flags import store_target
+from .simulate import DEVICES, DURATION, RATE, add_profile_arguments, profile_from_args, write_report
 
 __all__ = ["add_arguments", "run", "metrics_summary"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--devices", type=int, default=2000, help="simulated devices (default 2000)")
-    parser.add_argument("--duration", type=float, default=12.0, help="seconds of traffic (default 12)")
-    parser.add_argument("--rate", type=float, default=400.0, help="pushes per second (default 400)")
-    parser.add_argument("--store", default=None,
-                        help="gateway store: a SQLite file, or memory: (default: a temporary SQLite file)")
+    parser.add_argument("--devices", type=DEVICES, default=2000, help="simulated devices (default 2000)")
+    parser.add_argument("--duration", type=DURATION, default=12.0, help="seconds of traffic (default 12)")
+    parser.add_argument("--rate", type=RATE, default=400.0, help="pushes per second (default 400)")
+    parser.add_argument("--store", type=store_target, default=None, metavar="STORE",
+                        help="gateway store: memory, or a SQLite file: PATH.db, sqlite:PATH, ./NAME "
+                             "(default: a temporary SQLite file)")
     parser.add_argument("--seed", type=int, default=None, help="make the random choices repeatable")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the report as JSON (- for stdout)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -74,12 +76,15 @@ def metrics_summary(text: str) -> list[str]:
     if closed:
         lines.append("connections closed: " + ", ".join(
             f"{k} {v:,.0f}" for k, v in sorted(closed.items(), key=lambda kv: -kv[1])))
+        if closed.get("REPLACED"):
+            lines.append("  (REPLACED: a device reconnected while the gateway still held its old connection, "
+                         "as after a silent NAT drop, which the devices count as IDLE_TIMEOUT)")
     errors = {k: v for k, v in by_reason.get("pushcore_errors_total", {}).items() if v}
     lines.append("errors: " + (", ".join(f"{k} {v:,.0f}" for k, v in sorted(errors.items())) or "none"))
-    rss = g("pushcore_process_resident_memory_bytes")
+    rss = g("process_resident_memory_bytes")
     if rss:
         lines.append(f"process: {rss / 2**20:,.0f} MiB resident (gateway and devices together), "
-                     f"{g('pushcore_process_cpu_seconds_total', 0):.1f} s CPU")
+                     f"{g('process_cpu_seconds_total', 0):.1f} s CPU")
     return lines
 
 
@@ -92,8 +97,6 @@ def run(args: argparse.Namespace) -> int:
     from ..sim.traffic import Pusher, ServerSink
     from ..store import StoreError, open_store
 
-    if args.devices < 1 or args.duration < 0 or args.rate < 0:
-        raise CommandError("--devices must be >= 1; --duration and --rate >= 0")
     profile = profile_from_args(args, DEMO_PROFILE)
     raise_fd_limit(2 * args.devices + 128, f"--devices {args.devices} (gateway and devices in one process)")
     out = sys.stdout

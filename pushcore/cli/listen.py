@@ -114,7 +114,7 @@ def _token_source(args: argparse.Namespace) -> bytes | Callable[[], bytes]:
         if not token:
             raise CommandError("--token is empty")
         return token
-    from .. import mint_token  # the public name
+    from ..tokens import mint_token
 
     secret, _where = load_secret(args.secret_file)
     device_id = args.device

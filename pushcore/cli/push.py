@@ -16,6 +16,10 @@ import json
 import sys
 
 from .common import DEFAULT_TOKEN_FILE, CommandError, load_admin_token
+from .flags import float_in
+
+# The admin API's own bound (ten years); NaN, infinities and 0 are refused too.
+_TTL = float_in(lambda v: 0 < v <= 10 * 365 * 86400, "seconds > 0, at most 315360000 (ten years)")
 
 __all__ = ["add_arguments", "run"]
 
@@ -32,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("payload", nargs="?", help="the message (text; with --b64, base64 bytes)")
     parser.add_argument("--b64", action="store_true", help="PAYLOAD is base64-encoded bytes")
     parser.add_argument("--low", action="store_true", help="low priority: waits until the device is awake")
-    parser.add_argument("--ttl", type=float, default=None, help="seconds after which it is not delivered")
+    parser.add_argument("--ttl", type=_TTL, default=None, metavar="SECONDS",
+                        help="seconds after which it is not delivered")
     parser.add_argument("--collapse-key", default="", help="replaces a waiting message with the same key")
     parser.add_argument("--durable", action="store_true", help="with --all: store per connected device")
     parser.add_argument("--admin", default=f"http://127.0.0.1:{DEFAULT_ADMIN_PORT}", metavar="URL",
@@ -52,8 +57,6 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--status shows a device; it sends nothing (drop PAYLOAD)")
     if args.durable and not args.all:
         raise CommandError("--durable goes with --all")
-    if args.ttl is not None and not args.ttl > 0:
-        raise CommandError("--ttl must be > 0 seconds")
     payload: bytes | str | None = args.payload
     if args.b64 and payload is not None:
         try:

@@ -15,7 +15,6 @@ import argparse
 import logging
 import math
 import sys
-from collections.abc import Callable
 
 from ..loop.limits import (
     DEFAULT_CONNECT_RATE,
@@ -33,6 +32,7 @@ from .common import (
     load_secret,
     raise_fd_limit,
 )
+from .flags import float_in, port, store_target
 
 __all__ = ["add_arguments", "run", "DEFAULT_PORT"]
 
@@ -45,51 +45,39 @@ def _heartbeat(text: str) -> tuple[float, float]:
         bounds = (float(low), float(high)) if sep else None
     except ValueError:
         bounds = None
-    if bounds is None or not 0 <= bounds[0] <= bounds[1] or bounds[1] <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: use MIN:MAX seconds with 0 <= MIN <= MAX, MAX > 0 (e.g. 30:600)")
+    if bounds is None or not 0 <= bounds[0] <= bounds[1] <= 86400 or bounds[1] <= 0:
+        raise argparse.ArgumentTypeError(f"must be MIN:MAX seconds with 0 <= MIN <= MAX <= 86400, MAX > 0 "
+                                         f"(e.g. 30:600), got {text!r}")
     return bounds
 
 
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+_SIZE_MAX = 1 << 40  # 1024G: more than any budget can mean, and far inside the loop's int64
 
 
 def _size(text: str) -> int:
-    """Bytes from ``2048``, ``16M``, ``256MiB``, ``1G`` (binary units); >= 0."""
+    """Bytes from ``2048``, ``16M``, ``256MiB``, ``1G`` (binary units); 0 .. 1024G."""
     t = text.strip().upper().removesuffix("IB").removesuffix("B")
     unit = t[-1:] if t[-1:] in ("K", "M", "G") else ""
     number = t[: len(t) - len(unit)]
-    if not number.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r}: use a byte count, e.g. 2048, 64K, 16M, 1G")
+    ok = number.isascii() and number.isdigit() and len(number) <= 16
+    if not ok or int(number) * _SIZE_UNITS[unit] > _SIZE_MAX:
+        raise argparse.ArgumentTypeError(f"must be a byte count up to 1024G, e.g. 2048, 64K, 16M, 1G, "
+                                         f"got {text!r}")
     return int(number) * _SIZE_UNITS[unit]
 
 
 def _frame_size(text: str) -> int:
     value = _size(text)
     if not 1 <= value <= 1 << 31:
-        raise argparse.ArgumentTypeError(f"{text!r}: a frame size must be 1 byte .. 2G")
+        raise argparse.ArgumentTypeError(f"must be a frame size of 1 byte .. 2G, got {text!r}")
     return value
 
 
-def _float_in(ok: Callable[[float], bool], hint: str) -> Callable[[str], float]:
-    """An argparse type: a float for which *ok* holds, else a usage error saying *hint*.
-
-    Text that is not a number parses as NaN, which every range refuses.
-    """
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not ok(value):
-            raise argparse.ArgumentTypeError(f"{text!r}: {hint}")
-        return value
-
-    return parse
-
-
-_burst = _float_in(lambda v: 1 <= v < math.inf, "use a number of connections, >= 1")
-_seconds = _float_in(lambda v: 0 < v <= 86400, "use seconds, > 0 and at most 86400")
-_rate = _float_in(lambda v: 0 <= v < math.inf, "use connections a second, >= 0 (0 = no limit)")
+_burst = float_in(lambda v: 1 <= v < math.inf, "a number of connections >= 1")
+_seconds = float_in(lambda v: 0 < v <= 86400, "seconds > 0, at most 86400")
+_grace = float_in(lambda v: 0 <= v <= 86400, ">= 0 seconds, at most 86400")
+_rate = float_in(lambda v: 0 <= v < math.inf, "connections a second >= 0 (0 = no limit)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,15 +85,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     g = parser.add_argument_group("gateway")
     g.add_argument("--host", default="127.0.0.1", help="address devices connect to (default 127.0.0.1; 0.0.0.0 for all)")
-    g.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"device port (default {DEFAULT_PORT})")
-    g.add_argument("--store", default="pushcore.db",
-                   help="offline store: a SQLite file (default pushcore.db) or memory:")
+    g.add_argument("--port", type=port, default=DEFAULT_PORT,
+                   help=f"device port (default {DEFAULT_PORT}; 0 = any free port)")
+    g.add_argument("--store", type=store_target, default="pushcore.db", metavar="STORE",
+                   help="offline store: memory, or a SQLite file: PATH.db, sqlite:PATH, ./NAME "
+                        "(default pushcore.db; docs/OPERATIONS.md)")
     g.add_argument("--secret-file", default=DEFAULT_SECRET_FILE,
                    help=f"device token secret, hex (default {DEFAULT_SECRET_FILE}, created if missing; "
                         f"$PUSHCORE_SECRET wins)")
     g.add_argument("--heartbeat", type=_heartbeat, default=(30.0, 600.0), metavar="MIN:MAX",
                    help="heartbeat bounds granted to devices, seconds (default 30:600)")
-    g.add_argument("--idle-grace", type=float, default=30.0,
+    g.add_argument("--idle-grace", type=_grace, default=30.0, metavar="SECONDS",
                    help="a device silent for MAX + this many seconds is closed (default 30)")
     g.add_argument("--auth-timeout", type=_seconds, default=10.0, metavar="SECONDS",
                    help="a new connection must send its HELLO within this (default 10)")
@@ -132,7 +122,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT: several gateway processes on one port")
     a = parser.add_argument_group("admin API")
     a.add_argument("--admin-host", default="127.0.0.1", help="admin API address (default 127.0.0.1)")
-    a.add_argument("--admin-port", type=int, default=DEFAULT_ADMIN_PORT,
+    a.add_argument("--admin-port", type=port, default=DEFAULT_ADMIN_PORT,
                    help=f"admin API port (default {DEFAULT_ADMIN_PORT}; 0 = any free port)")
     a.add_argument("--no-admin", action="store_true", help="do not start the admin API")
     a.add_argument("--admin-token", default=None,
@@ -150,8 +140,6 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out = sys.stderr
-    if not 0 <= args.port < 65536 or not 0 <= args.admin_port < 65536:
-        raise CommandError("ports must be in 0..65535")
     secret, secret_from = load_secret(args.secret_file, create=True)
     token = None
     if not args.no_admin:

@@ -24,11 +24,21 @@ from .common import (
     parse_hostport,
     raise_fd_limit,
 )
+from .flags import float_in, int_in
 
 if TYPE_CHECKING:
     from ..sim.report import Report
 
-__all__ = ["add_arguments", "add_profile_arguments", "profile_from_args", "run", "write_report"]
+__all__ = ["add_arguments", "add_profile_arguments", "profile_from_args", "run", "write_report",
+           "DEVICES", "DURATION", "RATE"]
+
+# The ranges of the numeric flags (shared with ``demo``): a bad value is a usage error at parse time.
+DEVICES = int_in(1, 10_000_000, "a number of devices in 1..10000000")
+DURATION = float_in(lambda v: 0 <= v <= 7 * 86400, "seconds >= 0, at most 604800 (a week)")
+RATE = float_in(lambda v: 0 <= v <= 1e6, "pushes a second >= 0 (0 = none), at most 1000000")
+_DRAIN = float_in(lambda v: 0 <= v <= 3600, "seconds >= 0, at most 3600")
+_PONG_TIMEOUT = float_in(lambda v: 0 < v <= 3600, "seconds > 0, at most 3600")
+_RESETS = float_in(lambda v: 0 <= v <= 1000, "resets per device per second >= 0, at most 1000")
 
 
 def add_profile_arguments(parser: argparse.ArgumentParser, defaults: Profile) -> None:
@@ -38,7 +48,7 @@ def add_profile_arguments(parser: argparse.ArgumentParser, defaults: Profile) ->
     g.add_argument("--heartbeat", default=None, metavar="MODE",
                    help=f"adaptive, adaptive:SCALE (all heartbeat times x SCALE), fixed:SECONDS or off "
                         f"(default {hb}, scale {defaults.heartbeat_scale:g})")
-    g.add_argument("--pong-timeout", type=float, default=None, metavar="S",
+    g.add_argument("--pong-timeout", type=_PONG_TIMEOUT, default=None, metavar="S",
                    help=f"a PING unanswered this long counts as a failed heartbeat (default {defaults.pong_timeout:g})")
     churn = "off" if defaults.churn_online is None else f"{defaults.churn_online:g}:{defaults.churn_offline:g}"
     g.add_argument("--churn", default=None, metavar="ON:OFF",
@@ -47,7 +57,7 @@ def add_profile_arguments(parser: argparse.ArgumentParser, defaults: Profile) ->
     g.add_argument("--nat", default=None, metavar="T[:FRACTION]",
                    help=f"a NAT drops idle connections after T seconds, for FRACTION of the devices, "
                         f"or off (default {nat})")
-    g.add_argument("--resets", type=float, default=None, metavar="RATE",
+    g.add_argument("--resets", type=_RESETS, default=None, metavar="RATE",
                    help=f"random link resets per device per second (default {defaults.reset_rate:g})")
     rate = "unlimited" if defaults.connect_rate is None else f"{defaults.connect_rate:g}"
     g.add_argument("--connect-rate", default=None, metavar="N",
@@ -80,9 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("target", nargs="?", default=f"127.0.0.1:{DEFAULT_PORT}", metavar="HOST:PORT",
                         help=f"the gateway's device address (default 127.0.0.1:{DEFAULT_PORT})")
-    parser.add_argument("--devices", type=int, default=1000, help="how many devices (default 1000)")
-    parser.add_argument("--duration", type=float, default=30.0, help="seconds of traffic (default 30)")
-    parser.add_argument("--rate", type=float, default=100.0,
+    parser.add_argument("--devices", type=DEVICES, default=1000, help="how many devices (default 1000)")
+    parser.add_argument("--duration", type=DURATION, default=30.0, help="seconds of traffic (default 30)")
+    parser.add_argument("--rate", type=RATE, default=100.0,
                         help="pushes per second through the admin API, to random devices; 0 = none (default 100)")
     parser.add_argument("--admin", default=f"http://127.0.0.1:{DEFAULT_ADMIN_PORT}", metavar="URL",
                         help=f"the gateway's admin API (default http://127.0.0.1:{DEFAULT_ADMIN_PORT})")
@@ -93,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"the gateway's device token secret, hex (default {DEFAULT_SECRET_FILE}; "
                              f"$PUSHCORE_SECRET wins)")
     parser.add_argument("--id-prefix", default="sim-", help="device ids are PREFIX0, PREFIX1, ... (default sim-)")
-    parser.add_argument("--drain-timeout", type=float, default=30.0,
+    parser.add_argument("--drain-timeout", type=_DRAIN, default=30.0,
                         help="seconds to wait at the end for messages in flight (default 30)")
     parser.add_argument("--seed", type=int, default=None, help="make the random choices repeatable")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the report as JSON (- for stdout)")
@@ -136,10 +146,6 @@ def run(args: argparse.Namespace) -> int:
     from ..sim.simulator import Simulator
     from ..sim.traffic import AdminSink, Pusher
 
-    if args.devices < 1:
-        raise CommandError("--devices must be >= 1")
-    if args.duration < 0 or args.rate < 0:
-        raise CommandError("--duration and --rate must be >= 0")
     host, port = parse_hostport(args.target, what="gateway address")
     check_ip(host, "gateway address")
     profile = profile_from_args(args, Profile())

@@ -147,6 +147,9 @@ class Report:
         closes = conn.get("closes", {})
         if closes:
             rows.append(("closes", ", ".join(f"{k} {v:,}" for k, v in sorted(closes.items(), key=lambda kv: -kv[1]))))
+            note = _gateway_names(injected, closes)
+            if note:
+                rows.append(("  at the gateway", note))
         if self.push_rate is not None:
             rows.append(("pushes", f"{m.get('sent', 0):,} sent at {m.get('sent_rate', 0):,.0f}/s "
                                    f"(asked {self.push_rate:,.0f}/s), {m.get('received', 0):,} received"
@@ -163,10 +166,7 @@ class Report:
             rows.append(("heartbeat", _interval_line(hb["intervals"])))
         nat = hb.get("nat")
         if nat:
-            rows.append(("NAT", f"timeout {nat['timeout']:.2f} s on {nat['devices']:,} devices: "
-                                f"{nat['drops']:,} silent drops; {nat['held']:,} devices held an interval, "
-                                f"{nat['held_below_timeout']:,} of them below the timeout"
-                         + (f" (median {nat['held_median']:.2f} s)" if nat.get("held_median") is not None else "")))
+            rows.append(("NAT", _nat_line(nat)))
         for problem in self.problems[:5]:
             rows.append(("  device", problem))
         if len(self.problems) > 5:
@@ -177,6 +177,42 @@ class Report:
                      "FAIL: messages were lost, duplicated, reordered or misrouted"))
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _nat_line(nat: dict[str, Any]) -> str:
+    """Every device behind the NAT in one of three groups: settled below the timeout, held at or
+    above it (each further drop steps it down), or holding no interval yet (still probing upward)."""
+    below = nat["held_below_timeout"]
+    above = nat["held"] - below
+    probing = nat["devices"] - nat["held"]
+    median = nat.get("held_median")
+    parts = [f"{below:,} settled on an interval below the timeout"
+             + (f" (median {median:.2f} s)" if median is not None and below else "")]
+    if above:
+        parts.append(f"{above:,} held one at or above it (their next drop makes them step down again)")
+    if probing:
+        parts.append(f"{probing:,} still probing upward (holding no interval)")
+    return (f"timeout {nat['timeout']:.2f} s on {nat['devices']:,} devices: {nat['drops']:,} silent drops; "
+            + ", ".join(parts))
+
+
+def _gateway_names(injected: dict[str, int], closes: dict[str, int]) -> str:
+    """How the gateway's metrics (``pushcore_connections_closed_total``) name the closes the devices count.
+
+    A NAT drop is silent: the device notices it as an unanswered heartbeat
+    (``IDLE_TIMEOUT``) and reconnects, and only then does the gateway close
+    the connection it still held, as ``REPLACED``. A churn leave is the
+    device's ``NORMAL`` close, the gateway's ``PEER_CLOSED``.
+    """
+    parts = []
+    drops = injected.get("nat_drops", 0)
+    if drops and closes.get("IDLE_TIMEOUT"):
+        parts.append(f"the {drops:,} NAT drops (here IDLE_TIMEOUT: no PONG came back) are REPLACED there, "
+                     f"closed when the device's new connection replaced the one the gateway still held")
+    leaves = injected.get("churn_leaves", 0)
+    if leaves and closes.get("NORMAL"):
+        parts.append(f"the {leaves:,} churn leaves (NORMAL) are PEER_CLOSED")
+    return "; ".join(parts)
 
 
 def _latency_line(summary: dict[str, float]) -> str:

@@ -1,11 +1,18 @@
 """Offline message stores: messages per device ordered by seq, with expiry, collapse and a cap.
 
-:func:`open_store` picks a backend from a URL or path:
+:func:`open_store` picks a backend from a store spec (:func:`parse_store_target`):
 
-* ``"memory:"`` — :class:`MemoryStore` (nothing survives the process);
-* ``"sqlite:///relative/path.db"``, ``"sqlite:////absolute/path.db"`` (the
-  SQLAlchemy convention: the path is everything after the third slash) or a
-  plain path / :class:`os.PathLike` — :class:`SQLiteStore`, the default.
+* ``"memory"`` or ``"memory:"`` — :class:`MemoryStore` (nothing survives the process);
+* ``"sqlite:PATH"`` (``sqlite:gw.db``, ``sqlite:/var/lib/gw.db``), the
+  SQLAlchemy form ``"sqlite:///relative/path.db"`` / ``"sqlite:////absolute/path.db"``
+  (the path is everything after the third slash), a path ending ``.db``,
+  ``.sqlite`` or ``.sqlite3``, a path with a directory part (``./gw``,
+  ``data/gw``), an existing file, or an :class:`os.PathLike` —
+  :class:`SQLiteStore`, the default.
+
+Anything else (``"mystore"``, ``"memroy"``, ``"redis://…"``) is a
+``ValueError`` that lists these forms: a bare word that is not an existing
+file is more likely a typo than a request for a SQLite file of that name.
 
 The semantics every backend shares (seq counters, cumulative ack, expiry,
 collapse, the per-device cap policy, threads) are documented in
@@ -33,6 +40,7 @@ from .sqlite import SQLiteStore
 
 __all__ = [
     "open_store",
+    "parse_store_target",
     "Store",
     "StoredMessage",
     "NewMessage",
@@ -48,31 +56,48 @@ __all__ = [
 ]
 
 _SQLITE_PREFIX = "sqlite:///"
+_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+_FORMS = ("use 'memory' (or 'memory:') for the memory store, or a SQLite file: sqlite:PATH, "
+          "a path ending .db, .sqlite or .sqlite3, or one with a directory (./NAME)")
+
+
+def parse_store_target(target: str) -> tuple[str, str]:
+    """``("memory", "")`` or ``("sqlite", path)`` for a store spec; ``ValueError`` naming the accepted forms."""
+    if not isinstance(target, str):
+        raise TypeError(f"store target must be a str or os.PathLike, not {type(target).__name__}")
+    if target in ("memory", "memory:"):
+        return "memory", ""
+    if target == ":memory:":  # SQLite's own name for a private in-memory database
+        return "sqlite", target
+    if target.startswith(_SQLITE_PREFIX):
+        path = target[len(_SQLITE_PREFIX) :]
+        if not path:
+            raise ValueError(f"{target!r} names no file: use sqlite:///path/to/file.db or sqlite:PATH")
+        return "sqlite", path
+    if target.startswith("sqlite:") and not target.startswith("sqlite://"):
+        path = target[len("sqlite:") :]
+        if not path:
+            raise ValueError(f"{target!r} names no file: {_FORMS}")
+        return "sqlite", path
+    if "://" in target or target.startswith("sqlite:"):
+        scheme = target.split(":", 1)[0]
+        raise ValueError(f"unsupported store {target!r} (scheme {scheme!r}): {_FORMS}")
+    if not target:
+        raise ValueError(f"store target must not be empty: {_FORMS}")
+    if target.lower().endswith(_SQLITE_SUFFIXES) or "/" in target or os.sep in target or os.path.isfile(target):
+        return "sqlite", target
+    raise ValueError(f"store {target!r} is ambiguous (a typo, or a SQLite file named {target!r}?): {_FORMS}")
 
 
 def open_store(target: str | os.PathLike[str], **options: Any) -> Store:
     """Open the store *target* names (see the module doc); *options* go to its constructor.
 
-    E.g. ``open_store("memory:", max_messages=100)`` or
+    E.g. ``open_store("memory", max_messages=100)`` or
     ``open_store("/var/lib/gw/store.db", synchronous="FULL")``.
     """
     if isinstance(target, os.PathLike):
         return SQLiteStore(target, **options)
-    if not isinstance(target, str):
-        raise TypeError(f"store target must be a str or os.PathLike, not {type(target).__name__}")
-    if target == "memory:":
+    kind, path = parse_store_target(target)
+    if kind == "memory":
         return MemoryStore(**options)
-    if target.startswith(_SQLITE_PREFIX):
-        path = target[len(_SQLITE_PREFIX) :]
-        if not path:
-            raise ValueError(f"{target!r} names no file: use sqlite:///path/to/file.db")
-        return SQLiteStore(path, **options)
-    if "://" in target or target.startswith("sqlite:"):
-        scheme = target.split(":", 1)[0]
-        raise ValueError(
-            f"unsupported store {target!r} (scheme {scheme!r}): use 'memory:', "
-            f"'sqlite:///path.db' or a file path"
-        )
-    if not target:
-        raise ValueError("store target must not be empty: use 'memory:' or a file path")
-    return SQLiteStore(target, **options)
+    return SQLiteStore(path, **options)

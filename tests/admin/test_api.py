@@ -307,7 +307,7 @@ def test_metrics_parse_and_move_with_traffic(gateway, device):
     assert sample(after, "pushcore_store_messages") == 0
     assert sample(after, "pushcore_admin_requests_total", route="/v1/push/batch", code="200") == 1
     assert sample(after, "pushcore_admin_requests_total", route="/metrics", code="200") >= 2
-    assert sample(after, "pushcore_process_resident_memory_bytes") > 1_000_000
+    assert sample(after, "process_resident_memory_bytes") > 1_000_000
     for gauge in ("pushcore_send_queue_bytes", "pushcore_receive_queue_bytes"):
         assert sample(after, gauge) >= 0
 

@@ -374,7 +374,8 @@ DEEP = b"[" * 200_000 + b"]" * 200_000
     ("/v1/push", b'{"device": "d", "payload": "x", "priority": ["high"]}', "priority"),
     ("/v1/push", b'{"device": 5, "payload": "x"}', "'device' must be a string"),
     ("/v1/push", b'{"device": ["d"], "payload": "x"}', "'device' must be a string"),
-    ("/v1/push", b'{"device": "d", "payload": [1]}', "payload"),
+    ("/v1/push", b'{"device": "d", "payload": 1}', "payload"),  # a JSON object or array is sent as JSON
+    ("/v1/push", b'{"device": "d", "payload": {"x": 1e400}}', "payload"),  # inf: no JSON encoding
     ("/v1/push", b'{"device": "d", "payload_b64": 5}', "payload_b64"),
     ("/v1/push", b'{"device": "d", "payload": "x", "collapse_key": {}}', "collapse_key"),
     ("/v1/push", b'"just a string"', "JSON object"),

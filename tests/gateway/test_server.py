@@ -10,10 +10,11 @@ import time
 
 import pytest
 
+from pushcore import mint_token
 from pushcore.codec import reference as protocol
 from pushcore.errors import Reason
 from pushcore.gateway.server import Server
-from pushcore.tokens import AuthError, mint
+from pushcore.tokens import AuthError
 from serverkit import (
     SECRET,
     RawDevice,
@@ -48,7 +49,7 @@ def test_no_common_version_is_refused():
 @pytest.mark.parametrize(
     "make_token, reason",
     [
-        (lambda: mint(b"another-secret-of-32-bytes......", "d1"), Reason.AUTH_FAILED),
+        (lambda: mint_token(b"another-secret-of-32-bytes......", "d1"), Reason.AUTH_FAILED),
         (lambda: token("someone-else"), Reason.AUTH_FAILED),
         (lambda: b"garbage", Reason.AUTH_FAILED),
         (lambda: token("d1", expires_at=time.time() - 60), Reason.TOKEN_EXPIRED),

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import pytest
 
+from pushcore import mint_token
 from pushcore._loop import Loop
 from pushcore.admin.client import AdminClient
 from pushcore.codec import reference as protocol
 from pushcore.device.client import Client
 from pushcore.errors import Reason
-from pushcore.tokens import mint
 
 SECRET = os.urandom(32)
 ADMIN_TOKEN = "storm-admin-token-0123456789"
@@ -59,7 +59,7 @@ GATEWAY_OPTIONS = {
 
 
 def _tok(device_id: str) -> bytes:
-    return mint(SECRET, device_id, ttl=3600)
+    return mint_token(SECRET, device_id, ttl=3600)
 
 
 # A frame's body-length varint, for headers the attackers announce by hand.
