@@ -26,7 +26,9 @@ from .base import (
     Store,
     StoredMessage,
     StoreError,
+    StoreHealth,
     StoreStats,
+    StoreUnavailable,
 )
 from .memory import MemoryStore
 from .sqlite import SQLiteStore
@@ -38,6 +40,8 @@ __all__ = [
     "NewMessage",
     "StoreStats",
     "StoreError",
+    "StoreUnavailable",
+    "StoreHealth",
     "SeqExhausted",
     "MemoryStore",
     "SQLiteStore",
