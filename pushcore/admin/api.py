@@ -77,6 +77,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from aiohttp import web
 
 from ..errors import PushcoreError
+from ..store.base import StoreUnavailable
 from .gateway_metrics import GatewayMetrics
 from .prometheus import CONTENT_TYPE, Registry
 
@@ -110,14 +111,16 @@ class ApiError(PushcoreError):
     """A request the API refuses: ``status`` is the HTTP status, the message says why.
 
     ``extra`` holds more JSON fields for the error body (e.g. ``field`` and
-    ``limit`` of a 413).
+    ``limit`` of a 413), ``headers`` more response headers (``Retry-After``).
     """
 
-    def __init__(self, status: int, message: str, extra: dict[str, Any] | None = None) -> None:
+    def __init__(self, status: int, message: str, extra: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.extra = extra or {}
+        self.headers = headers or {}
 
 
 def _text(obj: dict[str, Any], key: str, default: str = "", *, required: bool = False) -> str:
@@ -241,9 +244,10 @@ def _status_of(exc: BaseException) -> int:
     return 413 if hasattr(exc, "limit") else 400
 
 
-def _json_response(status: int, obj: Any, *, close: bool = False) -> web.Response:
+def _json_response(status: int, obj: Any, *, close: bool = False,
+                   extra_headers: dict[str, str] | None = None) -> web.Response:
     data = (json.dumps(obj, separators=(",", ":")) + "\n").encode("utf-8")
-    headers = {"Cache-Control": "no-store", "Server": "pushcore-admin"}
+    headers = {"Cache-Control": "no-store", "Server": "pushcore-admin", **(extra_headers or {})}
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="pushcore-admin"'
     resp = web.Response(status=status, body=data, content_type="application/json", headers=headers)
@@ -494,12 +498,13 @@ class AdminAPI:
         route = path
         loop = asyncio.get_running_loop()
         try:
-            if path == "/healthz":
-                route = "/healthz"
+            if path == "/healthz" or path == "/readyz":
+                route = path
                 if method != "GET":
                     raise ApiError(405, "use GET")
                 up = await self._health()
-                return self._respond(request, route, 200 if up else 503, {"status": "ok" if up else "down"})
+                status, body = self._healthz(up) if path == "/healthz" else self._readyz(up)
+                return self._respond(request, route, status, body)
             # Before any body byte is read: the body of a refused request is never looked at.
             self.check_auth(request.headers.get("Authorization"))
             if path == "/metrics":
@@ -523,7 +528,7 @@ class AdminAPI:
             if exc.status >= 500 or exc.status in (401, 403, 408):
                 log.info("admin API %s %s: %d %s", method, path, exc.status, exc.message)
             return self._respond(request, _route_label(route, exc.status), exc.status,
-                                 {"error": exc.message, **exc.extra})
+                                 {"error": exc.message, **exc.extra}, exc.headers)
         except Exception:
             log.exception("admin API %s %s failed", method, path)
             return self._respond(request, _route_label(route, 500), 500,
@@ -542,10 +547,37 @@ class AdminAPI:
                 self._health_pool, self.metrics.snapshot)
         return await asyncio.shield(pending) is not None
 
-    def _respond(self, request: web.BaseRequest, route: str, status: int, obj: Any) -> web.Response:
+    def _store_state(self) -> dict[str, Any] | None:
+        """The store's outage as JSON fields, or None while it can write (no I/O: Store.health)."""
+        health = self.server.store.health()
+        if health.writable:
+            return None
+        return {"status": "store_unwritable", "error": health.error, "since": health.since}
+
+    def _healthz(self, up: bool) -> tuple[int, dict[str, Any]]:
+        """/healthz: the loop answers and the store can write (200 ``ok``), else 503 naming what is wrong."""
+        if not up:
+            return 503, {"status": "down"}
+        outage = self._store_state()
+        return (200, {"status": "ok"}) if outage is None else (503, outage)
+
+    def _readyz(self, up: bool) -> tuple[int, dict[str, Any]]:
+        """/readyz, for a load balancer: 200 only when listening, not draining and the store can write."""
+        server = self.server
+        if not up:
+            return 503, {"status": "down"}
+        if server.draining:
+            return 503, {"status": "draining"}
+        if not server.listening:
+            return 503, {"status": "not_listening"}
+        outage = self._store_state()
+        return (200, {"status": "ready"}) if outage is None else (503, outage)
+
+    def _respond(self, request: web.BaseRequest, route: str, status: int, obj: Any,
+                 headers: dict[str, str] | None = None) -> web.Response:
         self.requests.labels(route, str(status)).inc()
         # A body left unread (refused, too large, late) leaves the connection unusable: close it.
-        return _json_response(status, obj, close=not request.content.is_eof())
+        return _json_response(status, obj, close=not request.content.is_eof(), extra_headers=headers)
 
     async def _read_body(self, request: web.BaseRequest) -> bytes | None:
         """The body, at most ``max_body`` bytes, all of it within ``body_timeout`` seconds."""
@@ -658,6 +690,11 @@ class AdminAPI:
             # A size limit (MessageTooLarge has .field and .limit) is 413; any other bad value 400.
             extra = {key: getattr(exc, key) for key in ("field", "limit") if hasattr(exc, key)}
             raise ApiError(_status_of(exc), str(exc), extra) from None
+        except StoreUnavailable as exc:
+            # Nothing was stored: the caller may send it again once the store heals.
+            retry = max(1, math.ceil(self.server.store_probe_interval))
+            raise ApiError(503, f"the gateway's store cannot write: {exc.cause}; retry later",
+                           {"store": "unwritable", "since": exc.since}, {"Retry-After": str(retry)}) from None
         except (RuntimeError, TimeoutError) as exc:
             raise ApiError(503, f"the gateway is not running ({exc})") from None
 
@@ -923,6 +960,7 @@ class _Connection(web.RequestHandler):
 
 _ROUTES = (
     ("/healthz", re.compile(r"^/healthz$")),
+    ("/readyz", re.compile(r"^/readyz$")),
     ("/metrics", re.compile(r"^/metrics$")),
     ("/v1/push", re.compile(r"^/v1/push/?$")),
     ("/v1/push/batch", re.compile(r"^/v1/push/batch/?$")),
