@@ -11,14 +11,18 @@ calls them from a small, bounded pool of worker threads (``workers``); a
 server must be running in a thread other than the API's (``server.start()``
 or ``server.run()`` in another thread).
 
-Every endpoint but ``/healthz`` needs ``Authorization: Bearer <token>``: no
+Every endpoint but ``/healthz`` and ``/readyz`` needs ``Authorization: Bearer <token>``: no
 header is ``401`` (with ``WWW-Authenticate: Bearer``), a wrong token ``403``.
 The comparison is constant-time, and it is made from the headers alone:
 a request that fails it is answered, and its connection closed, before one
 byte of its body is read.
 
 ========================================  ==========================================================
-``GET  /healthz``                          ``{"status": "ok"}`` (200) or ``{"status": "down"}`` (503)
+``GET  /healthz``                          ``{"status": "ok"}`` (200); 503 ``{"status": "down"}`` (the loop does
+                                           not answer) or ``{"status": "store_unwritable", "error", "since"}``
+``GET  /readyz``                           for load balancers: ``{"status": "ready"}`` (200) only when listening,
+                                           not draining and the store can write; else 503 with ``"status"``
+                                           ``down``, ``draining``, ``not_listening`` or ``store_unwritable``
 ``GET  /metrics``                          Prometheus text format 0.0.4
 ``POST /v1/push``                          one message to one device → ``{"device", "seq"}``
 ``POST /v1/push/batch``                    ``{"messages": [...]}`` → ``{"seqs": [...]}``, one transaction
@@ -39,7 +43,10 @@ A message is a JSON object: ``payload`` (text, sent as UTF-8) or
 Errors are JSON ``{"error": "..."}`` with 400, 404, 405, 408, 411, 413, 431,
 503 or 500. A field the gateway finds too large (an exception with a
 ``limit`` attribute, e.g. ``MessageTooLarge``) is 413 with ``field`` and
-``limit`` in the body; any other ``ValueError`` is 400.
+``limit`` in the body; any other ``ValueError`` is 400. A write the store
+cannot make (:class:`pushcore.store.StoreUnavailable`) is 503 with
+``"store": "unwritable"``, ``since`` and a ``Retry-After`` header: nothing
+was stored, send it again later.
 
 Limits (constructor options; see docs/SECURITY.md):
 

@@ -682,7 +682,8 @@ class Server:
         waits until the device shows it is awake (its next heartbeat or
         frame). *ttl* (seconds) sets an expiry after which it is not
         delivered; *collapse_key* replaces a waiting message with the same
-        key.
+        key. Raises :class:`pushcore.StoreUnavailable` (nothing stored) while
+        the store cannot write.
         """
         priority = parse_priority(priority)
         expiry = _expiry_from_ttl(ttl)
@@ -709,7 +710,9 @@ class Server:
         as a :class:`BatchResult` (a ``list[int]``): an item the store could
         not take for its device alone (its seq counter exhausted) is ``0``
         there and explained in ``result.errors``; every other item is stored
-        and delivered as usual.
+        and delivered as usual. While the store cannot write the whole call
+        raises :class:`pushcore.StoreUnavailable` and nothing is stored (an
+        outage is not one device's failure).
         """
         if isinstance(messages, (str, bytes, tuple)):
             raise TypeError("messages must be a list of (device_id, payload[, options]) tuples")
@@ -755,7 +758,8 @@ class Server:
         the message for (its seq counter exhausted) is left out of it and
         named in ``result.failed``; the others get the message regardless.
         Fields over their limits raise :class:`pushcore.MessageTooLarge`
-        before anything is stored.
+        before anything is stored; a store that cannot write raises
+        :class:`pushcore.StoreUnavailable` for the whole call.
         """
         priority = parse_priority(priority)
         expiry = _expiry_from_ttl(ttl)

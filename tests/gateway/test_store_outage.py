@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import sqlite3
+import threading
 
 import pytest
 
+from prometheus_text import parse_exposition, sample
 from pushcore import StoreUnavailable
 from pushcore.admin.api import AdminAPI
 from pushcore.codec import reference as protocol
+from pushcore.device.client import Client
 from pushcore.store import SQLiteStore
 from serverkit import (
+    Collector,
     RawDevice,
+    fast_heartbeat,
     make_server,
     stop_what_the_test_started,  # noqa: F401  (autouse: stops leftovers)
+    token,
     wait_for,
 )
 
@@ -66,6 +73,14 @@ def gateway(tmp_path):
         admin.stop()
         server.stop(timeout=5.0)
         store.close()
+
+
+def store_writable_metric(admin):
+    conn = http.client.HTTPConnection(*admin.address, timeout=10)
+    conn.request("GET", "/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    text = conn.getresponse().read().decode()
+    conn.close()
+    return sample(parse_exposition(text), "pushcore_store_writable")
 
 
 def pushes(device, n):
@@ -144,21 +159,49 @@ def test_health_ready_and_push_answer_503_during_an_outage_and_200_after(gateway
             assert health["error"] == "database is locked" and health["since"] > 0
             status, _headers, ready = call_api(admin, "GET", "/readyz", token=None)
             assert (status, ready["status"], ready["error"]) == (503, "store_unwritable", "database is locked")
+            assert store_writable_metric(admin) == 0
             assert still_open(phone)
         finally:
             lock.release()
         # Healed by the probe, with no push or ack to make the first write.
         wait_for(lambda: call_api(admin, "GET", "/readyz", token=None)[0] == 200, what="/readyz 200")
         assert call_api(admin, "GET", "/healthz", token=None)[::2] == (200, {"status": "ok"})
+        assert store_writable_metric(admin) == 1
         status, _headers, body = call_api(admin, "POST", "/v1/push", {"device": "phone-1", "payload": "hi"})
         assert (status, body) == (200, {"device": "phone-1", "seq": 1})
         assert pushes(phone, 1) == [(1, b"hi")]
 
 
-def test_readyz_is_503_once_the_gateway_stops(gateway):
+def test_readyz_is_503_while_draining_and_once_stopped(gateway):
     server, admin, _path = gateway
     assert call_api(admin, "GET", "/readyz", token=None)[::2] == (200, {"status": "ready"})
-    server.stop(timeout=5.0)
+    # A device that never reads keeps the drain waiting (its GOAWAY sits behind a full
+    # socket) until the drain's deadline: the window in which /readyz says "draining".
+    phone = socket.socket()
+    phone.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+    phone.connect(server.address)
+    phone.sendall(protocol.Hello((1,), "phone-1", token("phone-1"), 0, 0).encode())
+    wait_for(lambda: server.connected("phone-1"), what="the device's session")
+
+    def queued():
+        return server.call(lambda: server.loop.conn_info(server._delivery.connection_of("phone-1")))[
+            "send_queue_bytes"]
+
+    for _ in range(60):  # at most 3.6 MB: under the loop's 4 MiB cap per connection
+        if queued() > 0:
+            break
+        server.push("phone-1", b"x" * 60_000)
+    assert queued() > 0, "the kernel took everything: the drain would not wait"
+    drain = threading.Thread(target=server.drain, kwargs={"timeout": 1.0})
+    drain.start()
+    try:
+        wait_for(lambda: server.draining, what="the drain to start")
+        assert call_api(admin, "GET", "/readyz", token=None)[::2] == (503, {"status": "draining"})
+        # /healthz is about health, not traffic: a draining gateway is still healthy.
+        assert call_api(admin, "GET", "/healthz", token=None)[::2] == (200, {"status": "ok"})
+    finally:
+        drain.join(10.0)
+        phone.close()
     assert call_api(admin, "GET", "/readyz", token=None)[::2] == (503, {"status": "down"})
 
 
@@ -181,3 +224,39 @@ def test_a_counter_advance_kept_during_an_outage_comes_before_the_next_seq(gatew
     finally:
         if lock is not None:
             lock.release()
+
+
+def test_a_client_resumes_during_an_outage_exactly_once(gateway):
+    """A real Client: its backlog during the outage, nothing twice, its acks written after."""
+    server, _admin, path = gateway
+    got = Collector()
+    host, port = server.address
+
+    def client(last_seq):
+        return Client("phone-1", token("phone-1"), [f"{host}:{port}"], heartbeat=fast_heartbeat(),
+                      on_message=got, ack_delay=0.01, last_seq=last_seq, backoff=(0.02, 0.2))
+
+    first = client(0)
+    first.start(timeout=10)
+    for i in range(1, 4):
+        server.push("phone-1", b"m%d" % i)
+    got.wait(3)
+    wait_for(lambda: server.store.backlog("phone-1") == 0, what="the acks of m1..m3")
+    last = first.inbox.last_seq
+    first.stop()
+    wait_for(lambda: not server.connected("phone-1"), what="the first session to end")
+    for i in range(4, 7):
+        server.push("phone-1", b"m%d" % i)
+    lock = WriteLock(path)
+    try:
+        second = client(last)
+        second.start(timeout=10)
+        got.wait(6)
+        wait_for(lambda: second.inbox.last_seq == 6, what="the client to have m6")
+        assert server.store.backlog("phone-1") == 3  # its acks wait for the store
+    finally:
+        lock.release()
+    wait_for(lambda: server.store.backlog("phone-1") == 0, what="the kept acks written")
+    assert got.seqs == [1, 2, 3, 4, 5, 6]
+    assert got.payloads == [b"m%d" % i for i in range(1, 7)]
+    second.stop()

@@ -115,3 +115,23 @@ def test_health_of_a_closed_store_still_answers(tmp_path):
     assert store.health().writable
     with pytest.raises(StoreError, match="closed"):
         store.probe()
+
+
+def test_a_full_sqlite_store_is_unwritable_until_there_is_room(tmp_path):
+    """SQLITE_FULL, made real with the page limit SQLite enforces (as a full disk would fail the write)."""
+    store = SQLiteStore(tmp_path / "s.db", timeout=0.05)
+    try:
+        store.append("d", message_id=1, payload=b"first", priority=1)
+        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+        store._db.execute(f"PRAGMA max_page_count={pages}")
+        with pytest.raises(StoreUnavailable, match="full"):
+            for i in range(100):
+                store.append("d", message_id=2 + i, payload=b"x" * 4000, priority=1)
+        assert store.health().error == "database or disk is full"
+        seqs = [m.seq for m in store.range("d", limit=1000)]
+        assert seqs == list(range(1, len(seqs) + 1))  # what was stored is intact; the failed append left nothing
+        store._db.execute("PRAGMA max_page_count=1073741823")
+        assert store.probe().writable
+        assert store.append("d", message_id=999, payload=b"after", priority=1).seq == len(seqs) + 1
+    finally:
+        store.close()
