@@ -20,11 +20,14 @@ Everything runs on the server's loop thread.
 """
 from __future__ import annotations
 
+from itertools import islice
+
 from ..store import Store
 
-__all__ = ["DeferredWrites", "DEFAULT_MAX_DEFERRED"]
+__all__ = ["DeferredWrites", "DEFAULT_MAX_DEFERRED", "FLUSH_ACKS"]
 
 DEFAULT_MAX_DEFERRED = 100_000  # devices with a kept write (about 100 bytes each)
+FLUSH_ACKS = 1000  # kept acks made per transaction (per loop turn) once the store heals
 
 
 class DeferredWrites:
@@ -61,13 +64,23 @@ class DeferredWrites:
         advances[device_id] = max(seq, advances.get(device_id, 0))
         return True
 
-    def flush(self, store: Store) -> None:
-        """Make the kept writes, advances first; raises ``StoreUnavailable`` (keeping the rest) if it still cannot."""
+    def flush(self, store: Store, max_acks: int = FLUSH_ACKS) -> bool:
+        """Make the kept writes, advances first, then at most *max_acks* acks; True when acks remain.
+
+        The acks go in one transaction per call, so a long outage's acks do
+        not pause the loop in one go: the server calls again on its next turn.
+        Raises ``StoreUnavailable`` (keeping what was not made) while the store
+        still cannot write.
+        """
         advances = self.advances
         while advances:
             device_id, seq = next(iter(advances.items()))
             store.advance_seq(device_id, seq)
             del advances[device_id]
-        if self.acks:
-            store.ack_many(list(self.acks.items()))  # one transaction
-            self.acks.clear()
+        acks = self.acks
+        if acks:
+            batch = list(islice(acks.items(), max_acks))
+            store.ack_many(batch)  # one transaction
+            for device_id, _seq in batch:
+                del acks[device_id]
+        return bool(acks)

@@ -546,15 +546,16 @@ class Delivery:
                 for device_id, seq in trims:
                     deferred.ack(device_id, seq)
 
-    def flush_deferred(self) -> None:
-        """Make the writes kept during a store outage (advances first, then acks).
+    def flush_deferred(self) -> bool:
+        """Make the writes kept during a store outage (advances, then a bounded batch of acks).
 
-        Called before every append (a kept advance must precede the device's
-        next seq) and by the server's store probe once the store heals.
+        Called before an append when an advance is kept (it must precede the
+        device's next seq) and by the server's store probe once the store
+        heals. Returns True when acks remain (call again on a later turn).
         Raises :class:`~pushcore.store.StoreUnavailable`, keeping what is left,
         while the store still cannot write.
         """
-        self.deferred.flush(self.store)
+        return self.deferred.flush(self.store)
 
     def fetch(self, cid: int, after_seq: int, max_count: int) -> None:
         """Answer FETCH: up to *max_count* (at most ``page_max``) messages after *after_seq*, then NOTIFY.

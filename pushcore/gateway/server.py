@@ -437,19 +437,21 @@ class Server:
         if self._stopped:
             return
         store = self.store
+        delay = self.store_probe_interval
         try:
             if not store.health().writable:
                 store.probe()
             delivery = self._delivery
             if delivery is not None and delivery.deferred and store.health().writable:
-                delivery.flush_deferred()
+                if delivery.flush_deferred():
+                    delay = 0.0  # more kept acks: the next batch on the next turn
         except StoreUnavailable:
             pass  # still unwritable (or again): the next tick tries again
         except StoreError:
             return  # closed under the server: nothing to probe any more
         except Exception:
             log.exception("pushcore server: the store probe failed")
-        self._running_loop().call_later(self.store_probe_interval, self._store_tick)
+        self._running_loop().call_later(delay, self._store_tick)
 
     def run(self) -> None:
         """Listen and serve until :meth:`stop` or :meth:`drain` completes (blocking).

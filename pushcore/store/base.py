@@ -429,7 +429,7 @@ class Store(abc.ABC):
         return self._health
 
     def probe(self) -> StoreHealth:
-        """Try one cheap write (fails at once rather than wait for a lock) and return the health.
+        """Try one cheap write and return the health (while unwritable, it does not wait for a lock).
 
         A backend that can become unwritable overrides :meth:`_probe`; the
         memory store is always writable. Raises :class:`StoreError` when closed.
