@@ -121,8 +121,14 @@ def test_a_device_resumes_during_an_outage_and_gets_its_backlog(gateway):
                     server.push_batch([("phone-1", b"x"), ("other", b"y")])
                 with pytest.raises(StoreUnavailable):
                     server.publish("news", b"z")
+                with pytest.raises(StoreUnavailable):
+                    server.broadcast(b"stored", durable=True)
+                assert server.broadcast(b"now") == 2  # not stored: still goes out
+                assert other.expect(protocol.PUSH).payload == b"now"
+                assert phone.expect(protocol.PUSH).payload == b"now"
                 other.send(protocol.Subscribe(("sports",)))  # a write that fails: not a reason to close
                 assert still_open(other) and still_open(phone)
+                wait_for(lambda: server.stats["store_unavailable"] == 1, what="the SUBSCRIBE skipped")
                 assert phone.silent_for(0.2)  # nothing stored during the outage, nothing sent
                 assert server.store.backlog("phone-1") == 3  # the acks wait for the store
                 lock.release()
