@@ -11,14 +11,18 @@ calls them from a small, bounded pool of worker threads (``workers``); a
 server must be running in a thread other than the API's (``server.start()``
 or ``server.run()`` in another thread).
 
-Every endpoint but ``/healthz`` needs ``Authorization: Bearer <token>``: no
+Every endpoint but ``/healthz`` and ``/readyz`` needs ``Authorization: Bearer <token>``: no
 header is ``401`` (with ``WWW-Authenticate: Bearer``), a wrong token ``403``.
 The comparison is constant-time, and it is made from the headers alone:
 a request that fails it is answered, and its connection closed, before one
 byte of its body is read.
 
 ========================================  ==========================================================
-``GET  /healthz``                          ``{"status": "ok"}`` (200) or ``{"status": "down"}`` (503)
+``GET  /healthz``                          ``{"status": "ok"}`` (200); 503 ``{"status": "down"}`` (the loop does
+                                           not answer) or ``{"status": "store_unwritable", "error", "since"}``
+``GET  /readyz``                           for load balancers: ``{"status": "ready"}`` (200) only when listening,
+                                           not draining and the store can write; else 503 with ``"status"``
+                                           ``down``, ``draining``, ``not_listening`` or ``store_unwritable``
 ``GET  /metrics``                          Prometheus text format 0.0.4
 ``POST /v1/push``                          one message to one device → ``{"device", "seq"}``
 ``POST /v1/push/batch``                    ``{"messages": [...]}`` → ``{"seqs": [...]}``, one transaction
@@ -43,7 +47,10 @@ is at fault; in a batch also ``index`` and ``device``, the error text
 starting ``messages[INDEX]:``) with 400, 404, 405, 408, 411, 413, 431,
 503 or 500. A field the gateway finds too large (an exception with a
 ``limit`` attribute, e.g. ``MessageTooLarge``) is 413 with ``field`` and
-``limit`` in the body; any other ``ValueError`` is 400.
+``limit`` in the body; any other ``ValueError`` is 400. A write the store
+cannot make (:class:`pushcore.store.StoreUnavailable`) is 503 with
+``"store": "unwritable"``, ``since`` and a ``Retry-After`` header: nothing
+was stored, send it again later.
 
 Limits (constructor options; see docs/SECURITY.md):
 
@@ -81,6 +88,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from aiohttp import web
 
 from ..errors import PushcoreError
+from ..store.base import StoreUnavailable
 from .gateway_metrics import GatewayMetrics
 from .prometheus import CONTENT_TYPE, Registry
 
@@ -114,14 +122,16 @@ class ApiError(PushcoreError):
     """A request the API refuses: ``status`` is the HTTP status, the message says why.
 
     ``extra`` holds more JSON fields for the error body (e.g. ``field`` and
-    ``limit`` of a 413).
+    ``limit`` of a 413), ``headers`` more response headers (``Retry-After``).
     """
 
-    def __init__(self, status: int, message: str, extra: dict[str, Any] | None = None) -> None:
+    def __init__(self, status: int, message: str, extra: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.extra = extra or {}
+        self.headers = headers or {}
 
 
 def _field_error(key: str, message: str) -> ApiError:
@@ -281,9 +291,10 @@ def _status_of(exc: BaseException) -> int:
     return 413 if hasattr(exc, "limit") else 400
 
 
-def _json_response(status: int, obj: Any, *, close: bool = False) -> web.Response:
+def _json_response(status: int, obj: Any, *, close: bool = False,
+                   extra_headers: dict[str, str] | None = None) -> web.Response:
     data = (json.dumps(obj, separators=(",", ":")) + "\n").encode("utf-8")
-    headers = {"Cache-Control": "no-store", "Server": "pushcore-admin"}
+    headers = {"Cache-Control": "no-store", "Server": "pushcore-admin", **(extra_headers or {})}
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="pushcore-admin"'
     resp = web.Response(status=status, body=data, content_type="application/json", headers=headers)
@@ -534,12 +545,13 @@ class AdminAPI:
         route = path
         loop = asyncio.get_running_loop()
         try:
-            if path == "/healthz":
-                route = "/healthz"
+            if path == "/healthz" or path == "/readyz":
+                route = path
                 if method != "GET":
                     raise ApiError(405, "use GET")
                 up = await self._health()
-                return self._respond(request, route, 200 if up else 503, {"status": "ok" if up else "down"})
+                status, body = self._healthz(up) if path == "/healthz" else self._readyz(up)
+                return self._respond(request, route, status, body)
             # Before any body byte is read: the body of a refused request is never looked at.
             self.check_auth(request.headers.get("Authorization"))
             if path == "/metrics":
@@ -563,7 +575,7 @@ class AdminAPI:
             if exc.status >= 500 or exc.status in (401, 403, 408):
                 log.info("admin API %s %s: %d %s", method, path, exc.status, exc.message)
             return self._respond(request, _route_label(route, exc.status), exc.status,
-                                 {"error": exc.message, **exc.extra})
+                                 {"error": exc.message, **exc.extra}, exc.headers)
         except Exception:
             log.exception("admin API %s %s failed", method, path)
             return self._respond(request, _route_label(route, 500), 500,
@@ -582,10 +594,37 @@ class AdminAPI:
                 self._health_pool, self.metrics.snapshot)
         return await asyncio.shield(pending) is not None
 
-    def _respond(self, request: web.BaseRequest, route: str, status: int, obj: Any) -> web.Response:
+    def _store_state(self) -> dict[str, Any] | None:
+        """The store's outage as JSON fields, or None while it can write (no I/O: Store.health)."""
+        health = self.server.store.health()
+        if health.writable:
+            return None
+        return {"status": "store_unwritable", "error": health.error, "since": health.since}
+
+    def _healthz(self, up: bool) -> tuple[int, dict[str, Any]]:
+        """/healthz: the loop answers and the store can write (200 ``ok``), else 503 naming what is wrong."""
+        if not up:
+            return 503, {"status": "down"}
+        outage = self._store_state()
+        return (200, {"status": "ok"}) if outage is None else (503, outage)
+
+    def _readyz(self, up: bool) -> tuple[int, dict[str, Any]]:
+        """/readyz, for a load balancer: 200 only when listening, not draining and the store can write."""
+        server = self.server
+        if not up:
+            return 503, {"status": "down"}
+        if server.draining:
+            return 503, {"status": "draining"}
+        if not server.listening:
+            return 503, {"status": "not_listening"}
+        outage = self._store_state()
+        return (200, {"status": "ready"}) if outage is None else (503, outage)
+
+    def _respond(self, request: web.BaseRequest, route: str, status: int, obj: Any,
+                 headers: dict[str, str] | None = None) -> web.Response:
         self.requests.labels(route, str(status)).inc()
         # A body left unread (refused, too large, late) leaves the connection unusable: close it.
-        return _json_response(status, obj, close=not request.content.is_eof())
+        return _json_response(status, obj, close=not request.content.is_eof(), extra_headers=headers)
 
     async def _read_body(self, request: web.BaseRequest) -> bytes | None:
         """The body, at most ``max_body`` bytes, all of it within ``body_timeout`` seconds."""
@@ -698,6 +737,11 @@ class AdminAPI:
             # A size limit (MessageTooLarge has .field and .limit) is 413; any other bad value 400.
             extra = {key: getattr(exc, key) for key in ("field", "limit") if hasattr(exc, key)}
             raise ApiError(_status_of(exc), str(exc), extra) from None
+        except StoreUnavailable as exc:
+            # Nothing was stored: the caller may send it again once the store heals.
+            retry = max(1, math.ceil(self.server.store_probe_interval))
+            raise ApiError(503, f"the gateway's store cannot write: {exc.cause}; retry later",
+                           {"store": "unwritable", "since": exc.since}, {"Retry-After": str(retry)}) from None
         except (RuntimeError, TimeoutError) as exc:
             raise ApiError(503, f"the gateway is not running ({exc})") from None
 
@@ -971,6 +1015,7 @@ class _Connection(web.RequestHandler):
 
 _ROUTES = (
     ("/healthz", re.compile(r"^/healthz$")),
+    ("/readyz", re.compile(r"^/readyz$")),
     ("/metrics", re.compile(r"^/metrics$")),
     ("/v1/push", re.compile(r"^/v1/push/?$")),
     ("/v1/push/batch", re.compile(r"^/v1/push/batch/?$")),

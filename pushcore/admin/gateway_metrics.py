@@ -55,6 +55,9 @@ _SERVER_COUNTERS = {
     "refused": ("pushcore_refusals_total", "Frames or sessions refused by the server with an ERROR."),
     "replaced": ("pushcore_replaced_total", "Connections replaced by a newer one of the same device."),
     "upstream": ("pushcore_upstream_total", "UPSTREAM messages received from devices."),
+    "store_unavailable": ("pushcore_server_store_unavailable_total",
+                          "Device frames skipped or refused because the store could not write "
+                          "(a SUBSCRIBE's new topics; a HELLO whose counter raise could not be kept)."),
 }
 
 # loop.stats() counters exposed one to one: key -> (metric name, help)
@@ -223,11 +226,17 @@ class GatewayMetrics:
         return out
 
     def _store_families(self) -> list[MetricFamily]:
+        store = self.server.store
+        writable = MetricFamily(
+            "pushcore_store_writable", "gauge",
+            "1 while the store can write; 0 since a write failed (locked, I/O error, disk full, read-only).",
+        ).add(1 if store.health().writable else 0)
         try:
-            stats = self.server.store.stats()
+            stats = store.stats()
         except Exception:
-            return []
+            return [writable]
         out = [
+            writable,
             MetricFamily("pushcore_store_messages", "gauge",
                          "Messages stored, waiting for an ack (the backlog).").add(stats.messages),
             MetricFamily("pushcore_store_devices_with_backlog", "gauge",

@@ -56,6 +56,12 @@ the store before the device ACKs it.
   up to it), and raises the device's counter in the store if the store has
   forgotten it (a memory store after a restart), so new messages are not
   taken for duplicates.
+* **While the store cannot write** (:class:`pushcore.store.StoreUnavailable`)
+  devices still connect and get what is stored: the ACKs of HELLO and of ACK
+  frames are kept in :class:`pushcore.gateway.deferred.DeferredWrites` and
+  made when the store heals (the server's probe calls :meth:`Delivery.flush_deferred`),
+  and every push fails with the error. The sent seq does not depend on the
+  store, so nothing the device has is sent again on the connection.
 
 Broadcasts
 ----------
@@ -82,7 +88,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, cast
 
 from ..codec import frames as _frames
-from ..store import PRIORITY_HIGH, NewMessage, SeqExhausted, Store, StoredMessage
+from ..store import PRIORITY_HIGH, NewMessage, SeqExhausted, Store, StoredMessage, StoreUnavailable
+from .deferred import DeferredWrites
 from .results import FanOut
 
 __all__ = ["Delivery", "MessageIds", "DEFAULT_INLINE_MAX", "DEFAULT_PAGE_MAX"]
@@ -181,6 +188,8 @@ class Delivery:
         # The reverse (cid -> device id) is the loop's per-connection label, kept in
         # the C connection table: no Python table per connection mirrors it.
         self.fetching: set[int] = set()  # cids catching up a large backlog through FETCH
+        #: acks and counter advances an unwritable store refused, made when it heals
+        self.deferred = DeferredWrites()
 
     # -- routes ---------------------------------------------------------------
 
@@ -208,8 +217,25 @@ class Delivery:
 
         Returns the cid of an older connection of the same device, now
         forgotten here (the caller says GOAWAY REPLACED to it and closes it),
-        or None. Call :meth:`resume` once WELCOME is queued.
+        or None. Call :meth:`resume` once WELCOME is queued. While the store
+        cannot write, the ack (and advance) is kept in :attr:`deferred`;
+        raises :class:`~pushcore.store.StoreUnavailable` only when an advance
+        cannot be kept, before anything changed.
         """
+        if last_seq:
+            store = self.store
+            if counter is None:
+                counter = store.last_seq(device_id)
+            try:
+                if last_seq > counter:
+                    store.advance_seq(device_id, last_seq)
+                store.ack(device_id, last_seq)
+            except StoreUnavailable:
+                # Kept for when the store heals; an advance that cannot be kept refuses
+                # the device (before any route changed), as a push would get a used seq.
+                if last_seq > counter and not self.deferred.advance(device_id, last_seq):
+                    raise
+                self.deferred.ack(device_id, last_seq)
         old = self.routes.get(device_id)
         if old is not None and old != cid:
             self.transport.set_label(old, None)
@@ -218,13 +244,6 @@ class Delivery:
             old = None
         self.routes[device_id] = cid
         self.transport.set_label(cid, device_id)
-        store = self.store
-        if last_seq:
-            if counter is None:
-                counter = store.last_seq(device_id)
-            if last_seq > counter:
-                store.advance_seq(device_id, last_seq)
-            store.ack(device_id, last_seq)
         self.transport.set_sent_seq(cid, last_seq)
         return old
 
@@ -358,6 +377,8 @@ class Delivery:
         so only that device's items fail: they come back as the
         :class:`SeqExhausted` error instead of a message.
         """
+        if self.deferred.advances:  # a kept counter advance must come before any new seq
+            self.flush_deferred()
         try:
             stored = self.store.append_batch(messages)
         except SeqExhausted:
@@ -403,6 +424,8 @@ class Delivery:
         """
         if message_id is None:
             message_id = self.message_ids.next()
+        if self.deferred.advances:  # a kept counter advance must come before any new seq
+            self.flush_deferred()
         message = self.store.append(
             device_id,
             message_id=message_id,
@@ -443,6 +466,8 @@ class Delivery:
             collapse_key=collapse_key, topic=topic,
         )
         failed: dict[str, str] = {}
+        if self.deferred.advances:  # a kept counter advance must come before any new seq
+            self.flush_deferred()
         try:
             stored = store.append_many(devices, **fields)
         except SeqExhausted:
@@ -500,7 +525,8 @@ class Delivery:
         """Cumulative ACKs of one loop turn, ``{cid: highest seq acked}``: trim the store.
 
         An ACK is never taken beyond what was sent on the connection, so a
-        confused device cannot delete messages it never received.
+        confused device cannot delete messages it never received. While the
+        store cannot write the acks are kept (:attr:`deferred`), not lost.
         """
         device_of = self.transport.label
         sent_seq = self.transport.sent_seq
@@ -513,7 +539,23 @@ class Delivery:
             if seq > 0:
                 trims.append((device_id, seq))
         if trims:
-            self.store.ack_many(trims)  # one transaction for the whole turn
+            try:
+                self.store.ack_many(trims)  # one transaction for the whole turn
+            except StoreUnavailable:
+                deferred = self.deferred
+                for device_id, seq in trims:
+                    deferred.ack(device_id, seq)
+
+    def flush_deferred(self) -> bool:
+        """Make the writes kept during a store outage (advances, then a bounded batch of acks).
+
+        Called before an append when an advance is kept (it must precede the
+        device's next seq) and by the server's store probe once the store
+        heals. Returns True when acks remain (call again on a later turn).
+        Raises :class:`~pushcore.store.StoreUnavailable`, keeping what is left,
+        while the store still cannot write.
+        """
+        return self.deferred.flush(self.store)
 
     def fetch(self, cid: int, after_seq: int, max_count: int) -> None:
         """Answer FETCH: up to *max_count* (at most ``page_max``) messages after *after_seq*, then NOTIFY.

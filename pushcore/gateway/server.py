@@ -32,7 +32,7 @@ from ..codec import frames as _frames
 from ..errors import MessageTooLarge, Reason
 from ..loop.dispatch import LoopDispatch, dispatch_for
 from ..loop.handover import LoopTimeout, LoopUnavailable, call_on_loop
-from ..store import PRIORITY_HIGH, PRIORITY_LOW, Store, open_store
+from ..store import PRIORITY_HIGH, PRIORITY_LOW, Store, StoreError, StoreUnavailable, open_store
 from ..store.base import MAX_SEQ, NewMessage, StoredMessage, check_device_id, check_message, check_topic
 from ..tokens import AuthError, TokenSigner
 from ..wire import MAX_DEVICE_ID_BYTES, topic_problem
@@ -243,6 +243,10 @@ class Server:
         share it (tests, simulators); another Server may not.
     """
 
+    #: Seconds between the probes of a store that cannot write (``Store.probe``): the
+    #: state heals, and the acks kept meanwhile are made, without waiting for traffic.
+    store_probe_interval: float = 2.0
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -343,7 +347,7 @@ class Server:
         self._drain_deadline: float | None = None
         self.stats = {
             "hello": 0, "welcome": 0, "refused": 0, "replaced": 0, "upstream": 0,
-            "subscribe_refused": 0, "subscribe_over_cap": 0,
+            "subscribe_refused": 0, "subscribe_over_cap": 0, "store_unavailable": 0,
         }
 
     # -- public properties ----------------------------------------------------
@@ -364,6 +368,16 @@ class Server:
     def stopped(self) -> bool:
         """True once the server has stopped (after a drain completed). Thread-safe."""
         return self._stopped
+
+    @property
+    def listening(self) -> bool:
+        """True while the server accepts connections (listening, not draining or stopped). Thread-safe."""
+        return self._listener is not None and not self._draining and not self._stopped
+
+    @property
+    def draining(self) -> bool:
+        """True from the start of a :meth:`drain` (or :meth:`stop`) until the server has stopped. Thread-safe."""
+        return self._draining and not self._stopped
 
     def connected(self, device_id: str) -> bool:
         """True when *device_id* has an authenticated connection here. Thread-safe."""
@@ -410,7 +424,34 @@ class Server:
         )
         host, port = loop.listen_address(self._listener)
         self._address = (host, port)
+        loop.call_later(self.store_probe_interval, self._store_tick)
         return self._address
+
+    def _store_tick(self) -> None:
+        """On the loop, every ``store_probe_interval`` s: probe a store that cannot write; make the kept writes.
+
+        While the store is writable and nothing is kept this is two attribute
+        reads. A probe fails at once while the store is unwritable (no wait
+        for a lock), so it never stalls the loop.
+        """
+        if self._stopped:
+            return
+        store = self.store
+        delay = self.store_probe_interval
+        try:
+            if not store.health().writable:
+                store.probe()
+            delivery = self._delivery
+            if delivery is not None and delivery.deferred and store.health().writable:
+                if delivery.flush_deferred():
+                    delay = 0.0  # more kept acks: the next batch on the next turn
+        except StoreUnavailable:
+            pass  # still unwritable (or again): the next tick tries again
+        except StoreError:
+            return  # closed under the server: nothing to probe any more
+        except Exception:
+            log.exception("pushcore server: the store probe failed")
+        self._running_loop().call_later(delay, self._store_tick)
 
     def run(self) -> None:
         """Listen and serve until :meth:`stop` or :meth:`drain` completes (blocking).
@@ -643,7 +684,8 @@ class Server:
         waits until the device shows it is awake (its next heartbeat or
         frame). *ttl* (seconds) sets an expiry after which it is not
         delivered; *collapse_key* replaces a waiting message with the same
-        key.
+        key. Raises :class:`pushcore.StoreUnavailable` (nothing stored) while
+        the store cannot write.
         """
         priority = parse_priority(priority)
         expiry = _expiry_from_ttl(ttl)
@@ -670,7 +712,9 @@ class Server:
         as a :class:`BatchResult` (a ``list[int]``): an item the store could
         not take for its device alone (its seq counter exhausted) is ``0``
         there and explained in ``result.errors``; every other item is stored
-        and delivered as usual.
+        and delivered as usual. While the store cannot write the whole call
+        raises :class:`pushcore.StoreUnavailable` and nothing is stored (an
+        outage is not one device's failure).
         """
         if isinstance(messages, (str, bytes, tuple)):
             raise TypeError("messages must be a list of (device_id, payload[, options]) tuples")
@@ -716,7 +760,8 @@ class Server:
         the message for (its seq counter exhausted) is left out of it and
         named in ``result.failed``; the others get the message regardless.
         Fields over their limits raise :class:`pushcore.MessageTooLarge`
-        before anything is stored.
+        before anything is stored; a store that cannot write raises
+        :class:`pushcore.StoreUnavailable` for the whole call.
         """
         priority = parse_priority(priority)
         expiry = _expiry_from_ttl(ttl)
@@ -929,6 +974,12 @@ class Server:
                         cid, Reason.INVALID_VALUE,
                         f"frame type {kind} is sent by servers, not devices",
                     )
+            except StoreUnavailable as exc:
+                # A write this frame needs (a SUBSCRIBE's new topics) while the store cannot
+                # write: the frame is skipped and the connection carries on (a Client sends
+                # its topics again on its next connection). Not a device's fault.
+                self.stats["store_unavailable"] += 1
+                log.info("pushcore server: %s on connection %#x skipped: %s", type(frame).__name__, cid, exc)
             except Exception:
                 log.exception("pushcore server: handling %r on connection %#x failed", frame, cid)
                 self._refuse(cid, Reason.INTERNAL_ERROR, "the server failed to handle a frame")
@@ -1014,7 +1065,13 @@ class Server:
             self._refuse(cid, Reason.LAST_SEQ_AHEAD, problem)
             return
         loop = self._running_loop()
-        old = delivery.attach(cid, device_id, hello.last_seq, counter)
+        try:
+            # The ack of last_seq is kept for later when the store cannot write (Delivery.attach).
+            old = delivery.attach(cid, device_id, hello.last_seq, counter)
+        except StoreUnavailable as exc:
+            self.stats["store_unavailable"] += 1
+            self._refuse(cid, Reason.OVERLOADED, f"the gateway's store cannot write ({exc.cause}); try again later")
+            return
         if old is not None:
             self.stats["replaced"] += 1
             loop.send(old, _frames.Goaway(Reason.REPLACED, "a newer connection took over", ()).encode())

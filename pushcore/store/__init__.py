@@ -33,7 +33,9 @@ from .base import (
     Store,
     StoredMessage,
     StoreError,
+    StoreHealth,
     StoreStats,
+    StoreUnavailable,
 )
 from .memory import MemoryStore
 from .sqlite import SQLiteStore
@@ -46,6 +48,8 @@ __all__ = [
     "NewMessage",
     "StoreStats",
     "StoreError",
+    "StoreUnavailable",
+    "StoreHealth",
     "SeqExhausted",
     "MemoryStore",
     "SQLiteStore",

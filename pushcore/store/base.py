@@ -69,6 +69,15 @@ anything waits.
 ``expired``) count since this store object was opened (process-lifetime
 counters, as Prometheus expects); ``messages`` and ``devices`` are current.
 
+**Health.** A write the store cannot make (SQLite: the file is locked by
+another process for longer than the busy timeout, a disk I/O error, the disk
+full, a read-only file) raises :class:`StoreUnavailable` and marks the store
+*unwritable* with the error and the time; reads go on. The next write that
+succeeds marks it writable again, and so does :meth:`Store.probe` (one cheap
+test write, which the server makes every few seconds while the store is
+unwritable, so the state heals without traffic). :meth:`Store.health` reads
+the state without any I/O. The memory store is always writable.
+
 **Threads.** Each store has a lock held around every public call, so one
 store object may be used from several threads (the server's loop thread,
 an admin API thread). Calls are short; none blocks on the network.
@@ -76,6 +85,7 @@ an admin API thread). Calls are short; none blocks on the network.
 from __future__ import annotations
 
 import abc
+import logging
 import math
 import threading
 import time
@@ -101,6 +111,8 @@ __all__ = [
     "NewMessage",
     "StoreStats",
     "StoreError",
+    "StoreUnavailable",
+    "StoreHealth",
     "SeqExhausted",
     "PRIORITY_LOW",
     "PRIORITY_HIGH",
@@ -110,6 +122,8 @@ __all__ = [
     "MAX_EXPIRY",
     "MAX_MESSAGE_ID",
 ]
+
+log = logging.getLogger("pushcore.store")
 
 DEFAULT_MAX_MESSAGES = 1000
 DEFAULT_RANGE_LIMIT = 100
@@ -132,6 +146,40 @@ class StoreObserver(Protocol):
 
 class StoreError(PushcoreError):
     """The store cannot do what was asked (closed, unreadable file, counter exhausted)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot write now (locked, I/O error, disk full, read-only); reads still work.
+
+    ``cause`` is the backend's error text (e.g. ``"database is locked"``) and
+    ``since`` when the store became unwritable (Unix seconds). Nothing was
+    changed by the call that raised it; retry later (the admin API answers
+    503 with ``Retry-After``).
+    """
+
+    def __init__(self, cause: str, since: float) -> None:
+        super().__init__(f"the store cannot write: {cause} (retry later)")
+        self.cause = cause
+        self.since = since
+
+    def __reduce__(self) -> tuple[type[StoreUnavailable], tuple[str, float]]:
+        return (type(self), (self.cause, self.since))
+
+
+@dataclass(frozen=True, slots=True)
+class StoreHealth:
+    """Whether the store can write (:meth:`Store.health`).
+
+    ``error`` is the last write error and ``since`` when the store became
+    unwritable (Unix seconds); both are None while it is writable.
+    """
+
+    writable: bool
+    error: str | None = None
+    since: float | None = None
+
+
+_HEALTHY = StoreHealth(True)
 
 
 class SeqExhausted(StoreError):
@@ -359,6 +407,7 @@ class Store(abc.ABC):
         self._dropped_by_cap = 0
         self._collapsed = 0
         self._expired = 0
+        self._health = _HEALTHY
 
     @property
     def max_messages(self) -> int:
@@ -372,6 +421,49 @@ class Store(abc.ABC):
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError(f"{type(self).__name__} is closed")
+
+    # -- health --
+
+    def health(self) -> StoreHealth:
+        """Whether the store can write now, as its last write found it (no I/O; any thread)."""
+        return self._health
+
+    def probe(self) -> StoreHealth:
+        """Try one cheap write and return the health (while unwritable, it does not wait for a lock).
+
+        A backend that can become unwritable overrides :meth:`_probe`; the
+        memory store is always writable. Raises :class:`StoreError` when closed.
+        """
+        with self._lock:
+            self._check_open()
+            try:
+                self._probe()
+            except StoreUnavailable:
+                pass
+            return self._health
+
+    def _probe(self) -> None:
+        """One test write; a backend raises :class:`StoreUnavailable` (via :meth:`_unwritable`)."""
+        return None  # a store that cannot become unwritable (memory) has nothing to test
+
+    def _unwritable(self, cause: str) -> StoreUnavailable:
+        """Mark the store unwritable because of *cause*; the error to raise (lock held)."""
+        health = self._health
+        if health.writable:
+            health = StoreHealth(False, cause, time.time())
+            log.warning("pushcore store %r cannot write: %s", self, cause)
+        elif health.error != cause:
+            health = StoreHealth(False, cause, health.since)
+        self._health = health
+        assert health.since is not None
+        return StoreUnavailable(cause, health.since)
+
+    def _writable(self) -> None:
+        """A write succeeded: mark the store writable (lock held)."""
+        if not self._health.writable:
+            log.info("pushcore store %r can write again (unwritable for %.1f s)",
+                        self, time.time() - (self._health.since or 0.0))
+            self._health = _HEALTHY
 
     # -- observers --
 

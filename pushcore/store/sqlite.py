@@ -28,7 +28,15 @@ device sitting at its cap.
 
 Each writing call is one transaction (``BEGIN IMMEDIATE``: it takes the
 write lock up front, so several processes may share one file and wait up to
-*timeout* seconds for each other instead of failing on a lock upgrade). A
+*timeout* seconds for each other instead of failing on a lock upgrade). The
+wait blocks the calling thread, which in a gateway is the loop thread of
+every connection, so *timeout* is short (1 s by default). A write that
+still cannot take the lock, or that fails on I/O, a full disk or a
+read-only file, raises :class:`~pushcore.store.StoreUnavailable` and marks
+the store unwritable (:meth:`~pushcore.store.Store.health`); until a write
+or :meth:`~pushcore.store.Store.probe` succeeds again, writes do not wait
+for the lock at all (busy timeout 0), so an outage stalls the loop at most
+once, not at every write. Reads go on (WAL readers do not need the lock). A
 commit costs far more than a row, hence ``append_batch`` / ``append_many``.
 Worker processes each open their own store after ``fork()``; a store object
 must not cross a fork. The same SQL strings
@@ -58,6 +66,8 @@ __all__ = ["SQLiteStore"]
 SCHEMA_VERSION = 1
 _MIN_SQLITE = (3, 35, 0)
 _SYNCHRONOUS = ("NORMAL", "FULL")
+#: Seconds a write waits for another connection's write lock (while the store is writable).
+DEFAULT_BUSY_TIMEOUT = 1.0
 _U64 = 2**64
 _I64_MAX = 2**63 - 1
 
@@ -171,8 +181,9 @@ class SQLiteStore(Store):
     *path* is a file path (created if missing; ``":memory:"`` gives a
     private in-memory database, not durable and not in WAL mode).
     *synchronous* is ``"NORMAL"`` (survives a process crash) or ``"FULL"``
-    (survives power loss); *timeout* is how long to wait, in seconds, for
-    another process holding the write lock.
+    (survives power loss); *timeout* is how long a write waits, in seconds,
+    for another connection holding the write lock (default 1 s; 0 while the
+    store is unwritable, see the module doc).
     """
 
     def __init__(
@@ -181,7 +192,7 @@ class SQLiteStore(Store):
         *,
         max_messages: int = DEFAULT_MAX_MESSAGES,
         synchronous: str = "NORMAL",
-        timeout: float = 5.0,
+        timeout: float = DEFAULT_BUSY_TIMEOUT,
     ) -> None:
         super().__init__(max_messages=max_messages)
         if not isinstance(path, (str, os.PathLike)):
@@ -200,6 +211,7 @@ class SQLiteStore(Store):
             )
         self.path = path
         self.synchronous = synchronous
+        self._busy_ms = int(timeout * 1000)
         if path != ":memory:":
             _create_private(path)
         try:
@@ -257,23 +269,55 @@ class SQLiteStore(Store):
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: commit on success, roll back on any error."""
+        """One write transaction: commit on success, roll back on any error.
+
+        An error that says the file cannot be written now (locked past the
+        busy timeout, I/O error, disk full, read-only, corrupt) marks the
+        store unwritable and raises :class:`StoreUnavailable`; while it is
+        unwritable the busy timeout is 0 (a write tries the lock once), and
+        the first commit that works restores it and marks the store writable.
+        """
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"SQLite store {self.path!r} is busy or unwritable: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise self._write_failed(exc) from exc
         try:
             yield db
             db.execute("COMMIT")
         except sqlite3.Error as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+            self._rollback()
+            raise self._write_failed(exc) from exc
         except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
+            self._rollback()
             raise
+        if not self._health.writable:
+            self._db.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+            self._writable()
+
+    def _rollback(self) -> None:
+        db = self._db
+        if db.in_transaction:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:  # an I/O error may fail the rollback too; SQLite rolls back on close
+                pass
+
+    def _write_failed(self, exc: sqlite3.Error) -> StoreError:
+        """The error to raise for a failed write: :class:`StoreUnavailable` for an outage."""
+        if not isinstance(exc, sqlite3.OperationalError) and type(exc) is not sqlite3.DatabaseError:
+            return StoreError(f"SQLite store {self.path!r}: {exc}")  # a bug (IntegrityError, ...), not an outage
+        if self._health.writable:
+            try:
+                self._db.execute("PRAGMA busy_timeout=0")
+            except sqlite3.Error:
+                pass
+        return self._unwritable(str(exc))
+
+    def _probe(self) -> None:
+        # Rewriting the schema version is a real write (one page into the WAL) that changes nothing.
+        with self._write() as db:
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     # -- messages --
 
@@ -429,19 +473,29 @@ class SQLiteStore(Store):
 
     _revocations_ready = False
 
-    def _revocations_table(self) -> None:
+    def _revocations_table(self, *, create: bool) -> bool:
+        """Whether the table exists; with *create*, make it first if it does not.
+
+        Looked up with a read first: HELLO reads revocations, and must not need
+        a write (which fails while the store is unwritable) once the table exists.
+        """
         if not self._revocations_ready:
-            with self._write() as db:
-                db.execute(_REVOCATIONS_SCHEMA)
+            if self._db.execute(_REVOCATIONS_EXIST).fetchone() is None:
+                if not create:
+                    return False
+                with self._write() as db:
+                    db.execute(_REVOCATIONS_SCHEMA)
             self._revocations_ready = True
+        return True
 
     def _set_revoked_before(self, device_id: str, ts: float) -> None:
-        self._revocations_table()
+        self._revocations_table(create=True)
         with self._write() as db:
             db.execute(_SET_REVOKED, (device_id, ts))
 
     def _revoked_before(self, device_id: str) -> float | None:
-        self._revocations_table()
+        if not self._revocations_table(create=False):
+            return None  # no revocation was ever recorded in this file
         row = self._db.execute(_REVOKED, (device_id,)).fetchone()
         return None if row is None else float(row[0])
 
@@ -454,3 +508,4 @@ _SET_REVOKED = (
     "ON CONFLICT (device) DO UPDATE SET before = ?2"
 )
 _REVOKED = "SELECT before FROM revocations WHERE device = ?"
+_REVOCATIONS_EXIST = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'revocations'"

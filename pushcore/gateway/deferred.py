@@ -1,0 +1,86 @@
+"""Device-session writes the store could not make during an outage, kept to make later.
+
+While the store cannot write (:class:`pushcore.store.StoreUnavailable`) a
+device may still connect and read its backlog, but two writes of its session
+fail: the ACK that HELLO's ``last_seq`` stands for (and its ACK frames), and,
+for a store that lost the device's counter, raising that counter to the
+claim. :class:`DeferredWrites` keeps them, per device, until the store heals:
+
+* **acks** are cumulative, so one seq per device (the highest) is kept. Losing
+  one is harmless: the messages stay stored until the device's next ACK or
+  HELLO acks them again (it dedupes by seq), so past ``max_devices`` devices
+  new ones are dropped and counted, never the connection.
+* **advances** are not optional: a message appended before the counter is
+  raised would get a seq the device already has and be dropped as a
+  duplicate. So :meth:`flush` makes the advances first and :class:`Delivery`
+  flushes before any append; a device whose advance cannot be kept (the
+  table is full) is refused at HELLO, to come back later.
+
+Everything runs on the server's loop thread.
+"""
+from __future__ import annotations
+
+from itertools import islice
+
+from ..store import Store
+
+__all__ = ["DeferredWrites", "DEFAULT_MAX_DEFERRED", "FLUSH_ACKS"]
+
+DEFAULT_MAX_DEFERRED = 100_000  # devices with a kept write (about 100 bytes each)
+FLUSH_ACKS = 1000  # kept acks made per transaction (per loop turn) once the store heals
+
+
+class DeferredWrites:
+    """Acks and counter advances to apply once the store can write (see the module doc)."""
+
+    __slots__ = ("acks", "advances", "max_devices", "dropped")
+
+    def __init__(self, max_devices: int = DEFAULT_MAX_DEFERRED) -> None:
+        self.acks: dict[str, int] = {}  # device id -> highest seq acked
+        self.advances: dict[str, int] = {}  # device id -> seq its counter must reach
+        self.max_devices = max_devices
+        self.dropped = 0  # acks not kept because the table was full
+
+    def __bool__(self) -> bool:
+        return bool(self.acks or self.advances)
+
+    def __len__(self) -> int:
+        return len(self.acks) + len(self.advances)
+
+    def ack(self, device_id: str, seq: int) -> None:
+        """Keep a cumulative ack (the highest seq per device wins)."""
+        acks = self.acks
+        if seq > acks.get(device_id, 0):
+            if device_id not in acks and len(acks) >= self.max_devices:
+                self.dropped += 1  # harmless: the next ACK or HELLO of the device acks it again
+                return
+            acks[device_id] = seq
+
+    def advance(self, device_id: str, seq: int) -> bool:
+        """Keep a counter advance; False when it cannot be kept (refuse the device for now)."""
+        advances = self.advances
+        if device_id not in advances and len(advances) >= self.max_devices:
+            return False
+        advances[device_id] = max(seq, advances.get(device_id, 0))
+        return True
+
+    def flush(self, store: Store, max_acks: int = FLUSH_ACKS) -> bool:
+        """Make the kept writes, advances first, then at most *max_acks* acks; True when acks remain.
+
+        The acks go in one transaction per call, so a long outage's acks do
+        not pause the loop in one go: the server calls again on its next turn.
+        Raises ``StoreUnavailable`` (keeping what was not made) while the store
+        still cannot write.
+        """
+        advances = self.advances
+        while advances:
+            device_id, seq = next(iter(advances.items()))
+            store.advance_seq(device_id, seq)
+            del advances[device_id]
+        acks = self.acks
+        if acks:
+            batch = list(islice(acks.items(), max_acks))
+            store.ack_many(batch)  # one transaction
+            for device_id, _seq in batch:
+                del acks[device_id]
+        return bool(acks)

@@ -1,0 +1,38 @@
+"""DeferredWrites: the acks and counter raises kept while the store cannot write."""
+from __future__ import annotations
+
+from pushcore.gateway.deferred import DeferredWrites
+from pushcore.store import MemoryStore
+
+
+def test_acks_keep_the_highest_seq_and_flush_in_bounded_batches():
+    store = MemoryStore()
+    for device in ("a", "b", "c", "d", "e"):
+        for i in range(3):
+            store.append(device, message_id=i, payload=b"x", priority=1)
+    kept = DeferredWrites()
+    for device in ("a", "b", "c", "d", "e"):
+        kept.ack(device, 2)
+    kept.ack("a", 3)
+    kept.ack("a", 1)  # lower: the cumulative ack of 3 stays
+    assert kept.acks["a"] == 3 and len(kept) == 5
+    assert kept.flush(store, max_acks=2) is True
+    assert kept.flush(store, max_acks=2) is True
+    assert kept.flush(store, max_acks=2) is False
+    assert not kept
+    assert store.backlog("a") == 0
+    assert [store.backlog(d) for d in "bcde"] == [1, 1, 1, 1]
+
+
+def test_advances_come_first_and_a_full_table_refuses_only_advances():
+    store = MemoryStore()
+    kept = DeferredWrites(max_devices=1)
+    assert kept.advance("a", 7)
+    assert not kept.advance("b", 9)  # full: the caller refuses that device's HELLO
+    assert kept.advance("a", 5)  # the same device: kept, the higher claim wins
+    kept.ack("a", 7)
+    kept.ack("b", 3)  # full: dropped and counted (a lost ack is only a redelivery)
+    assert kept.dropped == 1
+    assert kept.flush(store) is False
+    assert store.last_seq("a") == 7
+    assert store.append("a", message_id=1, payload=b"x", priority=1).seq == 8
