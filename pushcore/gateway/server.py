@@ -36,7 +36,7 @@ from ..store import PRIORITY_HIGH, PRIORITY_LOW, Store, open_store
 from ..store.base import MAX_SEQ, NewMessage, StoredMessage, check_device_id, check_message, check_topic
 from ..tokens import AuthError, TokenSigner
 from ..wire import MAX_DEVICE_ID_BYTES, topic_problem
-from .delivery import DEFAULT_INLINE_MAX, DEFAULT_PAGE_MAX, Delivery, MessageIds
+from .delivery import DEFAULT_INLINE_MAX, DEFAULT_PAGE_BYTES, DEFAULT_PAGE_MAX, Delivery, MessageIds
 from .results import BatchResult, FanOut
 
 if TYPE_CHECKING:
@@ -234,10 +234,13 @@ class Server:
         (256 MiB: past it the largest queues are closed ``SLOW_CONSUMER``),
         accepted connections a second loop-wide (20,000) and per source
         address (200; loopback not counted). ``None`` keeps the loop's value.
-    inline_max, page_max
+    inline_max, page_max, page_bytes
         backlog up to *inline_max* messages is pushed right after WELCOME;
         a larger one is announced with NOTIFY and fetched in pages of at most
-        *page_max*.
+        *page_max* messages. Both the inline backlog and each page hold at
+        most *page_bytes* of encoded frames (default 1 MiB, always at least
+        one message; keep it well under the loop's 4 MiB slow-consumer cap):
+        the next page goes when the device FETCHes again.
     loop
         a ``pushcore._loop.Loop`` to run on (default: a new one). Clients may
         share it (tests, simulators); another Server may not.
@@ -268,6 +271,7 @@ class Server:
         source_connect_burst: float | None = None,
         inline_max: int = DEFAULT_INLINE_MAX,
         page_max: int = DEFAULT_PAGE_MAX,
+        page_bytes: int = DEFAULT_PAGE_BYTES,
         versions: Iterable[int] = SUPPORTED_VERSIONS,
         reuse_port: bool = False,
         backlog: int = 1024,
@@ -325,6 +329,9 @@ class Server:
             self._owns_store = True
         self._inline_max = inline_max
         self._page_max = page_max
+        if not isinstance(page_bytes, int) or isinstance(page_bytes, bool) or page_bytes < 1:
+            raise ValueError(f"page_bytes must be an int >= 1, got {page_bytes!r}")
+        self._page_bytes = page_bytes
         self._message_ids = MessageIds(node_id)
         self._loop = loop
         self._owns_loop = loop is None
@@ -399,6 +406,7 @@ class Server:
             loop,
             inline_max=self._inline_max,
             page_max=self._page_max,
+            page_bytes=self._page_bytes,
             message_ids=self._message_ids,
         )
         self._listener = loop.listen(
@@ -880,10 +888,11 @@ class Server:
         self._live_delivery().awake(batch)
 
     def _on_pause(self, batch: list[int]) -> None:
-        pass  # the loop stops reading a paused connection; nothing to do at this level
+        # The loop stops reading a paused connection; new messages wait in the store.
+        self._live_delivery().hold(batch)
 
     def _on_resume(self, batch: list[int]) -> None:
-        pass
+        self._live_delivery().release(batch)
 
     def _on_frames(self, batch: list[tuple[int, Frame]]) -> None:
         delivery = self._live_delivery()
