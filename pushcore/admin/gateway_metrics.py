@@ -233,14 +233,17 @@ class GatewayMetrics:
         ).add(1 if store.health().writable else 0)
         try:
             stats = store.stats()
+            # Unexpired only, as the admin API's backlog counts: expired messages
+            # wait for the background purge but are never sent.
+            messages, devices = store.backlog_sizes()
         except Exception:
             return [writable]
         out = [
             writable,
             MetricFamily("pushcore_store_messages", "gauge",
-                         "Messages stored, waiting for an ack (the backlog).").add(stats.messages),
+                         "Unexpired messages stored, waiting for an ack (the backlog).").add(messages),
             MetricFamily("pushcore_store_devices_with_backlog", "gauge",
-                         "Devices with at least one stored message.").add(stats.devices),
+                         "Devices with at least one unexpired stored message.").add(devices),
             MetricFamily("pushcore_store_dropped_by_cap_total", "counter",
                          "Oldest messages dropped to respect the per-device cap.").add(stats.dropped_by_cap),
             MetricFamily("pushcore_store_collapsed_total", "counter",

@@ -52,6 +52,20 @@ the store before the device ACKs it.
   whether more is waiting (NOTIFY above what the device has) or not (NOTIFY
   of the last seq sent, the "you have it all" mark), after which pushes
   stream again.
+* **Pages are bounded by bytes as well as count**: an inline catch-up and a
+  FETCH answer each hold at most ``page_bytes`` of encoded PUSH frames
+  (default 1 MiB, well under the loop's 4 MiB slow-consumer cap), and
+  always at least one message, so a backlog of any size drains at the
+  device's pace: the next page goes only when the device FETCHes again.
+  An inline catch-up that would pass the budget is announced with NOTIFY
+  instead, like one over ``inline_max``.
+* **A connection whose output is over the loop's high watermark is held**
+  (:meth:`Delivery.hold`, from the loop's ``on_pause``): new messages are
+  only stored until its queue drains (:meth:`Delivery.release`, from
+  ``on_resume``), which catches it up from its sent seq like a wake-up
+  (inline, or NOTIFY when much waits). So live pushes to a device that
+  reads slowly wait in the store instead of growing its queue to the cap,
+  and they never pass what is queued before them.
 * **HELLO's last seq** counts as an ACK (the device says it has everything
   up to it), and raises the device's counter in the store if the store has
   forgotten it (a memory store after a restart), so new messages are not
@@ -78,7 +92,8 @@ Memory per connection (the idle budget is 300 bytes in the server process,
 the loop's C struct included): one dict entry device id → cid and one entry
 cid → device id (the same int and str objects), and the sent seq in C —
 about 100 bytes plus the device id. Connections catching up a large backlog
-are also in a set while they fetch.
+are also in a set while they fetch, and connections over the high
+watermark in another.
 """
 from __future__ import annotations
 
@@ -89,15 +104,33 @@ from typing import Any, Protocol, cast
 
 from ..codec import frames as _frames
 from ..store import PRIORITY_HIGH, NewMessage, SeqExhausted, Store, StoredMessage, StoreUnavailable
+from ..wire import MAX_COLLAPSE_KEY_BYTES, MAX_PAYLOAD_BYTES, MAX_TOPIC_BYTES
 from .deferred import DeferredWrites
 from .results import FanOut
 
-__all__ = ["Delivery", "MessageIds", "DEFAULT_INLINE_MAX", "DEFAULT_PAGE_MAX"]
+__all__ = ["Delivery", "MessageIds", "DEFAULT_INLINE_MAX", "DEFAULT_PAGE_MAX", "DEFAULT_PAGE_BYTES",
+           "push_frame_bytes"]
 
 DEFAULT_INLINE_MAX = 16  # waiting messages pushed inline on HELLO / wake-up; more -> NOTIFY
 DEFAULT_PAGE_MAX = 256  # most messages answered to one FETCH
+DEFAULT_PAGE_BYTES = 1 << 20  # most encoded PUSH bytes in one page (inline or FETCH answer)
+
+# Most bytes a PUSH frame spends beyond its payload, topic and collapse key:
+# header 1, body length <= 5, seq <= 10, message id 8, expiry 4, two text lengths <= 2 each.
+_PUSH_OVERHEAD = 32
+# A page of this many messages can never pass the budget (largest payload, topic and key).
+_LARGEST_PUSH = MAX_PAYLOAD_BYTES + MAX_TOPIC_BYTES + MAX_COLLAPSE_KEY_BYTES * 4 + _PUSH_OVERHEAD
+_READ_CHUNK = 64  # messages read from the store at a time while filling a page
 
 _encode_push = _frames.encode_push
+
+
+def push_frame_bytes(message: StoredMessage) -> int:
+    """An upper bound of the bytes *message*'s PUSH frame takes on the wire (at most 32 over its fields)."""
+    size = len(message.payload) + len(message.topic) + _PUSH_OVERHEAD
+    if message.collapse_key:
+        size += len(message.collapse_key.encode())
+    return size
 
 
 def _encode_notify(latest_seq: int) -> bytes:
@@ -171,23 +204,30 @@ class Delivery:
         *,
         inline_max: int = DEFAULT_INLINE_MAX,
         page_max: int = DEFAULT_PAGE_MAX,
+        page_bytes: int = DEFAULT_PAGE_BYTES,
         message_ids: MessageIds | None = None,
     ) -> None:
         if inline_max < 0:
             raise ValueError(f"inline_max must be >= 0, got {inline_max}")
         if page_max < 1:
             raise ValueError(f"page_max must be >= 1, got {page_max}")
+        if not isinstance(page_bytes, int) or isinstance(page_bytes, bool) or page_bytes < 1:
+            raise ValueError(f"page_bytes must be an int >= 1, got {page_bytes!r}")
         self.store = store
         #: False while the server is not listening: messages are only stored.
         self.has_transport = transport is not None
         self.transport: Transport = transport if transport is not None else _NoTransport()  # type: ignore[assignment]  # a stand-in that refuses every call
         self.inline_max = inline_max
         self.page_max = page_max
+        self.page_bytes = page_bytes
+        # Up to this many messages of any size fit the byte budget: no need to add up sizes.
+        self._fits_any = page_bytes // _LARGEST_PUSH
         self.message_ids = message_ids or MessageIds()
         self.routes: dict[str, int] = {}  # device id -> cid of its authenticated connection
         # The reverse (cid -> device id) is the loop's per-connection label, kept in
         # the C connection table: no Python table per connection mirrors it.
         self.fetching: set[int] = set()  # cids catching up a large backlog through FETCH
+        self.held: set[int] = set()  # cids whose output is over the high watermark (on_pause)
         #: acks and counter advances an unwritable store refused, made when it heals
         self.deferred = DeferredWrites()
 
@@ -240,6 +280,7 @@ class Delivery:
         if old is not None and old != cid:
             self.transport.set_label(old, None)
             self.fetching.discard(old)
+            self.held.discard(old)
         else:
             old = None
         self.routes[device_id] = cid
@@ -260,6 +301,7 @@ class Delivery:
             return None
         self.transport.set_label(cid, None)
         self.fetching.discard(cid)
+        self.held.discard(cid)
         del self.routes[device_id]
         return device_id
 
@@ -273,20 +315,52 @@ class Delivery:
                              m.collapse_key, m.topic):
                 break  # closing or gone (e.g. over the write cap): the rest would not go either
 
+    def _page(
+        self, device_id: str, after_seq: int, max_count: int, upto: int | None = None
+    ) -> tuple[list[StoredMessage], bool]:
+        """The stored messages after *after_seq* (up to seq *upto*) that fit one page, and whether more wait.
+
+        A page holds at most *max_count* messages and ``page_bytes`` of
+        encoded PUSH frames, but always at least one message. The store is
+        read in chunks, so a page of a few large messages does not read
+        hundreds of them.
+        """
+        store = self.store
+        budget = self.page_bytes
+        page: list[StoredMessage] = []
+        size = 0
+        want = max_count + 1  # one more than fits: tells whether more wait
+        count = min(want, _READ_CHUNK)
+        while True:
+            chunk = store.range(device_id, after_seq, count)
+            for m in chunk:
+                if upto is not None and m.seq > upto:
+                    return page, False
+                if len(page) == max_count:
+                    return page, True
+                size += push_frame_bytes(m)
+                if page and size > budget:
+                    return page, True
+                page.append(m)
+            if len(chunk) < count:
+                return page, False  # the store has no more
+            after_seq = chunk[-1].seq
+            # Read about what the rest of the budget holds at the sizes seen so far (one over).
+            fits = (budget - size) * len(page) // size + 2
+            count = max(1, min(want - len(page), fits))
+
     def _catch_up(self, cid: int, device_id: str, after_seq: int, upto: int | None = None) -> None:
-        """Send every waiting message after *after_seq* (up to seq *upto*), or NOTIFY when there are many."""
-        inline_max = self.inline_max
-        messages = self.store.range(device_id, after_seq, inline_max + 1)
-        if upto is not None and messages and messages[-1].seq > upto:
-            # Ascending seqs: whatever is <= upto is all in this page.
-            messages = [m for m in messages if m.seq <= upto]
-        if not messages:
-            return
-        if len(messages) > inline_max:
+        """Send every waiting message after *after_seq* (up to seq *upto*), or NOTIFY when there are many.
+
+        "Many" is more than ``inline_max`` messages or more than one page of bytes.
+        """
+        messages, more = self._page(device_id, after_seq, self.inline_max, upto)
+        if more:
             self.fetching.add(cid)
             self.transport.send(cid, _encode_notify(self.store.last_seq(device_id)))
             return
-        self._send_messages(cid, messages)
+        if messages:
+            self._send_messages(cid, messages)
 
     def _offer(self, cid: int, device_id: str, fresh: Sequence[StoredMessage]) -> None:
         """Freshly stored messages of online *device_id* (on *cid*, not fetching), ascending seq.
@@ -314,15 +388,22 @@ class Delivery:
                 self._catch_up(cid, device_id, sent)
             return
         going = fresh[: last_high + 1]
-        if sent == first.seq - 1 and self._all_still_stored(fresh):
+        if sent == first.seq - 1 and self._all_still_stored(fresh) and self._fits(going):
             # Nothing waits before them: encode from what append returned, no store read.
             self._send_messages(cid, going)
         else:
-            # Something waits before them, or the batch collapsed its own messages:
-            # read the store so only what is still stored goes out, in order.
+            # Something waits before them, the batch collapsed its own messages, or
+            # they pass a page: read the store so only what is still stored goes
+            # out, in order, at most a page (NOTIFY for the rest).
             self._catch_up(cid, device_id, sent, going[-1].seq)
         if last_high < len(fresh) - 1:
             transport.watch_activity(cid)
+
+    def _fits(self, messages: Sequence[StoredMessage]) -> bool:
+        """True when *messages* fit one page of bytes (a short list of any size always does)."""
+        if len(messages) <= self._fits_any:
+            return True
+        return sum(map(push_frame_bytes, messages)) <= self.page_bytes
 
     def _all_still_stored(self, fresh: Sequence[StoredMessage]) -> bool:
         """False when one store call may have removed some of its own *fresh* messages.
@@ -345,10 +426,11 @@ class Delivery:
         if not routes:
             return
         fetching = self.fetching
+        held = self.held
         if len(stored) == 1:
             device_id = device_ids[0]
             cid = routes.get(device_id)
-            if cid is not None and cid not in fetching:
+            if cid is not None and cid not in fetching and cid not in held:
                 self._offer(cid, device_id, stored)
             return
         per_device: dict[str, list[StoredMessage]] = {}
@@ -361,7 +443,7 @@ class Delivery:
                     fresh.append(message)
         for device_id, fresh in per_device.items():
             cid = routes[device_id]
-            if cid not in fetching:
+            if cid not in fetching and cid not in held:
                 self._offer(cid, device_id, fresh)
 
     def push_batch(self, messages: list[NewMessage]) -> list[StoredMessage | SeqExhausted]:
@@ -511,15 +593,35 @@ class Delivery:
         """These connections showed activity: send the low priority messages waiting for them."""
         device_of = self.transport.label
         fetching = self.fetching
+        held = self.held
         store = self.store
         sent_seq = self.transport.sent_seq
         for cid in cids:
             device_id = device_of(cid)
-            if device_id is None or cid in fetching:
+            if device_id is None or cid in fetching or cid in held:
                 continue
             sent = sent_seq(cid)
             if store.last_seq(device_id) > sent:
                 self._catch_up(cid, device_id, sent)
+
+    def hold(self, cids: Iterable[int]) -> None:
+        """These connections' output went over the high watermark: only store their new messages."""
+        device_of = self.transport.label
+        for cid in cids:
+            if device_of(cid) is not None:
+                self.held.add(cid)
+
+    def release(self, cids: Iterable[int]) -> None:
+        """These connections' output drained to the low watermark: send what waits (inline, or NOTIFY).
+
+        A connection fetching a backlog gets nothing here: its next FETCH asks.
+        """
+        held = self.held
+        released = [cid for cid in cids if cid in held]
+        for cid in released:
+            held.discard(cid)
+        if released:
+            self.awake(released)
 
     def ack(self, acks: dict[int, int]) -> None:
         """Cumulative ACKs of one loop turn, ``{cid: highest seq acked}``: trim the store.
@@ -558,7 +660,10 @@ class Delivery:
         return self.deferred.flush(self.store)
 
     def fetch(self, cid: int, after_seq: int, max_count: int) -> None:
-        """Answer FETCH: up to *max_count* (at most ``page_max``) messages after *after_seq*, then NOTIFY.
+        """Answer FETCH: one page after *after_seq*, then NOTIFY.
+
+        A page is up to *max_count* messages (at most ``page_max``) and at
+        most ``page_bytes`` of frames (always at least one message).
 
         The closing NOTIFY carries the store's latest seq when more is
         waiting, else the last seq this answer covers (the device then has
@@ -579,11 +684,7 @@ class Delivery:
                 self.fetching.discard(cid)
             self.transport.send(cid, _encode_notify(max(latest, after_seq)))
             return
-        limit = min(max_count, self.page_max)
-        messages = store.range(device_id, after_seq, limit + 1)
-        more = len(messages) > limit
-        if more:
-            del messages[limit:]
+        messages, more = self._page(device_id, after_seq, min(max_count, self.page_max))
         transport = self.transport
         if messages:
             self._send_messages(cid, messages)  # the sent seq only goes up (a re-fetch of older ones)

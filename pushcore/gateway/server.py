@@ -36,7 +36,8 @@ from ..store import PRIORITY_HIGH, PRIORITY_LOW, Store, StoreError, StoreUnavail
 from ..store.base import MAX_SEQ, NewMessage, StoredMessage, check_device_id, check_message, check_topic
 from ..tokens import AuthError, TokenSigner
 from ..wire import MAX_DEVICE_ID_BYTES, topic_problem
-from .delivery import DEFAULT_INLINE_MAX, DEFAULT_PAGE_MAX, Delivery, MessageIds
+from .delivery import DEFAULT_INLINE_MAX, DEFAULT_PAGE_BYTES, DEFAULT_PAGE_MAX, Delivery, MessageIds
+from .purge import DEFAULT_PURGE_BATCH, DEFAULT_PURGE_INTERVAL, Purger, check_purge_options
 from .results import BatchResult, FanOut
 
 if TYPE_CHECKING:
@@ -162,7 +163,9 @@ def _claim_problem(last_seq: int, counter: int) -> str | None:
 
     docs/PROTOCOL.md "last_seq": a claim up to the counter is an ACK. A claim
     above it can only be true when the store lost the counter (the memory
-    store after a restart, a new or deleted database): the store then has no
+    store after a restart, a new or deleted database, a record dropped by
+    the background purge, whose seq floor keeps new seqs above the claim
+    anyway: :mod:`pushcore.gateway.purge`): the store then has no
     counter for the device (0), and attach() raises it to the claim so new
     messages get seqs the device has not seen. Anything else is refused: a
     counter above 0 is the store's truth, and a claim past
@@ -234,10 +237,20 @@ class Server:
         (256 MiB: past it the largest queues are closed ``SLOW_CONSUMER``),
         accepted connections a second loop-wide (20,000) and per source
         address (200; loopback not counted). ``None`` keeps the loop's value.
-    inline_max, page_max
+    inline_max, page_max, page_bytes
         backlog up to *inline_max* messages is pushed right after WELCOME;
         a larger one is announced with NOTIFY and fetched in pages of at most
-        *page_max*.
+        *page_max* messages. Both the inline backlog and each page hold at
+        most *page_bytes* of encoded frames (default 1 MiB, always at least
+        one message; keep it well under the loop's 4 MiB slow-consumer cap):
+        the next page goes when the device FETCHes again.
+    purge_interval, purge_batch
+        the background purge on the loop (:mod:`pushcore.gateway.purge`):
+        every *purge_interval* seconds (default 60) it deletes expired
+        messages and then the records of devices holding nothing, at most
+        *purge_batch* (500) rows per step, with the next step a few
+        milliseconds later while steps find full batches, so the loop never
+        stops for long.
     loop
         a ``pushcore._loop.Loop`` to run on (default: a new one). Clients may
         share it (tests, simulators); another Server may not.
@@ -272,6 +285,9 @@ class Server:
         source_connect_burst: float | None = None,
         inline_max: int = DEFAULT_INLINE_MAX,
         page_max: int = DEFAULT_PAGE_MAX,
+        page_bytes: int = DEFAULT_PAGE_BYTES,
+        purge_interval: float = DEFAULT_PURGE_INTERVAL,
+        purge_batch: int = DEFAULT_PURGE_BATCH,
         versions: Iterable[int] = SUPPORTED_VERSIONS,
         reuse_port: bool = False,
         backlog: int = 1024,
@@ -329,6 +345,12 @@ class Server:
             self._owns_store = True
         self._inline_max = inline_max
         self._page_max = page_max
+        if not isinstance(page_bytes, int) or isinstance(page_bytes, bool) or page_bytes < 1:
+            raise ValueError(f"page_bytes must be an int >= 1, got {page_bytes!r}")
+        self._page_bytes = page_bytes
+        check_purge_options(purge_interval, purge_batch)
+        self._purge = (float(purge_interval), purge_batch)
+        self._purger: Purger | None = None
         self._message_ids = MessageIds(node_id)
         self._loop = loop
         self._owns_loop = loop is None
@@ -413,8 +435,11 @@ class Server:
             loop,
             inline_max=self._inline_max,
             page_max=self._page_max,
+            page_bytes=self._page_bytes,
             message_ids=self._message_ids,
         )
+        self._purger = Purger(self.store, loop, interval=self._purge[0], batch=self._purge[1])
+        self._purger.start()
         self._listener = loop.listen(
             self._host,
             self._port,
@@ -582,6 +607,8 @@ class Server:
         self._thread_id = None
         if self._dispatch is not None:
             self._dispatch.set_server(None)
+        if self._purger is not None:
+            self._purger.stop()
         if self._owns_loop and self._loop is not None:
             self._loop.close()
         if self._owns_store:
@@ -663,7 +690,7 @@ class Server:
             # Not listening yet: messages are only stored (nobody is connected).
             self._delivery = Delivery(
                 self.store, None, inline_max=self._inline_max, page_max=self._page_max,
-                message_ids=self._message_ids,
+                page_bytes=self._page_bytes, message_ids=self._message_ids,
             )
         return self._delivery
 
@@ -925,10 +952,11 @@ class Server:
         self._live_delivery().awake(batch)
 
     def _on_pause(self, batch: list[int]) -> None:
-        pass  # the loop stops reading a paused connection; nothing to do at this level
+        # The loop stops reading a paused connection; new messages wait in the store.
+        self._live_delivery().hold(batch)
 
     def _on_resume(self, batch: list[int]) -> None:
-        pass
+        self._live_delivery().release(batch)
 
     def _on_frames(self, batch: list[tuple[int, Frame]]) -> None:
         delivery = self._live_delivery()

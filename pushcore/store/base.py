@@ -16,6 +16,11 @@ this holds across restarts). :meth:`Store.advance_seq` raises it, e.g. when
 a device reconnects claiming a seq the store no longer knows (a memory store
 after a restart) so new messages are not taken for duplicates.
 
+A device's counter lives in its record; :meth:`Store.drop_empty_devices`
+drops the records of devices with nothing stored and keeps one number in
+their place, the *seq floor* (the highest counter dropped): a device without
+a record gets its next seq above it, so no seq it may hold is handed out again.
+
 **Acknowledgement.** :meth:`Store.ack` is cumulative: it removes every stored
 message of the device with ``seq <= ack``. Acks are idempotent (acking the
 same or a lower seq again removes nothing), and an ack beyond
@@ -63,7 +68,8 @@ anything waits.
 * FETCH ``(after_seq, max_count)``: push ``range(device, after_seq, max_count)``
   (cap *max_count* at a server page size);
 * ACK ``seq``: ``ack(device, seq)``; SUBSCRIBE / UNSUBSCRIBE: ``subscribe`` /
-  ``unsubscribe``; a periodic ``purge_expired()``.
+  ``unsubscribe``; a periodic ``purge_expired(limit=...)`` and
+  ``drop_empty_devices(limit=...)`` in short steps (the server's background purge).
 
 **Counters** in :meth:`Store.stats` (``dropped_by_cap``, ``collapsed``,
 ``expired``) count since this store object was opened (process-lifetime
@@ -684,14 +690,58 @@ class Store(abc.ABC):
             self._check_open()
             return self._backlog(device_id, min(after_seq, MAX_SEQ), now)
 
-    def purge_expired(self, now: float | None = None) -> int:
-        """Delete every expired message of every device; return how many."""
+    def purge_expired(self, now: float | None = None, *, limit: int | None = None) -> int:
+        """Delete expired messages of every device, at most *limit* (None: all); return how many.
+
+        With a *limit* it is one short step of a background purge
+        (:class:`pushcore.Server` runs one on its loop): call again while it
+        returns *limit*. Messages go in order of expiry.
+        """
+        now = resolve_now(now)
+        if limit is not None:
+            limit = check_limit(limit)
+        with self._lock:
+            self._check_open()
+            removed = self._purge_expired(now, limit)
+            self._expired += removed
+            return removed
+
+    def drop_empty_devices(self, limit: int | None = None) -> tuple[int, bool]:
+        """Drop the records of devices that hold no stored message, at most *limit*; ``(dropped, more)``.
+
+        A device's record is its seq counter (its subscriptions and
+        revocation are kept apart and stay). Dropping it keeps exactly-once
+        through the **seq floor**: the store keeps the highest counter of any
+        record it dropped, and a device without a record gets its next seq
+        above the floor. So a device that still holds its old last seq
+        never takes a new message for one it has seen, and its HELLO claim
+        (an ACK up to it) never removes a message it has not seen; a claim
+        with no counter raises the counter as before (:meth:`advance_seq`).
+        The price is a gap in the device's seqs, which the protocol allows.
+        :meth:`last_seq` of a dropped device is 0 ("no counter").
+
+        *more* is True when a later call may find more to drop (the work per
+        call is bounded: a step of a background sweep).
+        """
+        if limit is not None:
+            limit = check_limit(limit)
+        with self._lock:
+            self._check_open()
+            return self._drop_empty_devices(limit)
+
+    def backlog_sizes(self, now: float | None = None) -> tuple[int, int]:
+        """``(unexpired stored messages, devices with at least one)``: what waits, purged or not.
+
+        :meth:`stats` counts what is stored, expired messages included until
+        they are purged; this counts what a device would still be sent, so
+        it agrees with :meth:`backlog` and :meth:`devices_with_backlog`. Its
+        cost grows with the expired messages not yet purged, not with the
+        store's size.
+        """
         now = resolve_now(now)
         with self._lock:
             self._check_open()
-            removed = self._purge_expired(now)
-            self._expired += removed
-            return removed
+            return self._backlog_sizes(now)
 
     def devices_with_backlog(self, now: float | None = None) -> list[str]:
         """Sorted ids of the devices with at least one unexpired stored message."""
@@ -786,7 +836,16 @@ class Store(abc.ABC):
     def _backlog(self, device_id: str, after_seq: int, now: float) -> int: ...
 
     @abc.abstractmethod
-    def _purge_expired(self, now: float) -> int: ...
+    def _purge_expired(self, now: float, limit: int | None) -> int: ...
+
+    def _drop_empty_devices(self, limit: int | None) -> tuple[int, bool]:
+        """Backends that keep a seq floor override this; the default keeps every record."""
+        return 0, False
+
+    def _backlog_sizes(self, now: float) -> tuple[int, int]:
+        """Backends override this with a cheaper count; the default reads every device's backlog."""
+        devices = self._devices_with_backlog(now)
+        return sum(self._backlog(d, 0, now) for d in devices), len(devices)
 
     @abc.abstractmethod
     def _devices_with_backlog(self, now: float) -> list[str]: ...

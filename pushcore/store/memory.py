@@ -60,6 +60,8 @@ class MemoryStore(Store):
         self._heap_limit = _MIN_HEAP_LIMIT
         self._topic_members: dict[str, set[str]] = {}
         self._device_topics: dict[str, set[str]] = {}
+        self._floor = 0  # the seq floor: highest counter of a dropped device (Store.drop_empty_devices)
+        self._empty: set[str] = set()  # devices that may hold nothing: drop_empty_devices checks these
 
     def __repr__(self) -> str:
         return f"MemoryStore(max_messages={self.max_messages})"
@@ -74,6 +76,7 @@ class MemoryStore(Store):
             box = devices.get(device_id)
             if box is None:
                 box = devices[device_id] = _Device()
+                box.last_seq = self._floor
             planned[device_id] = planned.get(device_id, 0) + 1
             if box.last_seq > MAX_SEQ - planned[device_id]:
                 raise SeqExhausted(device_id)
@@ -168,6 +171,8 @@ class MemoryStore(Store):
         for s in box.seqs[:cut]:
             box.remove(s)
         del box.seqs[:cut]
+        if cut and not box.seqs:
+            self._empty.add(device_id)
         return cut
 
     def _last_seq(self, device_id: str) -> int:
@@ -180,6 +185,7 @@ class MemoryStore(Store):
             if seq == 0:
                 return 0
             box = self._devices[device_id] = _Device()
+            self._empty.add(device_id)
         if seq > box.last_seq:
             box.last_seq = seq
         return box.last_seq
@@ -195,21 +201,63 @@ class MemoryStore(Store):
             if not messages[seqs[i]].expired(now)
         )
 
-    def _purge_expired(self, now: float) -> int:
+    def _purge_expired(self, now: float, limit: int | None) -> int:
         heap = self._expiry_heap
-        touched: dict[int, _Device] = {}
+        touched: dict[str, _Device] = {}
         removed = 0
-        while heap and heap[0][0] <= now:
+        while heap and heap[0][0] <= now and (limit is None or removed < limit):
             _, device_id, seq = heapq.heappop(heap)
             box = self._devices.get(device_id)
             # the heap keeps entries of messages acked or dropped since: skip those
             if box is not None and seq in box.messages:
                 box.remove(seq)
-                touched[id(box)] = box
+                touched[device_id] = box
                 removed += 1
-        for box in touched.values():
+        for device_id, box in touched.items():
             box.seqs = [s for s in box.seqs if s in box.messages]
+            if not box.seqs:
+                self._empty.add(device_id)
         return removed
+
+    def _drop_empty_devices(self, limit: int | None) -> tuple[int, bool]:
+        empty = self._empty
+        devices = self._devices
+        dropped = 0
+        # Candidates that got messages again since cost a look too: bound the looks.
+        looks = len(empty) if limit is None else min(len(empty), 4 * limit)
+        for _ in range(looks):
+            if limit is not None and dropped == limit:
+                break
+            device_id = empty.pop()
+            box = devices.get(device_id)
+            if box is not None and not box.seqs:
+                if box.last_seq > self._floor:
+                    self._floor = box.last_seq
+                del devices[device_id]
+                dropped += 1
+        return dropped, bool(empty)
+
+    def _backlog_sizes(self, now: float) -> tuple[int, int]:
+        messages, devices = self._sizes()
+        # The heap's entries due by *now* sit in the subtree where every parent is due:
+        # walk only that (the purge keeps it small), counting the live ones per device.
+        heap = self._expiry_heap
+        expired: dict[str, int] = {}
+        stack = [0]
+        while stack:
+            i = stack.pop()
+            if i >= len(heap) or heap[i][0] > now:
+                continue
+            _, device_id, seq = heap[i]
+            box = self._devices.get(device_id)
+            if box is not None and seq in box.messages:
+                expired[device_id] = expired.get(device_id, 0) + 1
+            stack += (2 * i + 1, 2 * i + 2)
+        for device_id, n in expired.items():
+            messages -= n
+            if n == len(self._devices[device_id].seqs):
+                devices -= 1
+        return messages, devices
 
     def _devices_with_backlog(self, now: float) -> list[str]:
         return sorted(
@@ -266,6 +314,7 @@ class MemoryStore(Store):
         self._expiry_heap.clear()
         self._topic_members.clear()
         self._device_topics.clear()
+        self._empty.clear()
 
     # -- token revocations (created on first use, so the constructor stays as it was) --
 

@@ -18,6 +18,7 @@ Layout (``PRAGMA user_version`` = 1)::
         + index (device, expiry) where expiry != 0       -- the cap's expired-first step
     subscriptions(topic, device, PRIMARY KEY (topic, device))
         + index (device, topic)
+    seq_floor(id = 0, value)   -- the highest counter of a dropped device record
 
 The counter lives apart from the messages, so acking every message (or
 dropping them) never lets a seq come back, also across restarts. ``stored``
@@ -25,6 +26,12 @@ is kept equal to the device's row count in ``messages`` by every statement
 that adds or deletes rows (in the same transaction), so the cap check and
 ``stats()`` never count rows: an append is two statements, also for a
 device sitting at its cap.
+
+``drop_empty_devices`` deletes the records of devices with ``stored = 0``
+(a sweep in device order, a bounded number of rows per call) and raises
+``seq_floor`` to the highest counter it deleted, in the same transaction; a
+new record starts above the floor (read once per append transaction), so
+several processes sharing the file agree on it.
 
 Each writing call is one transaction (``BEGIN IMMEDIATE``: it takes the
 write lock up front, so several processes may share one file and wait up to
@@ -104,8 +111,8 @@ CREATE INDEX IF NOT EXISTS subscriptions_by_device ON subscriptions (device, top
 """
 
 # Statements (kept as constants: identical strings hit the prepared-statement cache).
-_NEXT_SEQ = (  # counts the row about to be inserted in `stored` already
-    "INSERT INTO devices (device, last_seq, stored) VALUES (?, 1, 1) "
+_NEXT_SEQ = (  # counts the row about to be inserted in `stored` already; ?2 is the seq floor
+    "INSERT INTO devices (device, last_seq, stored) VALUES (?1, ?2 + 1, 1) "
     "ON CONFLICT (device) DO UPDATE SET last_seq = last_seq + 1, stored = stored + 1 "
     f"WHERE last_seq < {_I64_MAX} RETURNING last_seq, stored"
 )
@@ -136,6 +143,26 @@ _EXPIRED_PER_DEVICE = (
     "WHERE expiry != 0 AND expiry <= ? GROUP BY device"
 )
 _PURGE = "DELETE FROM messages WHERE expiry != 0 AND expiry <= ?"
+_PURGE_SOME = (
+    "DELETE FROM messages WHERE (device, seq) IN (SELECT device, seq FROM messages "
+    "INDEXED BY messages_by_expiry WHERE expiry != 0 AND expiry <= ? ORDER BY expiry LIMIT ?) "
+    "RETURNING device"
+)
+_FLOOR_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS seq_floor (id INTEGER PRIMARY KEY CHECK (id = 0), value INTEGER NOT NULL)"
+)
+_FLOOR = "SELECT coalesce((SELECT value FROM seq_floor WHERE id = 0), 0)"
+_RAISE_FLOOR = (
+    "INSERT INTO seq_floor (id, value) VALUES (0, ?1) "
+    "ON CONFLICT (id) DO UPDATE SET value = max(value, ?1)"
+)
+_SWEEP_DEVICES = "SELECT device, stored FROM devices WHERE device > ? ORDER BY device LIMIT ?"
+_DROP_EMPTY_DEVICE = "DELETE FROM devices WHERE device = ? AND stored = 0 RETURNING last_seq"
+_DROP_ALL_EMPTY_DEVICES = "DELETE FROM devices WHERE stored = 0 RETURNING last_seq"
+_EXPIRED_AGAINST_STORED = (
+    "SELECT e.n, d.stored FROM (SELECT device, count(*) AS n FROM messages INDEXED BY messages_by_expiry "
+    "WHERE expiry != 0 AND expiry <= ? GROUP BY device) AS e JOIN devices AS d ON d.device = e.device"
+)
 _DEVICES_WITH_BACKLOG = (
     "SELECT device FROM devices WHERE stored > 0 AND EXISTS (SELECT 1 FROM messages "
     "WHERE messages.device = devices.device AND (expiry = 0 OR expiry > ?)) ORDER BY device"
@@ -249,6 +276,7 @@ class SQLiteStore(Store):
             if mode.lower() != "wal":
                 raise StoreError(f"{self.path!r} could not be switched to WAL mode (got {mode!r})")
         db.execute(f"PRAGMA synchronous={self.synchronous}")
+        db.execute(_FLOOR_SCHEMA)  # also in files made before records were dropped: no version bump
         if version == 0:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -327,8 +355,9 @@ class SQLiteStore(Store):
         out: list[StoredMessage] = []
         with self._write() as db:
             execute = db.execute
+            floor = execute(_FLOOR).fetchone()[0]  # once per transaction: a new record starts above it
             for device_id, fields in pairs:
-                row = execute(_NEXT_SEQ, (device_id,)).fetchone()
+                row = execute(_NEXT_SEQ, (device_id, floor)).fetchone()
                 if row is None:
                     raise SeqExhausted(device_id)
                 seq, stored = row
@@ -431,13 +460,53 @@ class SQLiteStore(Store):
         count: int = self._db.execute(_BACKLOG, (device_id, after_seq, now)).fetchone()[0]
         return count
 
-    def _purge_expired(self, now: float) -> int:
+    def _purge_expired(self, now: float, limit: int | None) -> int:
         with self._write() as db:
-            per_device = db.execute(_EXPIRED_PER_DEVICE, (now,)).fetchall()
-            if not per_device:
+            if limit is not None:
+                per_device: dict[str, int] = {}
+                for (device_id,) in db.execute(_PURGE_SOME, (now, limit)).fetchall():
+                    per_device[device_id] = per_device.get(device_id, 0) + 1
+                db.executemany(_SUBTRACT_STORED, [(n, d) for d, n in per_device.items()])
+                return sum(per_device.values())
+            expired = db.execute(_EXPIRED_PER_DEVICE, (now,)).fetchall()
+            if not expired:
                 return 0
-            db.executemany(_SUBTRACT_STORED, per_device)
-            return db.execute(_PURGE, (now,)).rowcount
+            db.executemany(_SUBTRACT_STORED, expired)
+            removed: int = db.execute(_PURGE, (now,)).rowcount
+            return removed
+
+    _sweep_from = ""  # the device the sweep of drop_empty_devices goes on after
+
+    def _drop_empty_devices(self, limit: int | None) -> tuple[int, bool]:
+        with self._write() as db:
+            if limit is None:
+                counters = [row[0] for row in db.execute(_DROP_ALL_EMPTY_DEVICES).fetchall()]
+                more = False
+            else:
+                looks = 8 * limit  # rows looked at per call, most of them usually not empty
+                rows = db.execute(_SWEEP_DEVICES, (self._sweep_from, looks)).fetchall()
+                empty = [device for device, stored in rows if stored == 0]
+                counters = []
+                for device in empty[:limit]:
+                    row = db.execute(_DROP_EMPTY_DEVICE, (device,)).fetchone()
+                    if row is not None:
+                        counters.append(row[0])
+                more = len(rows) == looks or len(empty) > limit
+                if len(empty) > limit:
+                    self._sweep_from = empty[limit - 1]
+                else:
+                    self._sweep_from = rows[-1][0] if more else ""
+            if counters:
+                db.execute(_RAISE_FLOOR, (max(counters),))
+            return len(counters), more
+
+    def _backlog_sizes(self, now: float) -> tuple[int, int]:
+        messages, devices = self._sizes()
+        for expired, stored in self._db.execute(_EXPIRED_AGAINST_STORED, (now,)):
+            messages -= expired
+            if expired == stored:
+                devices -= 1
+        return messages, devices
 
     def _devices_with_backlog(self, now: float) -> list[str]:
         return [row[0] for row in self._db.execute(_DEVICES_WITH_BACKLOG, (now,))]

@@ -78,6 +78,10 @@ def test_non_reading_devices_past_the_outbound_budget_are_closed_largest_first()
     payload = b"p" * 60000
     with running_server(outbound_budget=budget,
                         on_disconnect=lambda device, reason: closed.append((device, reason))) as server:
+        # A queue over the high watermark is held (new pushes wait in the store), which
+        # keeps one non-reading device far below this budget: raise the watermark to the
+        # cap so these queues grow until the budget decides.
+        server.call(lambda: server.loop.set_write_limits(high=server.loop.get_write_limits()[2]))
         slow1 = non_reading_device(server.address, "slow1")
         slow2 = non_reading_device(server.address, "slow2")
         reader = RawDevice(server.address)

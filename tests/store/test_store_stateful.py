@@ -1,7 +1,8 @@
 """Stateful property test: MemoryStore and SQLiteStore against a plain-Python model.
 
 Hypothesis runs random sequences of appends (with collapse keys, expiries and
-a small cap), fan-outs, acks, clock steps, purges, counter raises,
+a small cap), fan-outs, acks, clock steps, purges, dropped empty device
+records, counter raises,
 (un)subscriptions and SQLite close/reopen, and checks after every step that
 both stores say exactly what the model says.
 """
@@ -31,9 +32,10 @@ class Model:
         self.messages: dict[str, list[StoredMessage]] = {}
         self.subs: set[tuple[str, str]] = set()
         self.collapsed = self.dropped = self.expired = 0
+        self.floor = 0  # the highest counter of a dropped device record
 
     def append(self, device: str, message: StoredMessage, now: float) -> StoredMessage:
-        seq = self.last.get(device, 0) + 1
+        seq = self.last.get(device, self.floor) + 1
         self.last[device] = seq
         message = StoredMessage(seq, *[getattr(message, f) for f in StoredMessage.__slots__[1:]])
         stored = self.messages.setdefault(device, [])
@@ -69,6 +71,12 @@ class Model:
             stored[:] = keep
         self.expired += removed
         return removed
+
+    def drop_empty(self) -> int:
+        empty = [d for d in self.last if not self.messages.get(d)]
+        for d in empty:
+            self.floor = max(self.floor, self.last.pop(d))
+        return len(empty)
 
 
 class StoreMachine(RuleBasedStateMachine):
@@ -180,6 +188,12 @@ class StoreMachine(RuleBasedStateMachine):
         expected = self.model.purge(self.now)
         for store in self.stores:
             assert store.purge_expired(now=self.now) == expected
+
+    @rule()
+    def drop_empty_devices(self):
+        expected = self.model.drop_empty()
+        for store in self.stores:
+            assert store.drop_empty_devices() == (expected, False)
 
     @rule(device=DEVICES, topics=TOPICS, on=st.booleans())
     def subscription(self, device, topics, on):
