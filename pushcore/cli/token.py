@@ -32,8 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # the public names, pushcore.mint_token and pushcore.verify_token
-    from ..tokens import mint_token, verify_token
-    from ..tokens import NO_EXPIRY
+    from ..tokens import NO_EXPIRY, mint_token, verify_token
 
     if not args.device:
         raise CommandError("DEVICE must not be empty")
