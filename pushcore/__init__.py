@@ -22,7 +22,7 @@ from .device.heartbeat import HeartbeatPolicy
 from .errors import MessageTooLarge, ProtocolError, PushcoreError, Reason
 from .gateway.results import BatchResult, FanOut
 from .gateway.server import Server
-from .store import Store, open_store
+from .store import IdempotencyConflict, Store, open_store
 from .tokens import AuthError, TokenSigner
 from .tokens import mint as mint_token
 from .tokens import verify as verify_token
@@ -82,7 +82,7 @@ __all__ = [
     "Hello", "Welcome", "Ping", "Pong", "Push", "Notify", "Fetch", "Ack", "Subscribe",
     "Unsubscribe", "Upstream", "UpstreamAck", "Redirect", "Goaway", "ErrorFrame",
     "Decoder", "encode", "decode", "encode_push", "encode_ack",
-    "AuthError", "TokenSigner", "mint_token", "verify_token", "Store", "open_store",
+    "AuthError", "TokenSigner", "mint_token", "verify_token", "Store", "open_store", "IdempotencyConflict",
     "HeartbeatPolicy", "Server", "Client", "ClientState", "ConnectError", "NotConnected", "Loop",
     "Simulator", "Profile", "AdminAPI",
 ]
