@@ -3,6 +3,7 @@
 ::
 
     pushcore push --device phone-1 '{"title": "hi"}'
+    pushcore push --device phone-1 --idempotency-key order-17 'shipped'   # run twice: stored once
     pushcore push --topic news --ttl 3600 'headline'
     pushcore push --all 'maintenance at noon'          # every connected device, not stored
     pushcore push --status phone-1                    # presence, backlog, last seq, topics
@@ -35,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ttl", type=float, default=None, help="seconds after which it is not delivered")
     parser.add_argument("--collapse-key", default="", help="replaces a waiting message with the same key")
     parser.add_argument("--durable", action="store_true", help="with --all: store per connected device")
+    parser.add_argument("--idempotency-key", metavar="KEY", default=None,
+                        help="with --device: the same KEY within the gateway's window (24 h) stores the "
+                             "message once and prints its first seq (default: a fresh key per run, which "
+                             "makes the command's own retry after a dropped connection safe)")
     parser.add_argument("--admin", default=f"http://127.0.0.1:{DEFAULT_ADMIN_PORT}", metavar="URL",
                         help=f"the gateway's admin API (default http://127.0.0.1:{DEFAULT_ADMIN_PORT})")
     parser.add_argument("--admin-token", default=None, help="admin token (default: $PUSHCORE_ADMIN_TOKEN or the token file)")
@@ -52,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--status shows a device; it sends nothing (drop PAYLOAD)")
     if args.durable and not args.all:
         raise CommandError("--durable goes with --all")
+    if args.idempotency_key is not None and args.device is None:
+        raise CommandError("--idempotency-key goes with --device (publish and broadcast take no key)")
     if args.ttl is not None and not args.ttl > 0:
         raise CommandError("--ttl must be > 0 seconds")
     payload: bytes | str | None = args.payload
@@ -77,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 assert payload is not None  # checked above: only --status goes without a PAYLOAD
                 if args.device is not None:
-                    seq = client.push(args.device, payload, **options)
+                    seq = client.push(args.device, payload, idempotency_key=args.idempotency_key, **options)
                     result = {"device": args.device, "seq": seq}
                     text = f"stored for {args.device} as seq {seq}"
                 elif args.topic is not None:
