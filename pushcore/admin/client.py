@@ -35,12 +35,18 @@ __all__ = ["AdminClient", "AdminError"]
 
 
 class AdminError(PushcoreError):
-    """The admin API refused a request (``status``: the HTTP status) or could not be reached (0)."""
+    """The admin API refused a request (``status``: the HTTP status) or could not be reached (0).
 
-    def __init__(self, status: int, message: str) -> None:
+    ``idempotency_key`` is set (to the key the request carried) when no
+    answer came although the request may have been carried out: sending it
+    again with that key is safe. None otherwise.
+    """
+
+    def __init__(self, status: int, message: str, idempotency_key: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.idempotency_key = idempotency_key
 
 
 class AdminClient:
@@ -147,16 +153,21 @@ class AdminClient:
                         if not safe:
                             why += (" (the request may have been carried out; it is not re-sent without "
                                     "an idempotency key)")
-                        elif attempts > 1:
-                            why += f" (sent {attempts} times with the same idempotency key)"
-                        raise AdminError(0, why) from None
+                        elif idempotency_key is not None:
+                            why += (f" (sent {attempts} times with idempotency key {idempotency_key}; it may "
+                                    f"have been carried out)")
+                        raise AdminError(0, why, idempotency_key) from None
                 except (OSError, http.client.HTTPException) as exc:
                     conn.close()
                     self._conn = None
                     why = "nothing listens there" if isinstance(exc, ConnectionRefusedError) else str(exc)
                     if isinstance(exc, socket.timeout):
                         why = f"no answer within {self.timeout} s"
-                    raise AdminError(0, f"cannot reach the admin API at {self.url}: {why}") from None
+                    unsure = attempt > 1 or isinstance(exc, socket.timeout)  # it may have been carried out
+                    if attempt > 1:
+                        why += " (an earlier try was cut off before the answer: it may have been carried out)"
+                    raise AdminError(0, f"cannot reach the admin API at {self.url}: {why}",
+                                     idempotency_key if unsure else None) from None
             if self._conn is not None and resp.getheader("Connection", "").lower() == "close":
                 self._conn.close()
                 self._conn = None

@@ -119,6 +119,7 @@ _KEY_LOOKUP = (
     "WHERE key = ? AND expires > ?"
 )
 _KEY_INSERT = "INSERT OR REPLACE INTO idempotency_keys VALUES (?, ?, ?, ?, ?, ?, ?)"
+_KEY_EXPIRED = "SELECT 1 FROM idempotency_keys WHERE expires <= ? LIMIT 1"
 _KEY_PURGE = (
     "DELETE FROM idempotency_keys WHERE key IN "
     "(SELECT key FROM idempotency_keys WHERE expires <= ? ORDER BY expires LIMIT ?)"
@@ -396,6 +397,8 @@ class SQLiteStore(Store):
         ])
 
     def _purge_keys(self, now: float, limit: int | None) -> int:
+        if self._db.execute(_KEY_EXPIRED, (now,)).fetchone() is None:
+            return 0  # nothing to forget: no write lock taken
         with self._write() as db:
             return db.execute(_KEY_PURGE, (now, -1 if limit is None else limit)).rowcount
 

@@ -138,7 +138,8 @@ def test_admin_client_without_keys_never_retries_a_post(gateway):
         proxy.drop_replies = 1
         with pytest.raises(AdminError, match="closed the connection") as info:
             client.push("d", "maybe")
-        assert info.value.status == 0
+        assert info.value.status == 0 and info.value.idempotency_key is None
+        assert "may have been carried out" in str(info.value)
         assert len(proxy.requests) == 1 and proxy.headers_of("Idempotency-Key") == [None]
         assert stored(server, "d") == [b"maybe"]  # it was stored; the client says it cannot know
         proxy.drop_replies = 1
@@ -153,6 +154,22 @@ def test_admin_client_waits_out_a_short_outage_with_its_key(gateway):
         assert client.push("d", "once") == 1
         assert proxy.refused == 1
         assert stored(server, "d") == [b"once"]
+
+
+def test_admin_client_says_which_key_makes_a_retry_safe(gateway):
+    server, admin = gateway
+    with DropProxy(admin.address) as proxy, AdminClient(proxy.url, ADMIN_TOKEN, timeout=10) as client:
+        proxy.drop_replies, proxy.refuse = 1, 2  # cut off, then down for longer than the client retries
+        with pytest.raises(AdminError, match="may have been carried out") as info:
+            client.push("d", "lost?", idempotency_key="mine-1")
+        assert info.value.status == 0 and info.value.idempotency_key == "mine-1"
+        assert stored(server, "d") == [b"lost?"]
+        assert client.push("d", "lost?", idempotency_key="mine-1") == 1  # the caller's retry: stored once
+        assert stored(server, "d") == [b"lost?"]
+    with AdminClient("http://127.0.0.1:9", ADMIN_TOKEN) as client:  # nothing listens: nothing was sent
+        with pytest.raises(AdminError, match="nothing listens there") as info:
+            client.push("d", "x")
+        assert info.value.idempotency_key is None
 
 
 def test_the_simulator_pusher_never_duplicates_through_lost_replies(sqlite_gateway):
