@@ -114,9 +114,10 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idempotency_keys_by_expiry ON idempotency_keys (expires);
 """
+_KEY_CHUNK = 64  # keys looked up per statement (padded with NULLs, so the statement is always the same)
 _KEY_LOOKUP = (
-    "SELECT device, seq, message_id, digest, created, expires FROM idempotency_keys "
-    "WHERE key = ? AND expires > ?"
+    "SELECT key, device, seq, message_id, digest, created, expires FROM idempotency_keys "
+    f"WHERE key IN ({', '.join('?' * _KEY_CHUNK)}) AND expires > ?"
 )
 _KEY_INSERT = "INSERT OR REPLACE INTO idempotency_keys VALUES (?, ?, ?, ?, ?, ?, ?)"
 _KEY_EXPIRED = "SELECT 1 FROM idempotency_keys WHERE expires <= ? LIMIT 1"
@@ -319,7 +320,7 @@ class SQLiteStore(Store):
         out: list[StoredMessage] = []
         with self._write() as db:
             execute = db.execute
-            keys = plan_keys(pairs, lambda key: self._lookup_key(db, key, now))
+            keys = plan_keys(pairs, self._lookup_keys(db, pairs, now).get)
             replays = keys.replays if keys is not None else None
             for i, (device_id, fields) in enumerate(pairs):
                 if replays and i in replays:
@@ -380,13 +381,19 @@ class SQLiteStore(Store):
         return out
 
     @staticmethod
-    def _lookup_key(db: sqlite3.Connection, key: str, now: float) -> KeyRecord | None:
-        row = db.execute(_KEY_LOOKUP, (key, now)).fetchone()
-        if row is None:
-            return None
-        device, seq, message_id, digest, created, expires = row
-        return KeyRecord(device, seq, message_id + _U64 if message_id < 0 else message_id, digest,
-                         created, expires)
+    def _lookup_keys(db: sqlite3.Connection, pairs: list[tuple[str, MessageFields]],
+                     now: float) -> dict[str, KeyRecord]:
+        """The unexpired records of the keys *pairs* carry (none: no query)."""
+        wanted = [fields.idempotency_key for _device, fields in pairs if fields.idempotency_key]
+        found: dict[str, KeyRecord] = {}
+        for start in range(0, len(wanted), _KEY_CHUNK):
+            chunk: list[str | float | None] = list(wanted[start:start + _KEY_CHUNK])
+            chunk += [None] * (_KEY_CHUNK - len(chunk))
+            chunk.append(now)
+            for key, device, seq, message_id, digest, created, expires in db.execute(_KEY_LOOKUP, chunk):
+                found[key] = KeyRecord(device, seq, message_id + _U64 if message_id < 0 else message_id,
+                                       digest, created, expires)
+        return found
 
     def _remember(self, db: sqlite3.Connection, pairs: list[tuple[str, MessageFields]],
                   out: list[StoredMessage], keys: KeyPlan, now: float) -> None:
