@@ -22,7 +22,7 @@ from .device.heartbeat import HeartbeatPolicy
 from .errors import MessageTooLarge, ProtocolError, PushcoreError, Reason
 from .gateway.results import BatchResult, FanOut
 from .gateway.server import Server
-from .store import Store, StoreError, StoreUnavailable, open_store
+from .store import IdempotencyConflict, Store, StoreError, StoreUnavailable, open_store
 from .tokens import AuthError, TokenSigner, mint_token, verify_token
 from .version import __version__ as __version__
 from .wire import DEFAULT_MAX_FRAME_SIZE, PRIORITY_HIGH, PRIORITY_LOW, PROTOCOL_VERSION
@@ -81,7 +81,7 @@ __all__ = [
     "Unsubscribe", "Upstream", "UpstreamAck", "Redirect", "Goaway", "ErrorFrame",
     "Decoder", "encode", "decode", "encode_push", "encode_ack",
     "AuthError", "TokenSigner", "mint_token", "verify_token", "Store", "open_store",
-    "StoreError", "StoreUnavailable",
+    "StoreError", "StoreUnavailable", "IdempotencyConflict",
     "HeartbeatPolicy", "Server", "Client", "ClientState", "ConnectError", "NotConnected", "Loop",
     "Simulator", "Profile", "AdminAPI",
 ]

@@ -41,10 +41,23 @@ A message is a JSON object: ``payload`` (a string: text, sent as UTF-8; a
 JSON object or array: sent as its compact UTF-8 encoding,
 ``json.dumps(value, separators=(",", ":"), ensure_ascii=False)``) or
 ``payload_b64`` (base64 bytes); optional ``priority`` (``"high"``/``"low"``),
-``ttl`` (seconds), ``collapse_key``, ``topic``; ``device`` for pushes.
+``ttl`` (seconds), ``collapse_key``, ``topic``; ``device`` for pushes;
+``idempotency_key`` for pushes (see below).
+
+Idempotency: ``POST /v1/push`` takes an ``Idempotency-Key: <key>`` header
+(or the message's ``idempotency_key`` field; both must then be equal); in
+``POST /v1/push/batch`` each message may carry its own ``idempotency_key``,
+and an ``Idempotency-Key: K`` header gives every message without one the key
+``K:<index>`` (so K is at most 251 bytes). A key is 1-256 printable ASCII
+characters, remembered by the gateway's store for its ``idempotency_window``
+(24 h by default, also across restarts on SQLite): a repeat answers the
+original seq and stores nothing; the same key for another message is 409
+with ``idempotency_key`` (and ``index`` in a batch) in the body, and nothing
+is stored. Other routes refuse the header (400).
+
 Errors are JSON ``{"error": "..."}`` (plus ``field`` when one message field
 is at fault; in a batch also ``index`` and ``device``, the error text
-starting ``messages[INDEX]:``) with 400, 404, 405, 408, 411, 413, 431,
+starting ``messages[INDEX]:``) with 400, 404, 405, 408, 409, 411, 413, 431,
 503 or 500. A field the gateway finds too large (an exception with a
 ``limit`` attribute, e.g. ``MessageTooLarge``) is 413 with ``field`` and
 ``limit`` in the body; any other ``ValueError`` is 400. A write the store
@@ -88,6 +101,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from aiohttp import web
 
 from ..errors import PushcoreError
+from ..store import MAX_IDEMPOTENCY_KEY_BYTES, IdempotencyConflict
 from ..store.base import StoreUnavailable
 from .gateway_metrics import GatewayMetrics
 from .prometheus import CONTENT_TYPE, Registry
@@ -111,7 +125,11 @@ WORKERS = 4  # default workers
 MAX_HEADER_BYTES = 16 * 1024  # default max_header_bytes: request line and headers, in total
 MAX_HEADERS = 32  # header fields per request
 MAX_FIELD_SIZE = 8190  # bytes per header line (aiohttp's default)
-_MESSAGE_KEYS = frozenset({"device", "payload", "payload_b64", "priority", "ttl", "collapse_key", "topic"})
+_MESSAGE_KEYS = frozenset({"device", "payload", "payload_b64", "priority", "ttl", "collapse_key", "topic",
+                           "idempotency_key"})
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+# A batch's header key K names item i "K:i": K leaves room for ":" and the largest index.
+MAX_BATCH_KEY_BYTES = MAX_IDEMPOTENCY_KEY_BYTES - 1 - len(str(MAX_BATCH - 1))
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 _P = ParamSpec("_P")
@@ -206,6 +224,11 @@ def _message(obj: Any) -> tuple[str, bytes, dict[str, Any]]:
         raise _field_error("device", "'device' must not be empty")
     options = _options(obj)
     options["topic"] = _text(obj, "topic")
+    key = obj.get("idempotency_key")
+    if key is not None:
+        if not isinstance(key, str):
+            raise ApiError(400, "'idempotency_key' must be a string")
+        options["idempotency_key"] = key  # its rules are checked by the gateway (400/413)
     return device, _payload(obj), options
 
 
@@ -566,10 +589,13 @@ class AdminAPI:
                 if not request.content.is_eof():
                     resp.force_close()
                 return resp
+            keys = request.headers.getall(IDEMPOTENCY_HEADER, [])
+            if len(keys) > 1:
+                raise ApiError(400, f"give one {IDEMPOTENCY_HEADER} header, not {len(keys)}")
             raw = await self._read_body(request)
             query = urllib.parse.parse_qs(request.query_string)
             route, status, result = await loop.run_in_executor(
-                self._pool, self._work, method, path, query, raw)
+                self._pool, self._work, method, path, query, raw, keys[0] if keys else None)
             return self._respond(request, route, status, result)
         except ApiError as exc:
             if exc.status >= 500 or exc.status in (401, 403, 408):
@@ -660,22 +686,30 @@ class AdminAPI:
         except asyncio.IncompleteReadError:
             raise ApiError(400, "the connection ended before the body was complete") from None
 
-    def _work(self, method: str, path: str, query: dict[str, list[str]], raw: bytes | None) -> tuple[str, int, Any]:
+    def _work(self, method: str, path: str, query: dict[str, list[str]], raw: bytes | None,
+              idempotency_key: str | None = None) -> tuple[str, int, Any]:
         """In a worker thread: parse the body and serve the route (the gateway's methods block)."""
-        return self.handle(method, path, query, _parse_body(raw))
+        return self.handle(method, path, query, _parse_body(raw), idempotency_key=idempotency_key)
 
     # -- routes -------------------------------------------------------------------
 
-    def handle(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[str, int, Any]:
-        """``(route name, status, JSON-able result)`` of one authenticated request."""
+    def handle(self, method: str, path: str, query: dict[str, list[str]], body: Any, *,
+               idempotency_key: str | None = None) -> tuple[str, int, Any]:
+        """``(route name, status, JSON-able result)`` of one authenticated request.
+
+        *idempotency_key* is the request's ``Idempotency-Key`` header (None: none).
+        """
         parts = [urllib.parse.unquote(p) for p in path.strip("/").split("/")] if path.strip("/") else []
         if parts[:1] != ["v1"]:
             raise ApiError(404, f"no such endpoint {path!r}")
         rest = parts[1:]
         if rest == ["push"]:
-            return "/v1/push", 200, self._push(self._post(method, body))
+            return "/v1/push", 200, self._push(self._post(method, body), idempotency_key)
         if rest == ["push", "batch"]:
-            return "/v1/push/batch", 200, self._push_batch(self._post(method, body))
+            return "/v1/push/batch", 200, self._push_batch(self._post(method, body), idempotency_key)
+        if idempotency_key is not None:
+            raise ApiError(400, f"the {IDEMPOTENCY_HEADER} header is honoured only by POST /v1/push and "
+                                f"/v1/push/batch; this request would not be made safe to retry by it")
         if rest == ["publish"]:
             return "/v1/publish", 200, self._publish(self._post(method, body))
         if rest == ["broadcast"]:
@@ -733,6 +767,11 @@ class AdminAPI:
         """A thread-safe server method, with its errors turned into API errors."""
         try:
             return fn(*args, **kwargs)
+        except IdempotencyConflict as exc:
+            extra: dict[str, Any] = {"idempotency_key": exc.key}
+            if exc.index is not None:
+                extra["index"] = exc.index
+            raise ApiError(409, str(exc), extra) from None
         except (ValueError, TypeError, OverflowError) as exc:
             # A size limit (MessageTooLarge has .field and .limit) is 413; any other bad value 400.
             extra = {key: getattr(exc, key) for key in ("field", "limit") if hasattr(exc, key)}
@@ -745,13 +784,16 @@ class AdminAPI:
         except (RuntimeError, TimeoutError) as exc:
             raise ApiError(503, f"the gateway is not running ({exc})") from None
 
-    def _push(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _push(self, body: dict[str, Any], header_key: str | None = None) -> dict[str, Any]:
         device, payload, options = _message(body)
+        if header_key is not None:
+            if options.setdefault("idempotency_key", header_key) != header_key:
+                raise ApiError(400, f"the {IDEMPOTENCY_HEADER} header and 'idempotency_key' differ: give one")
         seq = self._call(self.server.push, device, payload, **options)
         self.pushes.labels("device").inc()
         return {"device": device, "seq": seq}
 
-    def _push_batch(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _push_batch(self, body: dict[str, Any], header_key: str | None = None) -> dict[str, Any]:
         if set(body) != {"messages"}:
             raise ApiError(400, "the body must be {\"messages\": [message, ...]}")
         items = body["messages"]
@@ -761,6 +803,13 @@ class AdminAPI:
             raise ApiError(413, f"at most {MAX_BATCH} messages per batch, got {len(items)}",
                            {"limit": MAX_BATCH})
         messages = [_batch_item(i, item) for i, item in enumerate(items)]  # all checked before any is sent
+        if header_key is not None:
+            if len(header_key.encode("utf-8", "surrogateescape")) > MAX_BATCH_KEY_BYTES:
+                raise ApiError(413, f"the {IDEMPOTENCY_HEADER} of a batch is at most {MAX_BATCH_KEY_BYTES} bytes "
+                                    f"(message i gets the key '<key>:<i>', at most {MAX_IDEMPOTENCY_KEY_BYTES})",
+                               {"field": "idempotency_key", "limit": MAX_BATCH_KEY_BYTES})
+            for i, (_device, _payload_bytes, options) in enumerate(messages):
+                options.setdefault("idempotency_key", f"{header_key}:{i}")
         # One hand-over to the loop, one store transaction, one delivery pass.
         try:
             results = self._call(self.server.push_batch, messages, timeout=self.timeout)

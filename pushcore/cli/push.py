@@ -3,6 +3,7 @@
 ::
 
     pushcore push --device phone-1 '{"title": "hi"}'
+    pushcore push --device phone-1 --idempotency-key order-17 'shipped'   # run twice: stored once
     pushcore push --topic news --ttl 3600 'headline'
     pushcore push --all 'maintenance at noon'          # every connected device, not stored
     pushcore push --status phone-1                    # presence, backlog, last seq, topics
@@ -40,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds after which it is not delivered")
     parser.add_argument("--collapse-key", default="", help="replaces a waiting message with the same key")
     parser.add_argument("--durable", action="store_true", help="with --all: store per connected device")
+    parser.add_argument("--idempotency-key", metavar="KEY", default=None,
+                        help="with --device: the same KEY within the gateway's window (24 h) stores the "
+                             "message once and prints its first seq (default: a fresh key per run, which "
+                             "makes the command's own retry after a dropped connection safe)")
     parser.add_argument("--admin", default=f"http://127.0.0.1:{DEFAULT_ADMIN_PORT}", metavar="URL",
                         help=f"the gateway's admin API (default http://127.0.0.1:{DEFAULT_ADMIN_PORT})")
     parser.add_argument("--admin-token", default=None, help="admin token (default: $PUSHCORE_ADMIN_TOKEN or the token file)")
@@ -57,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--status shows a device; it sends nothing (drop PAYLOAD)")
     if args.durable and not args.all:
         raise CommandError("--durable goes with --all")
+    if args.idempotency_key is not None and args.device is None:
+        raise CommandError("--idempotency-key goes with --device (publish and broadcast take no key)")
     payload: bytes | str | None = args.payload
     if args.b64 and payload is not None:
         try:
@@ -80,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 assert payload is not None  # checked above: only --status goes without a PAYLOAD
                 if args.device is not None:
-                    seq = client.push(args.device, payload, **options)
+                    seq = client.push(args.device, payload, idempotency_key=args.idempotency_key, **options)
                     result = {"device": args.device, "seq": seq}
                     text = f"stored for {args.device} as seq {seq}"
                 elif args.topic is not None:
@@ -93,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
                     text = f"sent to {n} connected device(s)" + (" (stored)" if args.durable else " (not stored)")
     except AdminError as exc:
         hint = " (is `pushcore serve` running? --admin URL)" if exc.status == 0 else ""
+        if exc.status == 0 and exc.idempotency_key is not None and args.device is not None:
+            hint = f"; to retry safely, run it again with --idempotency-key {exc.idempotency_key}"
         raise CommandError(exc.message + hint, status=1) from None
     print(json.dumps(result) if args.json else text, file=sys.stdout)
     return 0

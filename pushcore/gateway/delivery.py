@@ -103,7 +103,16 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, cast
 
 from ..codec import frames as _frames
-from ..store import PRIORITY_HIGH, NewMessage, SeqExhausted, Store, StoredMessage, StoreUnavailable
+from ..store import (
+    PRIORITY_HIGH,
+    IdempotencyConflict,
+    NewMessage,
+    ReplayedMessage,
+    SeqExhausted,
+    Store,
+    StoredMessage,
+    StoreUnavailable,
+)
 from ..wire import MAX_COLLAPSE_KEY_BYTES, MAX_PAYLOAD_BYTES, MAX_TOPIC_BYTES
 from .deferred import DeferredWrites
 from .results import FanOut
@@ -457,7 +466,10 @@ class Delivery:
         Returns the stored messages in the order given. When one device's
         counter is exhausted the batch is stored again one device at a time,
         so only that device's items fail: they come back as the
-        :class:`SeqExhausted` error instead of a message.
+        :class:`SeqExhausted` error instead of a message. Items repeating an
+        idempotency key come back as the store's :class:`ReplayedMessage` and
+        are not sent again; a conflicting key raises
+        :class:`IdempotencyConflict` and nothing is stored.
         """
         if self.deferred.advances:  # a kept counter advance must come before any new seq
             self.flush_deferred()
@@ -465,7 +477,11 @@ class Delivery:
             stored = self.store.append_batch(messages)
         except SeqExhausted:
             return self._push_batch_per_device(messages)
-        self._deliver([m.device_id for m in messages], stored)
+        if any(type(m) is ReplayedMessage for m in stored):
+            fresh = [(n.device_id, m) for n, m in zip(messages, stored) if type(m) is not ReplayedMessage]
+            self._deliver([d for d, _ in fresh], [m for _, m in fresh])
+        else:
+            self._deliver([m.device_id for m in messages], stored)
         return cast("list[StoredMessage | SeqExhausted]", stored)  # no copy on the hot path
 
     def _push_batch_per_device(self, messages: list[NewMessage]) -> list[StoredMessage | SeqExhausted]:
@@ -478,13 +494,14 @@ class Delivery:
         for indices in by_device.values():
             try:
                 group = self.store.append_batch([messages[i] for i in indices])
-            except SeqExhausted as exc:
+            except (SeqExhausted, IdempotencyConflict) as exc:
                 for i in indices:
-                    outcomes[i] = exc
+                    outcomes[i] = exc  # type: ignore[assignment]  # str()-ed into BatchResult.errors
             else:
                 for i, stored in zip(indices, group):
                     outcomes[i] = stored
-        done = [(messages[i].device_id, m) for i, m in enumerate(outcomes) if isinstance(m, StoredMessage)]
+        done = [(messages[i].device_id, m) for i, m in enumerate(outcomes)
+                if isinstance(m, StoredMessage) and type(m) is not ReplayedMessage]
         self._deliver([d for d, _ in done], [m for _, m in done])
         return [m for m in outcomes if m is not None]
 
@@ -498,11 +515,14 @@ class Delivery:
         collapse_key: str = "",
         topic: str = "",
         message_id: int | None = None,
+        idempotency_key: str | None = None,
     ) -> StoredMessage:
         """Store a message for *device_id* and send it if the device is here and it may go now.
 
         The delivery pass is :meth:`push_batch`'s; only the store call is the
-        one-message ``append`` (it skips building a :class:`NewMessage`).
+        one-message ``append`` (it skips building a :class:`NewMessage`). A
+        repeated *idempotency_key* returns the store's :class:`ReplayedMessage`
+        and sends nothing.
         """
         if message_id is None:
             message_id = self.message_ids.next()
@@ -516,8 +536,10 @@ class Delivery:
             expiry=expiry,
             collapse_key=collapse_key,
             topic=topic,
+            idempotency_key=idempotency_key,
         )
-        self._deliver((device_id,), (message,))
+        if type(message) is not ReplayedMessage:
+            self._deliver((device_id,), (message,))
         return message
 
     def push_many(

@@ -66,8 +66,9 @@ _T = TypeVar("_T")
 _Server: TypeAlias = tuple[str, int, int]
 #: one :meth:`Server.push_batch` item: ``(device_id, payload)`` or ``(device_id, payload, options)``
 _BatchItem: TypeAlias = tuple[str, bytes] | tuple[str, bytes, dict[str, Any]]
-#: a checked batch item: ``(device_id, payload, priority, expiry, collapse_key, topic, message_id|None)``
-_CheckedItem: TypeAlias = tuple[str, bytes, int, int, str, str, int | None]
+#: a checked batch item: ``(device_id, payload, priority, expiry, collapse_key, topic, message_id|None,
+#: idempotency_key|None)``
+_CheckedItem: TypeAlias = tuple[str, bytes, int, int, str, str, int | None, str | None]
 
 
 def parse_priority(priority: int | str) -> int:
@@ -95,7 +96,7 @@ def _expiry_from_ttl(ttl: float | None) -> int:
     return math.ceil(time.time() + ttl)
 
 
-_PUSH_OPTIONS = frozenset({"priority", "ttl", "collapse_key", "topic", "message_id"})
+_PUSH_OPTIONS = frozenset({"priority", "ttl", "collapse_key", "topic", "message_id", "idempotency_key"})
 
 
 def _checked_message(index: int, item: object) -> _CheckedItem:
@@ -120,15 +121,17 @@ def _checked_message(index: int, item: object) -> _CheckedItem:
         priority = parse_priority(options.get("priority", PRIORITY_HIGH))
         expiry = _expiry_from_ttl(options.get("ttl"))
         message_id = options.get("message_id")
+        key = options.get("idempotency_key")
         fields = check_message(
             0 if message_id is None else message_id, payload, priority, expiry,
-            options.get("collapse_key", ""), options.get("topic", ""),
+            options.get("collapse_key", ""), options.get("topic", ""), key,
         )
     except MessageTooLarge as exc:
         raise MessageTooLarge(exc.field, exc.size, exc.limit, where=f"messages[{index}]") from None
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"messages[{index}]: {exc}") from None
-    return (device_id, fields.payload, priority, expiry, fields.collapse_key, fields.topic, message_id)
+    return (device_id, fields.payload, priority, expiry, fields.collapse_key, fields.topic, message_id,
+            fields.idempotency_key or None)
 
 
 def _servers_tuple(servers: Iterable[str | Iterable[Any]]) -> tuple[_Server, ...]:
@@ -704,6 +707,7 @@ class Server:
         collapse_key: str = "",
         topic: str = "",
         message_id: int | None = None,
+        idempotency_key: str | None = None,
     ) -> int:
         """Store a message for *device_id*, deliver it if possible, and return its seq. Thread-safe.
 
@@ -711,8 +715,13 @@ class Server:
         waits until the device shows it is awake (its next heartbeat or
         frame). *ttl* (seconds) sets an expiry after which it is not
         delivered; *collapse_key* replaces a waiting message with the same
-        key. Raises :class:`pushcore.StoreUnavailable` (nothing stored) while
-        the store cannot write.
+        key. *idempotency_key* (1-256 printable ASCII characters) makes a
+        retry safe: within the store's ``idempotency_window`` (24 h by
+        default) the same key returns the first call's seq and stores and
+        sends nothing; the same key for a different message raises
+        :class:`pushcore.store.IdempotencyConflict` (docs/SERVER.md). Raises
+        :class:`pushcore.StoreUnavailable` (nothing stored) while the store
+        cannot write.
         """
         priority = parse_priority(priority)
         expiry = _expiry_from_ttl(ttl)
@@ -720,6 +729,7 @@ class Server:
             lambda: self._ready_delivery().push(
                 device_id, payload, priority=priority, expiry=expiry,
                 collapse_key=collapse_key, topic=topic, message_id=message_id,
+                idempotency_key=idempotency_key,
             ).seq
         )
 
@@ -728,7 +738,11 @@ class Server:
 
         Each item is ``(device_id, payload)`` or ``(device_id, payload,
         options)``, *options* a dict of :meth:`push`'s keyword arguments
-        (``priority``, ``ttl``, ``collapse_key``, ``topic``, ``message_id``).
+        (``priority``, ``ttl``, ``collapse_key``, ``topic``, ``message_id``,
+        ``idempotency_key``: an item repeating a key gets its first seq and
+        is neither stored nor sent again; a conflicting key raises
+        :class:`pushcore.store.IdempotencyConflict` naming the item, and
+        nothing of the batch is stored).
         Every item is checked first: a bad one raises ``ValueError`` or
         ``TypeError`` naming its index, and nothing is stored. Then one
         hand-over to the loop thread, one ``Store.append_batch`` (one SQLite
@@ -755,8 +769,8 @@ class Server:
             next_id = message_ids.next
             batch = [
                 NewMessage(device_id, next_id() if message_id is None else message_id,
-                           payload, priority, expiry, collapse_key, topic)
-                for device_id, payload, priority, expiry, collapse_key, topic, message_id in checked
+                           payload, priority, expiry, collapse_key, topic, key)
+                for device_id, payload, priority, expiry, collapse_key, topic, message_id, key in checked
             ]
             seqs: list[int] = []
             errors: dict[int, str] = {}

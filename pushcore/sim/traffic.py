@@ -17,7 +17,13 @@ Sinks deliver a batch of messages to a gateway:
 * :class:`ServerSink` — an in-process :class:`pushcore.Server`: the batch
   runs on the server's loop thread, one ``server.push`` per message;
 * :class:`AdminSink` — a remote gateway through its admin API
-  (``POST /v1/push/batch``), one HTTP request per batch.
+  (``POST /v1/push/batch``), one HTTP request per batch. Each message
+  carries an idempotency key made of the run, the device and the counter,
+  so a batch sent again after a lost answer (a dropped connection, a
+  gateway killed between its commit and its reply) is stored once.
+
+A batch the sink could not confirm is sent again — the same messages,
+before anything newer — until it goes through or the pusher stops.
 """
 from __future__ import annotations
 
@@ -102,22 +108,35 @@ class ServerSink:
 
 
 class AdminSink:
-    """Pushes through a gateway's admin API, one ``POST /v1/push/batch`` per batch."""
+    """Pushes through a gateway's admin API, one ``POST /v1/push/batch`` per batch.
+
+    Message ``(index, counter)`` has the idempotency key
+    ``pcsim-<run id>-<index>-<counter>``; until the gateway confirms it, the
+    sink keeps its payload (with its send time), so sending it again repeats
+    it exactly and the gateway answers the first seq instead of storing a copy.
+    """
 
     def __init__(self, client: BatchClient, id_prefix: str, run_id: int,
                  id_of: Callable[[int], str] | None = None) -> None:
         self.client = client  # a pushcore.admin.client.AdminClient
         self.run_id = run_id
         self.id_of: Callable[[int], str] = id_of or (lambda i: f"{id_prefix}{i}")
+        self._unconfirmed: dict[tuple[int, int], str] = {}  # (index, counter) -> payload sent
 
     def send(self, batch: Sequence[tuple[int, int]]) -> int:
         now = time.time_ns()
-        run_id, id_of = self.run_id, self.id_of
-        messages = [
-            {"device": id_of(index), "payload": f"pcsim1 {run_id} {index} {counter} {now}"}
-            for index, counter in batch
-        ]
-        return len(self.client.push_batch(messages))
+        run_id, id_of, unconfirmed = self.run_id, self.id_of, self._unconfirmed
+        messages = []
+        for index, counter in batch:
+            payload = unconfirmed.get((index, counter))
+            if payload is None:
+                payload = unconfirmed[index, counter] = f"pcsim1 {run_id} {index} {counter} {now}"
+            messages.append({"device": id_of(index), "payload": payload,
+                             "idempotency_key": f"pcsim-{run_id}-{index}-{counter}"})
+        accepted = len(self.client.push_batch(messages))
+        for item in batch[:accepted]:
+            unconfirmed.pop(item, None)
+        return accepted
 
 
 class Pusher:
@@ -125,10 +144,14 @@ class Pusher:
 
     Runs in its own thread, in ticks of *tick* seconds; each tick sends the
     messages due by then in one batch (at most ``max_batch``; if the sink
-    falls behind, the rate achieved is lower and says so). ``sent[i]`` is
-    the last counter sent to device *i* and accepted by the sink: a batch
-    the sink refused is taken back, so devices are never expected to get a
-    message that was not sent.
+    falls behind, the rate achieved is lower and says so). A batch the sink
+    could not confirm (it raised, or accepted only part) is sent again, the
+    same messages and nothing newer, after *tick*, then twice as long, … up
+    to one second, until it goes through (so a device's messages stay in
+    order; ``errors`` counts the messages of every failed attempt). At the
+    stop, one still unconfirmed is tried once more, then taken back.
+    ``sent[i]`` is the last counter sent to device *i* and accepted by the
+    sink, so devices are never expected to get a message that was not sent.
     """
 
     def __init__(self, sink: Sink, devices: int, rate: float, *, tick: float = 0.01,
@@ -189,33 +212,49 @@ class Pusher:
         rng = self._rng
         sent = self.sent
         devices = self.devices
+        retry: list[tuple[int, int]] = []  # sent, not confirmed: goes again before anything newer
+        delay = self.tick
         try:
             while not self._stop.is_set():
-                now = time.monotonic()
-                due = int((now - start) * self.rate) - scheduled
-                if due <= 0:
-                    self._stop.wait(min(self.tick, (scheduled + 1) / self.rate - (now - start)))
-                    continue
-                due = min(due, self.max_batch)
-                batch = []
-                for _ in range(due):
-                    index = rng.randrange(devices)
-                    sent[index] += 1
-                    batch.append((index, sent[index]))
-                scheduled += due
-                try:
-                    accepted = self.sink.send(batch)
-                except Exception as exc:
-                    log.warning("simulator: the pusher's sink failed: %s", exc)
-                    accepted = 0
-                if accepted < len(batch):
-                    self.errors += len(batch) - accepted
-                    for index, _counter in reversed(batch[accepted:]):
-                        sent[index] -= 1  # never sent: not expected by the device
-                self.total += accepted
+                if retry:
+                    if self._stop.wait(delay):
+                        break
+                    batch, delay = retry, min(2 * delay, 1.0)
+                else:
+                    now = time.monotonic()
+                    due = int((now - start) * self.rate) - scheduled
+                    if due <= 0:
+                        self._stop.wait(min(self.tick, (scheduled + 1) / self.rate - (now - start)))
+                        continue
+                    due = min(due, self.max_batch)
+                    batch = []
+                    for _ in range(due):
+                        index = rng.randrange(devices)
+                        sent[index] += 1
+                        batch.append((index, sent[index]))
+                    scheduled += due
+                    delay = self.tick
+                retry = self._send(batch)
                 # a slow sink must not make the next tick try to catch up without bound
                 behind = int((time.monotonic() - start) * self.rate) - scheduled
                 if behind > self.max_batch:
                     scheduled += behind - self.max_batch
         finally:
+            if retry:
+                retry = self._send(retry)  # one last try, then what is left was never sent
+                for index, _counter in reversed(retry):
+                    sent[index] -= 1  # not expected by the device
             self.stopped_at = time.monotonic()
+
+    def _send(self, batch: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Send *batch*; return its part the sink did not confirm."""
+        try:
+            accepted = self.sink.send(batch)
+        except Exception as exc:
+            log.warning("simulator: the pusher's sink failed (the batch goes again): %s", exc)
+            accepted = 0
+        self.total += accepted
+        if accepted < len(batch):
+            self.errors += len(batch) - accepted
+            return batch[accepted:]
+        return []

@@ -15,7 +15,7 @@ Anything else (``"mystore"``, ``"memroy"``, ``"redis://…"``) is a
 file is more likely a typo than a request for a SQLite file of that name.
 
 The semantics every backend shares (seq counters, cumulative ack, expiry,
-collapse, the per-device cap policy, threads) are documented in
+collapse, the per-device cap policy, idempotency keys, threads) are documented in
 :mod:`pushcore.store.base`.
 """
 from __future__ import annotations
@@ -24,11 +24,15 @@ import os
 from typing import Any
 
 from .base import (
+    DEFAULT_IDEMPOTENCY_WINDOW,
     DEFAULT_MAX_MESSAGES,
     DEFAULT_RANGE_LIMIT,
+    MAX_IDEMPOTENCY_KEY_BYTES,
     PRIORITY_HIGH,
     PRIORITY_LOW,
+    IdempotencyConflict,
     NewMessage,
+    ReplayedMessage,
     SeqExhausted,
     Store,
     StoredMessage,
@@ -57,6 +61,10 @@ __all__ = [
     "PRIORITY_HIGH",
     "DEFAULT_MAX_MESSAGES",
     "DEFAULT_RANGE_LIMIT",
+    "IdempotencyConflict",
+    "ReplayedMessage",
+    "DEFAULT_IDEMPOTENCY_WINDOW",
+    "MAX_IDEMPOTENCY_KEY_BYTES",
 ]
 
 _SQLITE_PREFIX = "sqlite:///"

@@ -54,6 +54,22 @@ carries the waiting low-priority messages before it (the device is being
 woken anyway). ``last_seq(device) > highest seq sent`` tells cheaply whether
 anything waits.
 
+**Idempotency keys.** :meth:`Store.append` and :meth:`Store.append_batch`
+take an optional ``idempotency_key`` per message: 1 to 256 bytes of
+printable ASCII (``0x21``-``0x7e``; a longer key is :class:`MessageTooLarge`,
+any other character ``ValueError``), unique across the whole store. The key
+is written in the same transaction as its message and remembered for
+:attr:`Store.idempotency_window` seconds (default 24 h). Appending with a
+key the store remembers stores nothing and returns a
+:class:`ReplayedMessage` carrying the *original* seq and message id (also
+when that message was acked or dropped since). The key names one message:
+the same device, payload, priority, collapse key and topic (expiry and
+message id are not compared, since a retry recomputes them). A key
+remembered for another message raises :class:`IdempotencyConflict` and
+stores nothing (in a batch: nothing of the batch). A key twice in one batch
+is the same as a repeat. :meth:`Store.purge_expired` forgets keys past the
+window (a key past it is not honoured even before a purge).
+
 **How a server drives it** (one possible mapping of the protocol):
 
 * publish to a device: ``m = append(...)`` (or ``append_batch`` for a loop
@@ -91,11 +107,13 @@ an admin API thread). Calls are short; none blocks on the network.
 from __future__ import annotations
 
 import abc
+import hashlib
+import heapq
 import logging
 import math
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol, Self, TypeGuard
 
@@ -127,6 +145,10 @@ __all__ = [
     "MAX_SEQ",
     "MAX_EXPIRY",
     "MAX_MESSAGE_ID",
+    "IdempotencyConflict",
+    "ReplayedMessage",
+    "DEFAULT_IDEMPOTENCY_WINDOW",
+    "MAX_IDEMPOTENCY_KEY_BYTES",
 ]
 
 log = logging.getLogger("pushcore.store")
@@ -138,6 +160,8 @@ DEFAULT_RANGE_LIMIT = 100
 MAX_SEQ = 2**63 - 1
 MAX_EXPIRY = 2**32 - 1  # PUSH carries expiry as u32le
 MAX_MESSAGE_ID = 2**64 - 1  # PUSH carries message_id as u64le
+DEFAULT_IDEMPOTENCY_WINDOW = 86400.0  # seconds an idempotency key is remembered (24 h)
+MAX_IDEMPOTENCY_KEY_BYTES = 256
 
 
 class StoreObserver(Protocol):
@@ -202,6 +226,32 @@ class SeqExhausted(StoreError):
         self.device_id = device_id
 
 
+class IdempotencyConflict(PushcoreError, ValueError):
+    """An idempotency key the store remembers for another message: nothing was stored.
+
+    ``key`` is the key, ``device_id`` the device it was used for now,
+    ``original_device`` the device of the message it names, ``index`` the
+    batch item (None outside a batch). The admin API answers it with 409.
+    """
+
+    def __init__(self, key: str, device_id: str, original_device: str, index: int | None = None) -> None:
+        where = "" if index is None else f"messages[{index}]: "
+        what = ("a different message (payload, priority, collapse key or topic)"
+                if device_id == original_device else f"a message for device {original_device!r}")
+        super().__init__(
+            f"{where}idempotency_key {key!r} was already used for {what}; "
+            f"a retry must repeat the message exactly, a new message needs a new key"
+        )
+        self.key = key
+        self.device_id = device_id
+        self.original_device = original_device
+        self.index = index
+
+    def at(self, index: int | None) -> IdempotencyConflict:
+        """The same conflict, naming batch item *index* (None: no batch)."""
+        return IdempotencyConflict(self.key, self.device_id, self.original_device, index)
+
+
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
     """One stored message for one device.
@@ -223,6 +273,16 @@ class StoredMessage:
     def expired(self, now: float) -> bool:
         """True when the message must no longer be delivered at *now*."""
         return self.expiry != 0 and self.expiry <= now
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayedMessage(StoredMessage):
+    """What an append returns for an idempotency key it remembers: nothing new was stored.
+
+    ``seq`` and ``message_id`` are the original message's (it may have been
+    acked since); the other fields are those of the repeated request, and
+    ``created`` is when the original was stored.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +384,144 @@ def check_topics(topics: object) -> list[str]:
     return list(dict.fromkeys(check_topic(t) for t in topics))
 
 
+def check_idempotency_key(key: object) -> str:
+    """*key* if it is 1 to MAX_IDEMPOTENCY_KEY_BYTES printable ASCII characters (``0x21``-``0x7e``)."""
+    if not isinstance(key, str):
+        raise TypeError(f"idempotency_key must be str, not {type(key).__name__}")
+    if len(key) > MAX_IDEMPOTENCY_KEY_BYTES:
+        raise MessageTooLarge("idempotency_key", len(key.encode("utf-8", "replace")), MAX_IDEMPOTENCY_KEY_BYTES)
+    if not key or not key.isascii() or not key.isprintable() or " " in key:
+        raise ValueError(
+            f"idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} printable ASCII characters "
+            f"without spaces (e.g. a UUID), got {key!r:.80}"
+        )
+    return key
+
+
+def check_window(window: object) -> float:
+    if not isinstance(window, (int, float)) or isinstance(window, bool):
+        raise TypeError(f"idempotency_window must be seconds, not {type(window).__name__}")
+    if not math.isfinite(window) or window <= 0:
+        raise ValueError(f"idempotency_window must be a finite number of seconds > 0, got {window!r}")
+    return float(window)
+
+
+def fingerprint(device_id: str, fields: MessageFields) -> bytes:
+    """What an idempotency key names: device, payload, priority, collapse key, topic (16 bytes)."""
+    h = hashlib.blake2b(digest_size=16)
+    for text in (device_id, fields.collapse_key, fields.topic):
+        raw = text.encode("utf-8")
+        h.update(len(raw).to_bytes(4, "little"))
+        h.update(raw)
+    h.update(bytes((fields.priority,)))
+    h.update(fields.payload)
+    return h.digest()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """One remembered idempotency key (internal: what a backend keeps per key)."""
+
+    device_id: str
+    seq: int
+    message_id: int
+    digest: bytes
+    created: float
+    expires: float
+
+
+@dataclass(slots=True)
+class KeyPlan:
+    """How one append treats its items' idempotency keys (internal: see :func:`plan_keys`).
+
+    ``replays[i]`` is the remembered record item *i* repeats, or the index
+    of the earlier item of the same batch it repeats; ``new[i]`` is the
+    fingerprint of an item whose key must be remembered once it has a seq.
+    """
+
+    replays: dict[int, KeyRecord | int]
+    new: dict[int, bytes]
+
+    def replayed(self, i: int, fields: MessageFields, out: list[StoredMessage]) -> ReplayedMessage:
+        """The answer for replayed item *i*; *out* holds the answers of the items before it."""
+        origin = self.replays[i]
+        if isinstance(origin, int):
+            first = out[origin]
+            seq, message_id, created = first.seq, first.message_id, first.created
+        else:
+            seq, message_id, created = origin.seq, origin.message_id, origin.created
+        return ReplayedMessage(seq, message_id, fields.payload, fields.priority, fields.expiry,
+                               fields.collapse_key, fields.topic, created)
+
+
+def plan_keys(
+    pairs: list[tuple[str, MessageFields]], lookup: Callable[[str], KeyRecord | None]
+) -> KeyPlan | None:
+    """The :class:`KeyPlan` of an append (None when no item has a key).
+
+    *lookup(key)* is the unexpired record the backend remembers, or None.
+    Raises :class:`IdempotencyConflict` (naming the item) before anything
+    is stored.
+    """
+    plan: KeyPlan | None = None
+    seen: dict[str, tuple[int, str, bytes]] = {}  # key -> (first item, its device, its fingerprint)
+    for i, (device_id, fields) in enumerate(pairs):
+        key = fields.idempotency_key
+        if not key:
+            continue
+        if plan is None:
+            plan = KeyPlan({}, {})
+        digest = fingerprint(device_id, fields)
+        earlier = seen.get(key)
+        if earlier is not None:
+            if earlier[2] != digest:
+                raise IdempotencyConflict(key, device_id, earlier[1], i)
+            first = earlier[0]
+            origin = plan.replays.get(first)
+            plan.replays[i] = first if origin is None else origin
+            continue
+        seen[key] = (i, device_id, digest)
+        record = lookup(key)
+        if record is None:
+            plan.new[i] = digest
+        elif record.digest != digest:
+            raise IdempotencyConflict(key, device_id, record.device_id, i)
+        else:
+            plan.replays[i] = record
+    return plan
+
+
+class KeyHeap:
+    """Remembered keys by expiry, for a backend that keeps them in memory (internal)."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, KeyRecord] = {}
+        self._heap: list[tuple[float, str]] = []
+
+    def get(self, key: str, now: float) -> KeyRecord | None:
+        record = self.records.get(key)
+        return record if record is not None and record.expires > now else None
+
+    def put(self, key: str, record: KeyRecord) -> None:
+        self.records[key] = record
+        heapq.heappush(self._heap, (record.expires, key))
+
+    def purge(self, now: float, limit: int | None) -> int:
+        heap, records = self._heap, self.records
+        removed = 0
+        while heap and heap[0][0] <= now and (limit is None or removed < limit):
+            expires, key = heapq.heappop(heap)
+            record = records.get(key)
+            if record is not None and record.expires == expires:  # not replaced since
+                del records[key]
+                removed += 1
+        return removed
+
+    def clear(self) -> None:
+        self.records.clear()
+        self._heap.clear()
+
+
 @dataclass(frozen=True, slots=True)
 class NewMessage:
     """A message to store for one device, not yet given a seq (see :meth:`Store.append_batch`)."""
@@ -335,6 +533,7 @@ class NewMessage:
     expiry: int = 0
     collapse_key: str = ""
     topic: str = ""
+    idempotency_key: str | None = None  # None = none (see the module doc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +546,7 @@ class MessageFields:
     expiry: int
     collapse_key: str
     topic: str
+    idempotency_key: str = ""  # "" = none
 
 
 def check_message(
@@ -356,6 +556,7 @@ def check_message(
     expiry: object,
     collapse_key: object,
     topic: object,
+    idempotency_key: object = None,
 ) -> MessageFields:
     if not _is_int(message_id):
         raise TypeError(f"message_id must be int, not {type(message_id).__name__}")
@@ -388,6 +589,7 @@ def check_message(
         expiry,
         _check_size("collapse_key", check_text("collapse_key", collapse_key), MAX_COLLAPSE_KEY_BYTES),
         check_topic(topic, allow_empty=True),
+        "" if idempotency_key is None else check_idempotency_key(idempotency_key),
     )
 
 
@@ -401,7 +603,16 @@ class Store(abc.ABC):
     shares. Use as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self, *, max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
+    #: False in a backend that does not implement idempotency keys: appends with one are refused.
+    keeps_idempotency_keys = True
+
+    def __init__(
+        self,
+        *,
+        max_messages: int = DEFAULT_MAX_MESSAGES,
+        idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
+    ) -> None:
+        self._idempotency_window = check_window(idempotency_window)
         if not _is_int(max_messages):
             raise TypeError(f"max_messages must be int, not {type(max_messages).__name__}")
         if max_messages < 1:
@@ -421,8 +632,24 @@ class Store(abc.ABC):
         return self._max_messages
 
     @property
+    def idempotency_window(self) -> float:
+        """Seconds an idempotency key is remembered after its message was stored (default 24 h).
+
+        Settable; a new value applies to keys stored from then on.
+        """
+        return self._idempotency_window
+
+    @idempotency_window.setter
+    def idempotency_window(self, seconds: float) -> None:
+        self._idempotency_window = check_window(seconds)
+
+    @property
     def closed(self) -> bool:
         return self._closed
+
+    def _check_keys(self, pairs: list[tuple[str, MessageFields]]) -> None:
+        if not self.keeps_idempotency_keys and any(f.idempotency_key for _, f in pairs):
+            raise StoreError(f"{type(self).__name__} does not keep idempotency keys")
 
     def _check_open(self) -> None:
         if self._closed:
@@ -498,9 +725,11 @@ class Store(abc.ABC):
     def _stored(self, pairs: list[tuple[str, MessageFields]], stored: list[StoredMessage]) -> list[StoredMessage]:
         # Called with the lock held after every append primitive.
         if self._observers:
-            items = [(device_id, message.seq) for (device_id, _fields), message in zip(pairs, stored)]
-            for observer in self._observers:
-                observer.on_stored(items)
+            items = [(device_id, message.seq) for (device_id, _fields), message in zip(pairs, stored)
+                     if not isinstance(message, ReplayedMessage)]  # a replay stored nothing
+            if items:
+                for observer in self._observers:
+                    observer.on_stored(items)
         return stored
 
     def _acked(self, acks: list[tuple[str, int]], removed: int) -> int:
@@ -522,20 +751,28 @@ class Store(abc.ABC):
         collapse_key: str = "",
         topic: str = "",
         now: float | None = None,
+        idempotency_key: str | None = None,
     ) -> StoredMessage:
         """Store a message for *device_id* under its next seq and return it.
 
         Applies collapse and the cap (module doc). *now* (Unix seconds,
         default the current time) becomes ``created`` and decides which
-        messages count as expired when making room.
+        messages count as expired when making room. With an
+        *idempotency_key* the store remembers (module doc), nothing is
+        stored and the original comes back as a :class:`ReplayedMessage`;
+        one remembered for another message raises :class:`IdempotencyConflict`.
         """
         device_id = check_device_id(device_id)
-        fields = check_message(message_id, payload, priority, expiry, collapse_key, topic)
+        fields = check_message(message_id, payload, priority, expiry, collapse_key, topic, idempotency_key)
         now = resolve_now(now)
         with self._lock:
             self._check_open()
             pairs = [(device_id, fields)]
-            return self._stored(pairs, self._append(pairs, now))[0]
+            self._check_keys(pairs)
+            try:
+                return self._stored(pairs, self._append(pairs, now))[0]
+            except IdempotencyConflict as exc:
+                raise exc.at(None) from None
 
     def append_many(
         self,
@@ -579,6 +816,10 @@ class Store(abc.ABC):
         and collapse and the cap apply in that order as with :meth:`append`.
         The server gathers the messages of one loop turn into one call: a
         commit costs far more than a row (see benchmarks/store_bench.py).
+        Items with an ``idempotency_key`` the store remembers come back as
+        :class:`ReplayedMessage` (nothing stored for them); a conflicting key
+        raises :class:`IdempotencyConflict` naming the item, and nothing of
+        the batch is stored.
         """
         if isinstance(messages, NewMessage):
             raise TypeError("messages must be an iterable of NewMessage; for one, use append()")
@@ -591,7 +832,7 @@ class Store(abc.ABC):
                     check_device_id(item.device_id),
                     check_message(
                         item.message_id, item.payload, item.priority, item.expiry,
-                        item.collapse_key, item.topic,
+                        item.collapse_key, item.topic, item.idempotency_key,
                     ),
                 )
             )
@@ -600,6 +841,7 @@ class Store(abc.ABC):
             return []
         with self._lock:
             self._check_open()
+            self._check_keys(pairs)
             return self._stored(pairs, self._append(pairs, now))
 
     def range(
@@ -691,11 +933,13 @@ class Store(abc.ABC):
             return self._backlog(device_id, min(after_seq, MAX_SEQ), now)
 
     def purge_expired(self, now: float | None = None, *, limit: int | None = None) -> int:
-        """Delete expired messages of every device, at most *limit* (None: all); return how many.
+        """Delete expired messages, then idempotency keys past their window; at most *limit* rows.
 
-        With a *limit* it is one short step of a background purge
-        (:class:`pushcore.Server` runs one on its loop): call again while it
-        returns *limit*. Messages go in order of expiry.
+        Returns how many rows went: expired messages plus forgotten keys
+        (``stats().expired`` counts the messages alone). With a *limit* it is
+        one short step of a background purge (:class:`pushcore.Server` runs
+        one on its loop): call again while it returns *limit*. Messages go in
+        order of expiry, and keys only with what the limit leaves.
         """
         now = resolve_now(now)
         if limit is not None:
@@ -704,7 +948,9 @@ class Store(abc.ABC):
             self._check_open()
             removed = self._purge_expired(now, limit)
             self._expired += removed
-            return removed
+            if limit is None:
+                return removed + self._purge_keys(now, None)
+            return removed + (self._purge_keys(now, limit - removed) if removed < limit else 0)
 
     def drop_empty_devices(self, limit: int | None = None) -> tuple[int, bool]:
         """Drop the records of devices that hold no stored message, at most *limit*; ``(dropped, more)``.
@@ -812,6 +1058,11 @@ class Store(abc.ABC):
     def _append(self, pairs: list[tuple[str, MessageFields]], now: float) -> list[StoredMessage]:
         """Append each ``(device id, fields)`` in order, atomically; apply collapse and cap.
 
+        Honours ``fields.idempotency_key`` (module doc: a remembered key gives
+        a :class:`ReplayedMessage`, a conflicting one raises
+        :class:`IdempotencyConflict` with the item's index before anything is
+        stored; a new one is remembered in the same transaction).
+
         Must add to ``self._collapsed``, ``self._dropped_by_cap`` and
         ``self._expired`` only once the whole batch has succeeded.
         """
@@ -868,6 +1119,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def _close(self) -> None: ...
+
+    def _purge_keys(self, now: float, limit: int | None) -> int:
+        """Forget up to *limit* (None: all) idempotency keys expired at *now*; return how many."""
+        return 0
 
     # -- token revocations (pushcore.Server.revoke); kept last so other store work merges cleanly --
 

@@ -15,7 +15,19 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_right
 
-from .base import DEFAULT_MAX_MESSAGES, MAX_SEQ, MessageFields, SeqExhausted, Store, StoredMessage
+from .base import (
+    DEFAULT_IDEMPOTENCY_WINDOW,
+    DEFAULT_MAX_MESSAGES,
+    MAX_SEQ,
+    KeyHeap,
+    KeyPlan,
+    KeyRecord,
+    MessageFields,
+    SeqExhausted,
+    Store,
+    StoredMessage,
+    plan_keys,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -51,8 +63,14 @@ class _Device:
 class MemoryStore(Store):
     """In-memory :class:`~pushcore.store.Store`; fast, not durable. Thread-safe (one lock)."""
 
-    def __init__(self, *, max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
-        super().__init__(max_messages=max_messages)
+    def __init__(
+        self,
+        *,
+        max_messages: int = DEFAULT_MAX_MESSAGES,
+        idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
+    ) -> None:
+        super().__init__(max_messages=max_messages, idempotency_window=idempotency_window)
+        self._keys = KeyHeap()  # idempotency keys, by expiry
         self._devices: dict[str, _Device] = {}
         self._expiry_heap: list[tuple[int, str, int]] = []  # (expiry, device id, seq)
         # The heap keeps entries of messages acked or dropped since they were pushed;
@@ -69,6 +87,36 @@ class MemoryStore(Store):
     # -- messages --
 
     def _append(self, pairs: list[tuple[str, MessageFields]], now: float) -> list[StoredMessage]:
+        keys = plan_keys(pairs, lambda key: self._keys.get(key, now))
+        if keys is not None and keys.replays:
+            return self._append_keyed(pairs, now, keys)
+        out = self._append_new(pairs, now)
+        if keys is not None:
+            self._remember(pairs, out, keys.new, now)
+        return out
+
+    def _append_keyed(self, pairs: list[tuple[str, MessageFields]], now: float, keys: KeyPlan) -> list[StoredMessage]:
+        """An append where some items repeat a key: only the others are stored."""
+        fresh = [i for i in range(len(pairs)) if i not in keys.replays]
+        stored = iter(self._append_new([pairs[i] for i in fresh], now))
+        out: list[StoredMessage] = []
+        for i, (_device_id, fields) in enumerate(pairs):
+            out.append(keys.replayed(i, fields, out) if i in keys.replays else next(stored))
+        self._remember(pairs, out, keys.new, now)
+        return out
+
+    def _remember(self, pairs: list[tuple[str, MessageFields]], out: list[StoredMessage],
+                  new: dict[int, bytes], now: float) -> None:
+        expires = now + self._idempotency_window
+        for i, digest in new.items():
+            message = out[i]
+            self._keys.put(pairs[i][1].idempotency_key,
+                           KeyRecord(pairs[i][0], message.seq, message.message_id, digest, now, expires))
+
+    def _purge_keys(self, now: float, limit: int | None) -> int:
+        return self._keys.purge(now, limit)
+
+    def _append_new(self, pairs: list[tuple[str, MessageFields]], now: float) -> list[StoredMessage]:
         devices = self._devices
         boxes = []
         planned: dict[str, int] = {}  # seqs each device will take, checked before any change
@@ -310,6 +358,7 @@ class MemoryStore(Store):
         return set(self._device_topics.get(device_id, ()))
 
     def _close(self) -> None:
+        self._keys.clear()
         self._devices.clear()
         self._expiry_heap.clear()
         self._topic_members.clear()

@@ -7,7 +7,8 @@ fsync the WAL at each commit) but never corrupts the file. With
 ``synchronous="FULL"`` each commit is fsynced and survives power loss too,
 at a cost per commit (see benchmarks/store_bench.py).
 
-Layout (``PRAGMA user_version`` = 1)::
+Layout (``PRAGMA user_version`` = 2; a version-1 file, from before
+idempotency keys, gains the ``idempotency_keys`` table when it is opened)::
 
     devices(device TEXT PRIMARY KEY, last_seq INTEGER, stored INTEGER)
         -- the seq counter, and how many messages the device has stored
@@ -19,6 +20,9 @@ Layout (``PRAGMA user_version`` = 1)::
     subscriptions(topic, device, PRIMARY KEY (topic, device))
         + index (device, topic)
     seq_floor(id = 0, value)   -- the highest counter of a dropped device record
+    idempotency_keys(key PRIMARY KEY, device, seq, message_id, digest, created, expires)
+        + index (expires)                                -- purge_expired
+        -- written in the append's transaction; digest = what the key names
 
 The counter lives apart from the messages, so acking every message (or
 dropping them) never lets a seq come back, also across restarts. ``stored``
@@ -60,17 +64,21 @@ from contextlib import contextmanager
 from typing import Any
 
 from .base import (
+    DEFAULT_IDEMPOTENCY_WINDOW,
     DEFAULT_MAX_MESSAGES,
+    KeyPlan,
+    KeyRecord,
     MessageFields,
     SeqExhausted,
     Store,
     StoredMessage,
     StoreError,
+    plan_keys,
 )
 
 __all__ = ["SQLiteStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _MIN_SQLITE = (3, 35, 0)
 _SYNCHRONOUS = ("NORMAL", "FULL")
 #: Seconds a write waits for another connection's write lock (while the store is writable).
@@ -109,6 +117,31 @@ CREATE TABLE IF NOT EXISTS subscriptions (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS subscriptions_by_device ON subscriptions (device, topic);
 """
+
+# Version 2: idempotency keys (also run on a version-1 file to migrate it).
+_SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key        TEXT PRIMARY KEY,
+    device     TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    message_id INTEGER NOT NULL,
+    digest     BLOB NOT NULL,
+    created    REAL NOT NULL,
+    expires    REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_keys_by_expiry ON idempotency_keys (expires);
+"""
+_KEY_CHUNK = 64  # keys looked up per statement (padded with NULLs, so the statement is always the same)
+_KEY_LOOKUP = (
+    "SELECT key, device, seq, message_id, digest, created, expires FROM idempotency_keys "
+    f"WHERE key IN ({', '.join('?' * _KEY_CHUNK)}) AND expires > ?"
+)
+_KEY_INSERT = "INSERT OR REPLACE INTO idempotency_keys VALUES (?, ?, ?, ?, ?, ?, ?)"
+_KEY_EXPIRED = "SELECT 1 FROM idempotency_keys WHERE expires <= ? LIMIT 1"
+_KEY_PURGE = (
+    "DELETE FROM idempotency_keys WHERE key IN "
+    "(SELECT key FROM idempotency_keys WHERE expires <= ? ORDER BY expires LIMIT ?)"
+)
 
 # Statements (kept as constants: identical strings hit the prepared-statement cache).
 _NEXT_SEQ = (  # counts the row about to be inserted in `stored` already; ?2 is the seq floor
@@ -220,8 +253,9 @@ class SQLiteStore(Store):
         max_messages: int = DEFAULT_MAX_MESSAGES,
         synchronous: str = "NORMAL",
         timeout: float = DEFAULT_BUSY_TIMEOUT,
+        idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
     ) -> None:
-        super().__init__(max_messages=max_messages)
+        super().__init__(max_messages=max_messages, idempotency_window=idempotency_window)
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
         path = os.fspath(path)
@@ -266,10 +300,11 @@ class SQLiteStore(Store):
     def _setup(self) -> None:
         db = self._db
         version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
+        if version not in (0, 1, SCHEMA_VERSION):
             raise StoreError(
                 f"{self.path!r} has pushcore store schema version {version}; this pushcore "
-                f"reads version {SCHEMA_VERSION}: use a newer pushcore or a new file"
+                f"reads versions 1 to {SCHEMA_VERSION} (1 is migrated on open): use a newer "
+                f"pushcore or a new file"
             )
         if self.path != ":memory:":
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -277,10 +312,12 @@ class SQLiteStore(Store):
                 raise StoreError(f"{self.path!r} could not be switched to WAL mode (got {mode!r})")
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         db.execute(_FLOOR_SCHEMA)  # also in files made before records were dropped: no version bump
-        if version == 0:
+        if version != SCHEMA_VERSION:
+            # A new file gets the whole layout; a version-1 file only what version 2 added.
+            script = (_SCHEMA if version == 0 else "") + _SCHEMA_V2
             db.execute("BEGIN IMMEDIATE")
             try:
-                for statement in _SCHEMA.split(";"):
+                for statement in script.split(";"):
                     if statement.strip():
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -356,7 +393,13 @@ class SQLiteStore(Store):
         with self._write() as db:
             execute = db.execute
             floor = execute(_FLOOR).fetchone()[0]  # once per transaction: a new record starts above it
-            for device_id, fields in pairs:
+            keys = plan_keys(pairs, self._lookup_keys(db, pairs, now).get)
+            replays = keys.replays if keys is not None else None
+            for i, (device_id, fields) in enumerate(pairs):
+                if replays and i in replays:
+                    assert keys is not None
+                    out.append(keys.replayed(i, fields, out))
+                    continue
                 row = execute(_NEXT_SEQ, (device_id, floor)).fetchone()
                 if row is None:
                     raise SeqExhausted(device_id)
@@ -403,10 +446,41 @@ class SQLiteStore(Store):
                         now,
                     )
                 )
+            if keys is not None and keys.new:
+                self._remember(db, pairs, out, keys, now)
         self._collapsed += collapsed
         self._dropped_by_cap += dropped
         self._expired += expired
         return out
+
+    @staticmethod
+    def _lookup_keys(db: sqlite3.Connection, pairs: list[tuple[str, MessageFields]],
+                     now: float) -> dict[str, KeyRecord]:
+        """The unexpired records of the keys *pairs* carry (none: no query)."""
+        wanted = [fields.idempotency_key for _device, fields in pairs if fields.idempotency_key]
+        found: dict[str, KeyRecord] = {}
+        for start in range(0, len(wanted), _KEY_CHUNK):
+            chunk: list[str | float | None] = list(wanted[start:start + _KEY_CHUNK])
+            chunk += [None] * (_KEY_CHUNK - len(chunk))
+            chunk.append(now)
+            for key, device, seq, message_id, digest, created, expires in db.execute(_KEY_LOOKUP, chunk):
+                found[key] = KeyRecord(device, seq, message_id + _U64 if message_id < 0 else message_id,
+                                       digest, created, expires)
+        return found
+
+    def _remember(self, db: sqlite3.Connection, pairs: list[tuple[str, MessageFields]],
+                  out: list[StoredMessage], keys: KeyPlan, now: float) -> None:
+        expires = now + self._idempotency_window
+        db.executemany(_KEY_INSERT, [
+            (pairs[i][1].idempotency_key, pairs[i][0], out[i].seq, _signed(out[i].message_id), digest, now, expires)
+            for i, digest in keys.new.items()
+        ])
+
+    def _purge_keys(self, now: float, limit: int | None) -> int:
+        if self._db.execute(_KEY_EXPIRED, (now,)).fetchone() is None:
+            return 0  # nothing to forget: no write lock taken
+        with self._write() as db:
+            return db.execute(_KEY_PURGE, (now, -1 if limit is None else limit)).rowcount
 
     def _make_room(self, db: sqlite3.Connection, device_id: str, stored: int, now: float) -> tuple[int, int]:
         """Apply the cap policy to a device holding *stored* (> cap) messages.

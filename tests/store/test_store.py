@@ -659,7 +659,7 @@ def test_sqlite_file_is_readable_by_plain_sqlite(tmp_path):
         put(store, "d", 2)
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT device, seq FROM messages ORDER BY seq").fetchall() == [("d", 1), ("d", 2)]
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2  # version 2: idempotency keys
     db.close()
 
 
