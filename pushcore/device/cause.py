@@ -70,7 +70,8 @@ class Cause:
 
     def __str__(self) -> str:
         kind, where = self.kind, _where(self.address)
-        detail = f": {self.message}" if self.message else ""
+        # the loop's own ERROR frames carry the reason name as their message: said once
+        detail = f": {self.message}" if self.message and self.message != self.reason_name else ""
         if kind is CauseKind.REFUSED:
             return f"connection refused by {where}"
         if kind is CauseKind.TIMED_OUT:
@@ -78,7 +79,7 @@ class Cause:
         if kind is CauseKind.NETWORK:
             return f"connect to {where} failed{_os_error(self.errno)}"
         if kind is CauseKind.NO_SERVER:
-            return f"no server to connect to{detail}"
+            return f"no server address to try{detail}"
         if kind in (CauseKind.AUTH, CauseKind.ERROR):
             return f"{where} refused: {self.reason_name}{detail}"
         if kind is CauseKind.GOAWAY:
@@ -89,5 +90,5 @@ class Cause:
             return f"{where} closed the connection"
         if kind is CauseKind.PEER_RESET:
             return f"the connection to {where} was reset{_os_error(self.errno)}"
-        name = f" {self.reason_name}" if self.reason is not None else ""
+        name = f" ({self.reason_name})" if self.reason is not None else ""
         return f"the client closed the connection to {where}{name}{detail}"

@@ -697,7 +697,7 @@ class Client:
             return
         self._candidates = list(candidates)
         if not self._candidates:
-            self._causes.append(Cause(CauseKind.NO_SERVER, message="no server address resolved"))
+            self._causes.append(Cause(CauseKind.NO_SERVER, message="the list is empty or no name resolved"))
             self._cycle_failed()
             return
         self._probe_timer = self._live_loop.call_later(self._probe_timeout, self._probe_timed_out, cycle)
@@ -728,11 +728,18 @@ class Client:
         self._probe_timer = None
         if cycle != self._cycle or self._cid is not None or self._stopping:
             return
+        loop = self._live_loop
         for cid, address in list(self._probes.items()):
             said = self._probe_cause.pop(cid, None)
-            self._causes.append(said if said is not None else Cause(
-                CauseKind.TIMED_OUT, message=f"no WELCOME within {self._probe_timeout:g} s", address=address))
-            self._live_loop.close_conn(cid, Reason.NORMAL)
+            if said is None:
+                try:
+                    waiting_for = "TCP connection" if loop.conn_info(cid)["state"] == "connecting" else "WELCOME"
+                except Exception:
+                    waiting_for = "WELCOME"
+                said = Cause(CauseKind.TIMED_OUT, message=f"no {waiting_for} within {self._probe_timeout:g} s",
+                             address=address)
+            self._causes.append(said)
+            loop.close_conn(cid, Reason.NORMAL)
         self._probes.clear()
         self._candidates = []
         self._cycle_failed()

@@ -95,7 +95,7 @@ def test_a_server_that_never_answers_gives_a_timed_out_cause():
         cause = states.causes(ClientState.BACKOFF)[0]
         assert cause is not None and cause.kind is CauseKind.TIMED_OUT
         assert cause.address == tuple(silent.address)
-        assert "timed out" in str(cause)
+        assert str(cause) == f"127.0.0.1:{silent.address[1]} timed out: no WELCOME within 0.2 s"
     finally:
         silent.close()
 
@@ -180,3 +180,39 @@ def test_cause_is_public_and_prints_reason_names():
     assert cause.reason_name == "OVERLOADED"
     unknown = Cause(CauseKind.GOAWAY, 200, "", ("127.0.0.1", 5))
     assert unknown.reason_name == "UNKNOWN_200" and "UNKNOWN_200" in str(unknown)
+
+
+def test_no_resolvable_server_gives_a_no_server_cause():
+    from test_serverlist import UNRESOLVABLE
+
+    states = States()
+    client = Client("d1", token("d1"), [f"{UNRESOLVABLE}:5222"], backoff=(5.0, 5.0), on_state=states)
+    thread = threading.Thread(target=lambda: pytest.raises(ConnectError, client.start, timeout=10.0))
+    thread.start()
+    wait_for(lambda: states.causes(ClientState.BACKOFF), what="a BACKOFF")
+    client.stop()
+    thread.join(10)
+    cause = states.causes(ClientState.BACKOFF)[0]
+    assert cause is not None and cause.kind is CauseKind.NO_SERVER
+    assert str(cause).startswith("no server address to try")
+
+
+@pytest.mark.parametrize(
+    "cause, text",
+    [
+        (Cause(CauseKind.REFUSED, Reason.CONNECT_FAILED, address=("::1", 7), errno=errno.ECONNREFUSED),
+         "connection refused by [::1]:7"),
+        (Cause(CauseKind.TIMED_OUT, Reason.CONNECT_FAILED, address=("127.0.0.1", 7), errno=errno.ETIMEDOUT),
+         "connect to 127.0.0.1:7 timed out"),
+        (Cause(CauseKind.NETWORK, Reason.CONNECT_FAILED, address=("127.0.0.1", 7), errno=errno.ENETUNREACH),
+         f"connect to 127.0.0.1:7 failed ([Errno {errno.ENETUNREACH}] {__import__('os').strerror(errno.ENETUNREACH)})"),
+        # the loop's own ERROR frames carry the reason name as their message: said once
+        (Cause(CauseKind.ERROR, Reason.OVERLOADED, "OVERLOADED", ("127.0.0.1", 7)), "127.0.0.1:7 refused: OVERLOADED"),
+        (Cause(CauseKind.LOCAL, Reason.IDLE_TIMEOUT, address=("127.0.0.1", 7)),
+         "the client closed the connection to 127.0.0.1:7 (IDLE_TIMEOUT)"),
+        (Cause(CauseKind.PEER_RESET, Reason.PEER_RESET, address=("127.0.0.1", 7)),
+         "the connection to 127.0.0.1:7 was reset"),
+    ],
+)
+def test_causes_read_as_one_line(cause, text):
+    assert str(cause) == text
