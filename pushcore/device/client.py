@@ -72,7 +72,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVarTuple, cast
 
 from ..codec import frames as _frames
-from ..errors import ProtocolError, PushcoreError, Reason
+from ..errors import ProtocolError, PushcoreError, Reason, reason_name
 from ..loop.dispatch import dispatch_for
 from ..tokens import AuthError
 from ..wire import topic_problem
@@ -998,7 +998,7 @@ class Client:
                 self._close_cause_said = _error_cause(error.code, error.message, self.server)
             log.warning(
                 "pushcore client %s: server error %s: %s",
-                self.device_id, _reason(error.code), error.message,
+                self.device_id, reason_name(error.code), error.message,
             )
 
     def _hand_over(self, push: Push) -> bool:

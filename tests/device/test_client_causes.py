@@ -100,13 +100,15 @@ def test_a_server_that_never_answers_gives_a_timed_out_cause():
         silent.close()
 
 
-def test_a_drain_gives_the_client_the_shutting_down_cause():
+def test_a_drain_gives_the_client_the_shutting_down_cause(caplog):
     server = make_server()
     server.start()
     states = States()
     client = make_client([server.address], on_state=states)
     client.start()
-    server.drain()
+    with caplog.at_level(logging.WARNING, logger="pushcore.device.client"):
+        server.drain()
+        wait_for(lambda: states.causes(ClientState.BACKOFF), what="the backoff")
     wait_for(lambda: states.causes(ClientState.DISCONNECTED), what="the disconnect")
     cause = states.causes(ClientState.DISCONNECTED)[0]
     assert cause is not None and cause.kind is CauseKind.GOAWAY
@@ -114,9 +116,9 @@ def test_a_drain_gives_the_client_the_shutting_down_cause():
     assert cause.address == server.address
     assert "SHUTTING_DOWN" in str(cause) and "24" not in str(cause)
     assert "server shutting down" in str(cause)  # the server's message
-    # the BACKOFF that follows says why it waits
-    wait_for(lambda: states.causes(ClientState.BACKOFF), what="the backoff")
+    # the BACKOFF that follows says why it waits, and the log says it by name
     assert states.causes(ClientState.BACKOFF)[0] == cause
+    assert any("GOAWAY SHUTTING_DOWN from" in r.getMessage() for r in caplog.records)
     client.stop()
 
 
