@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pushcore.device.inbox import Inbox
 
@@ -149,3 +151,15 @@ def test_expiry_unknown_server_time_drops_nothing():
     inbox.handled(1)
     assert not inbox.receive(2, expiry=100, now=200.0)
     assert inbox.last_seq == 2 and inbox.expired == 1  # expired: received and acked, not shown
+
+
+@given(st.lists(st.tuples(st.integers(0, 20), st.sampled_from([0, 100, 300])), max_size=40))
+def test_accept_is_receive_then_handled(pushes):
+    one, two = Inbox(), Inbox()
+    for seq, expiry in pushes:
+        shown = two.receive(seq, expiry, 200.0)
+        if shown:
+            two.handled(seq)
+        assert one.accept(seq, expiry, 200.0) == shown
+        assert (one.last_seq, one.unacked, one.duplicates, one.expired) == (
+            two.last_seq, two.unacked, two.duplicates, two.expired)
