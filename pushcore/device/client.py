@@ -558,7 +558,8 @@ class Client:
             self._live_loop.close_conn(cid, Reason.NORMAL)
         self._probes.clear()
         self._fail_upstreams("client stopped")
-        self._fail_waiters(ConnectError("the client was stopped before it connected"))
+        last = f" (last failure: {self.cause})" if self.cause is not None else ""
+        self._fail_waiters(ConnectError(f"the client was stopped before it connected{last}", self.cause))
         self._set_state(ClientState.STOPPED)
         if self._running:
             # let the close flush on the next turn, then stop the loop

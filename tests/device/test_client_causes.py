@@ -155,6 +155,29 @@ def test_a_server_that_closes_without_a_word_gives_peer_closed():
     scripted.close()
 
 
+def test_a_reset_connection_gives_peer_reset_with_its_errno():
+    import socket
+    import struct
+
+    scripted = ScriptedServer()
+    states = States()
+    client = make_client([scripted.address], on_state=states, backoff=(5.0, 5.0))
+    thread = threading.Thread(target=client.start)
+    thread.start()
+    peer = scripted.accept()
+    scripted.welcome(peer)
+    thread.join()
+    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.close()  # linger 0: an RST, not a FIN
+    wait_for(lambda: states.causes(ClientState.DISCONNECTED), what="the disconnect")
+    cause = states.causes(ClientState.DISCONNECTED)[0]
+    assert cause is not None and cause.kind is CauseKind.PEER_RESET
+    assert cause.errno == errno.ECONNRESET
+    assert str(cause).startswith(f"the connection to 127.0.0.1:{scripted.address[1]} was reset ([Errno")
+    client.stop()
+    scripted.close()
+
+
 @pytest.mark.parametrize(
     "tok, reason",
     [
