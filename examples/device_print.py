@@ -24,7 +24,7 @@ import signal
 import sys
 import tempfile
 
-from pushcore.device.client import Client, ClientState
+from pushcore.device.client import Cause, Client, ClientState
 from pushcore.errors import PushcoreError
 
 
@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.count and received >= args.count:
             client.stop()
 
-    def on_state(state: ClientState, reason) -> None:
-        detail = f" ({reason.name if hasattr(reason, 'name') else reason})" if reason is not None else ""
+    def on_state(state: ClientState, cause: Cause | None) -> None:
+        detail = f" ({cause})" if cause is not None else ""  # e.g. "connection refused by 127.0.0.1:5222"
         where = f" to {client.server[0]}:{client.server[1]}" if state is ClientState.CONNECTED else ""
         print(f"# {state.value}{where}{detail}", file=sys.stderr, flush=True)
         if state is ClientState.CONNECTED:

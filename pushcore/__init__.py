@@ -9,7 +9,7 @@ The public API (docs/ARCHITECTURE.md is the map of the package):
   ``encode_ack`` — C-level, or the pure-Python reference when
   ``PUSHCORE_BACKEND=python``; ``BACKEND`` says which (docs/CODEC.md);
 * the gateway (``Server``, ``Store``, ``open_store``, tokens) and the device
-  (``Client``, ``HeartbeatPolicy``);
+  (``Client``, ``Cause``, ``HeartbeatPolicy``);
 * loaded on first use, so that ``import pushcore`` stays light: ``Loop``,
   ``Simulator``, ``Profile``, ``AdminAPI``.
 """
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .codec import BACKEND, Decoder, decode, encode, encode_ack, encode_push
 from .codec import frames as _frames
+from .device.cause import Cause, CauseKind
 from .device.client import Client, ClientState, ConnectError, NotConnected
 from .device.heartbeat import HeartbeatPolicy
 from .errors import MessageTooLarge, ProtocolError, PushcoreError, Reason
@@ -82,6 +83,7 @@ __all__ = [
     "Decoder", "encode", "decode", "encode_push", "encode_ack",
     "AuthError", "TokenSigner", "mint_token", "verify_token", "Store", "open_store",
     "StoreError", "StoreUnavailable", "IdempotencyConflict",
-    "HeartbeatPolicy", "Server", "Client", "ClientState", "ConnectError", "NotConnected", "Loop",
+    "HeartbeatPolicy", "Server", "Client", "ClientState", "Cause", "CauseKind", "ConnectError", "NotConnected",
+    "Loop",
     "Simulator", "Profile", "AdminAPI",
 ]

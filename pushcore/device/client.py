@@ -16,12 +16,25 @@ What it does, in the published design's terms:
   keeps growing while it keeps being replaced, so a stolen token cannot
   lock the genuine device out for good and two genuine copies of one device
   do not thrash; ``reconnect_on_replaced=False`` stops instead.
-* **Exactly once, in order.** HELLO carries the last seq received; the
+* **Exactly once, in order.** HELLO carries the last seq handled; the
   server resumes after it. Duplicates are dropped by seq, so ``on_message``
   is called once per message; ACKs are cumulative and batched
   (:class:`pushcore.device.inbox.Inbox`); a NOTIFY is followed by FETCHes of pages.
   Persist :attr:`Client.last_seq` with what the application did with the
   messages and pass it back as ``last_seq=`` after a restart of the process.
+* **Acked once handled.** When ``on_message`` raises, the exception is
+  logged with its traceback and the ACK stops before that seq: the message
+  comes again after ``redeliver_delay`` seconds on the same connection (a
+  FETCH from the last handled seq), or on the next connection, and the
+  messages after it wait for it (docs/CLIENT.md).
+* **Expiry by the server's clock.** WELCOME carries the server's time; the
+  client keeps the offset to its own clock (``clock=``) per connection and
+  judges a PUSH's expiry with it, so a device whose clock is wrong neither
+  drops live messages nor shows expired ones.
+* **Causes.** Every failure is described by a :class:`pushcore.Cause`
+  (refused, timed out, the server's ERROR / GOAWAY reason by name, ...):
+  ``on_state(state, cause)``, :attr:`Client.cause`, ``ConnectError.cause``
+  and the log carry it.
 * **Adaptive heartbeat** (:class:`pushcore.device.heartbeat.HeartbeatPolicy`): the
   loop sends PING in C when the connection has been quiet for the current
   interval; answered heartbeats step the interval up, a connection lost for
@@ -50,6 +63,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import enum
+import errno as _errno
 import logging
 import random
 import threading
@@ -58,10 +72,11 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVarTuple, cast
 
 from ..codec import frames as _frames
-from ..errors import ProtocolError, PushcoreError, Reason
+from ..errors import ProtocolError, PushcoreError, Reason, reason_name
 from ..loop.dispatch import dispatch_for
 from ..tokens import AuthError
 from ..wire import topic_problem
+from .cause import Cause, CauseKind
 from .heartbeat import HeartbeatPolicy
 from .inbox import Inbox
 from .serverlist import (
@@ -80,7 +95,7 @@ if TYPE_CHECKING:
     from ..loop.asyncio_driver import AsyncioDriver
     from ..loop.dispatch import LoopDispatch
 
-__all__ = ["Client", "ClientState", "ConnectError", "NotConnected", "backoff_delay"]
+__all__ = ["Cause", "CauseKind", "Client", "ClientState", "ConnectError", "NotConnected", "backoff_delay"]
 
 log = logging.getLogger("pushcore.device.client")
 
@@ -130,7 +145,20 @@ class ClientState(enum.StrEnum):
 
 
 class ConnectError(PushcoreError):
-    """The client could not connect (or stopped before it did)."""
+    """The client could not connect (or stopped before it did).
+
+    ``cause`` is the :class:`Cause` of the last failed attempt (None when
+    there was none, e.g. a server that accepted and has not answered yet);
+    the message includes it: ``no server answered within 3 s: connection
+    refused by 127.0.0.1:5222``.
+    """
+
+    def __init__(self, message: str, cause: Cause | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+    def __reduce__(self) -> tuple[type[ConnectError], tuple[str, Cause | None]]:
+        return (type(self), (str(self), self.cause))
 
 
 class NotConnected(PushcoreError, ConnectionError):
@@ -191,9 +219,20 @@ class Client:
         each new message once, in seq order: a ``Push`` frame (``seq``,
         ``message_id``, ``payload``, ``priority``, ``expiry``,
         ``collapse_key``, ``topic``). Ephemeral broadcasts have ``seq == 0``.
-    on_state(state, reason)
-        a :class:`ClientState` change; *reason* is a :class:`pushcore.Reason`,
-        the plain int of a close code this version does not know, or None.
+        If it raises, the message is not acked and comes again (see
+        *redeliver_delay*); the exception is logged with its traceback.
+    redeliver_delay
+        seconds after a failed ``on_message`` before the client FETCHes the
+        failed message again on the same connection (default 5 s); a new
+        connection brings it at once. Later messages wait for it.
+    clock
+        the device's clock, Unix seconds (default ``time.time``); expiry is
+        judged with it plus the offset to the server's clock from WELCOME.
+    on_state(state, cause)
+        a :class:`ClientState` change; *cause* is a :class:`Cause` saying why
+        (``DISCONNECTED``, ``BACKOFF``, ``FAILED``, ``REPLACED``) or None
+        (``CONNECTING``, ``CONNECTED``, ``STOPPED``). ``cause.reason`` is
+        the :class:`pushcore.Reason` that earlier versions passed here.
     reconnect_on_replaced
         reconnect after GOAWAY REPLACED (default True). The delay before the
         *n*-th reconnect in a row after being replaced (n = 0, 1, …) is drawn
@@ -229,11 +268,13 @@ class Client:
         ack_delay: float = 0.05,
         page_size: int = 256,
         on_message: Callable[[Push], Any] | None = None,
-        on_state: Callable[[ClientState, Reason | int | None], Any] | None = None,
+        on_state: Callable[[ClientState, Cause | None], Any] | None = None,
         versions: Iterable[int] = (1,),
         url_timeout: float = 5.0,
         reconnect_on_replaced: bool = True,
         replaced_backoff: tuple[float, float] = (5.0, 300.0),
+        redeliver_delay: float = 5.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not isinstance(device_id, str) or not device_id:
             raise ValueError("device_id must be a non-empty str")
@@ -246,6 +287,8 @@ class Client:
             raise ValueError("give servers=, servers_url= or fallback= so the client knows where to connect")
         if probe_count < 1 or probe_timeout <= 0 or pong_timeout <= 0:
             raise ValueError("probe_count must be >= 1; probe_timeout and pong_timeout > 0")
+        if not redeliver_delay > 0:
+            raise ValueError(f"redeliver_delay must be > 0 seconds, got {redeliver_delay!r}")
         initial, maximum = backoff
         if not 0 < initial <= maximum:
             raise ValueError(f"backoff must be (initial, maximum) with 0 < initial <= maximum, got {backoff!r}")
@@ -269,6 +312,9 @@ class Client:
         #: Seconds of the reconnect delay last scheduled (None before any): what BACKOFF waits.
         self.retry_delay: float | None = None
         self._ack_delay = ack_delay
+        self._redeliver_delay = float(redeliver_delay)
+        self._clock = clock
+        self._clock_offset: float | None = None  # server clock - device clock, from WELCOME
         self._versions = tuple(versions)
         self._url_timeout = url_timeout
         self._reconnect_on_replaced = reconnect_on_replaced
@@ -286,11 +332,17 @@ class Client:
 
         self.state = ClientState.IDLE
         self.error: BaseException | None = None  # why the client FAILED
+        #: The :class:`Cause` of the last failure (what on_state got last), None before any.
+        self.cause: Cause | None = None
+        self._warned: Cause | None = None  # the BACKOFF cause last logged as a warning
         self.server: tuple[str, int] | None = None  # the server it is connected to
         self._cid: int | None = None
         self._probes: dict[int, Address] = {}
         self._candidates: list[Address] = []
         self._refusals: list[tuple[int, str]] = []
+        self._causes: list[Cause] = []  # why each probe of this cycle failed
+        self._probe_cause: dict[int, Cause] = {}  # what a probe's server said (ERROR, GOAWAY)
+        self._close_cause_said: Cause | None = None  # what the live connection's server said
         self._redirect: list[Address] | None = None
         self._cycle = 0  # bumped per connection cycle, so stale worker results are ignored
         self._attempt = 0
@@ -298,20 +350,31 @@ class Client:
         self._retry_timer: TimerHandle | None = None
         self._ack_timer: TimerHandle | None = None
         self._hb_timer: TimerHandle | None = None
+        self._redeliver_timer: TimerHandle | None = None
         self._pongs_seen = 0
         self._upstream_id = 0
         self._upstreams: dict[int, concurrent.futures.Future[int]] = {}
         self._waiters: list[concurrent.futures.Future[Client]] = []
         self._stopping = False
         self._replaced = False
-        self.stats = {"connects": 0, "messages": 0, "heartbeat_failures": 0, "replaced": 0}
+        self.stats = {"connects": 0, "messages": 0, "heartbeat_failures": 0, "replaced": 0,
+                      "handler_errors": 0}
 
     # -- public state ---------------------------------------------------------
 
     @property
     def last_seq(self) -> int:
-        """Highest seq received (persist it to resume after a process restart)."""
+        """Highest seq received and handled (persist it to resume after a process restart)."""
         return self.inbox.last_seq
+
+    @property
+    def clock_offset(self) -> float | None:
+        """Seconds the server's clock is ahead of ``clock()`` (from the last WELCOME), or None.
+
+        None before the first WELCOME, or when the server sent no time
+        (``server_time`` 0): then the client drops nothing for expiry.
+        """
+        return self._clock_offset
 
     @property
     def is_connected(self) -> bool:
@@ -350,13 +413,28 @@ class Client:
         assert loop is not None, "the client's loop is gone"
         return loop
 
-    def _set_state(self, state: ClientState, reason: int | None = None) -> None:
-        if state is self.state and reason is None:
+    def _set_state(self, state: ClientState, cause: Cause | None = None) -> None:
+        if state is self.state and cause is None:
             return
         self.state = state
+        if cause is not None:
+            # A new cause is a WARNING; the same one again (a dead port retried) only INFO.
+            level = logging.WARNING
+            if state is ClientState.BACKOFF:
+                if cause == self._warned:
+                    level = logging.INFO
+                self._warned = cause
+            self.cause = cause
+            if state is ClientState.BACKOFF:
+                log.log(level, "pushcore client %s: %s; retrying in %.2f s", self.device_id, cause,
+                        self.retry_delay or 0.0)
+            elif state is ClientState.DISCONNECTED:
+                log.info("pushcore client %s: disconnected: %s", self.device_id, cause)
+            else:
+                log.warning("pushcore client %s: %s: %s", self.device_id, state.value, cause)
         if self.on_state is not None:
             try:
-                self.on_state(state, reason)
+                self.on_state(state, cause)
             except Exception:
                 log.exception("pushcore client %s: on_state callback failed", self.device_id)
 
@@ -398,7 +476,8 @@ class Client:
         Raises :class:`pushcore.tokens.AuthError` (refused token),
         :class:`pushcore.ProtocolError` (e.g. no common version) or
         :class:`ConnectError` (no server answered within *timeout*; the
-        client is stopped then).
+        client is stopped then; its message and ``cause`` say why the last
+        attempt failed, e.g. "connection refused by 127.0.0.1:5222").
         """
         if self._thread is not None:
             raise RuntimeError("the client is already started")
@@ -422,8 +501,10 @@ class Client:
         try:
             waiter.result(timeout)
         except concurrent.futures.TimeoutError:
+            cause = self.cause
             self.stop()
-            raise ConnectError(f"no server answered within {timeout} s") from None
+            why = f": {cause}" if cause is not None else ""
+            raise ConnectError(f"no server answered within {timeout:g} s{why}", cause) from None
         except BaseException:
             if self.state is ClientState.FAILED:
                 self._thread.join(timeout)  # it stops by itself
@@ -477,7 +558,8 @@ class Client:
             self._live_loop.close_conn(cid, Reason.NORMAL)
         self._probes.clear()
         self._fail_upstreams("client stopped")
-        self._fail_waiters(ConnectError("the client was stopped before it connected"))
+        last = f" (last failure: {self.cause})" if self.cause is not None else ""
+        self._fail_waiters(ConnectError(f"the client was stopped before it connected{last}", self.cause))
         self._set_state(ClientState.STOPPED)
         if self._running:
             # let the close flush on the next turn, then stop the loop
@@ -569,6 +651,8 @@ class Client:
         self._cycle += 1
         cycle = self._cycle
         self._refusals = []
+        self._causes = []
+        self._probe_cause = {}
         self._set_state(ClientState.CONNECTING)
         if self._redirect:
             servers, self._redirect = self._redirect, None
@@ -614,6 +698,7 @@ class Client:
             return
         self._candidates = list(candidates)
         if not self._candidates:
+            self._causes.append(Cause(CauseKind.NO_SERVER, message="the list is empty or no name resolved"))
             self._cycle_failed()
             return
         self._probe_timer = self._live_loop.call_later(self._probe_timeout, self._probe_timed_out, cycle)
@@ -625,7 +710,12 @@ class Client:
             host, port = self._candidates.pop(0)
             try:
                 cid = loop.connect(host, port)
-            except (OSError, ValueError) as exc:
+            except OSError as exc:
+                self._causes.append(_connect_cause((host, port), exc.errno or 0))
+                log.info("pushcore client %s: connect %s:%d failed: %s", self.device_id, host, port, exc)
+                continue
+            except ValueError as exc:
+                self._causes.append(Cause(CauseKind.NETWORK, message=str(exc), address=(host, port)))
                 log.info("pushcore client %s: connect %s:%d failed: %s", self.device_id, host, port, exc)
                 continue
             self._probes[cid] = (host, port)
@@ -639,8 +729,18 @@ class Client:
         self._probe_timer = None
         if cycle != self._cycle or self._cid is not None or self._stopping:
             return
-        for cid in list(self._probes):
-            self._live_loop.close_conn(cid, Reason.NORMAL)
+        loop = self._live_loop
+        for cid, address in list(self._probes.items()):
+            said = self._probe_cause.pop(cid, None)
+            if said is None:
+                try:
+                    waiting_for = "TCP connection" if loop.conn_info(cid)["state"] == "connecting" else "WELCOME"
+                except Exception:
+                    waiting_for = "WELCOME"
+                said = Cause(CauseKind.TIMED_OUT, message=f"no {waiting_for} within {self._probe_timeout:g} s",
+                             address=address)
+            self._causes.append(said)
+            loop.close_conn(cid, Reason.NORMAL)
         self._probes.clear()
         self._candidates = []
         self._cycle_failed()
@@ -650,32 +750,37 @@ class Client:
         if self._probe_timer is not None:
             self._probe_timer.cancel()
             self._probe_timer = None
+        cause = _cycle_cause(self._causes)
         fatal = [(code, msg) for code, msg in self._refusals if code in _FATAL]
         if fatal:
             code, message = fatal[0]
-            self._fail(_refusal(code, message), Reason(code))
+            for candidate in self._causes:
+                if candidate.reason == code:
+                    cause = candidate
+                    break
+            self._fail(_refusal(code, message), cause)
             return
-        self._schedule_retry()
+        self._schedule_retry(cause=cause)
 
-    def _fail(self, exc: BaseException, reason: int | None) -> None:
+    def _fail(self, exc: BaseException, cause: Cause | None) -> None:
         self.error = exc
         self._stopping = True
         self._cancel_timers()
-        self._set_state(ClientState.FAILED, reason)
+        self._set_state(ClientState.FAILED, cause)
         self._fail_waiters(exc)
         self._fail_upstreams(str(exc))
         if self._running:
             loop = self._live_loop
             loop.call_later(0.05, loop.stop)
 
-    def _schedule_retry(self, delay: float | None = None) -> None:
+    def _schedule_retry(self, delay: float | None = None, cause: Cause | None = None) -> None:
         if self._stopping:
             return
         if delay is None:
             delay = backoff_delay(self._attempt, *self._backoff)
             self._attempt += 1
         self.retry_delay = delay
-        self._set_state(ClientState.BACKOFF)
+        self._set_state(ClientState.BACKOFF, cause)
         self._retry_timer = self._live_loop.call_later(delay, self._retry)
 
     def _replaced_delay(self) -> float:
@@ -712,19 +817,37 @@ class Client:
             )
             self._live_loop.send(cid, hello.encode())
 
+    def _close_cause(self, cid: int, reason: Reason | int, address: tuple[str, int] | None) -> Cause:
+        """Why the loop closed *cid* with *reason*, with its errno (read in on_close, as docs/LOOP.md says)."""
+        try:
+            err = int(self._live_loop.conn_info(cid).get("errno") or 0)
+        except Exception:
+            err = 0
+        if reason == Reason.CONNECT_FAILED:
+            return _connect_cause(address, err)
+        if reason == Reason.PEER_CLOSED:
+            return Cause(CauseKind.PEER_CLOSED, reason, address=address)
+        if reason == Reason.PEER_RESET:
+            return Cause(CauseKind.PEER_RESET, reason, address=address, errno=err or None)
+        return Cause(CauseKind.LOCAL, reason, address=address, errno=err or None)
+
     def _on_close(self, cid: int, reason: int) -> None:
         reason = _reason(reason)
         if cid in self._probes:
-            del self._probes[cid]
+            address = self._probes.pop(cid)
+            said = self._probe_cause.pop(cid, None)
+            self._causes.append(said if said is not None else self._close_cause(cid, reason, address))
             if self._cid is None and not self._stopping:
                 self._probe_more()
             return
         if cid != self._cid:
             return  # a probe we closed ourselves
+        cause = self._close_cause_said or self._close_cause(cid, reason, self.server)
+        self._close_cause_said = None
         self._cid = None
         self.server = None
         self._cancel_timers()
-        self._fail_upstreams(f"connection closed ({getattr(reason, 'name', reason)})")
+        self._fail_upstreams(f"connection closed ({cause})")
         if reason == Reason.IDLE_TIMEOUT:
             # No PONG within the timeout: the network dropped the idle connection.
             self.stats["heartbeat_failures"] += 1
@@ -735,21 +858,21 @@ class Client:
             self.stats["replaced"] += 1
             if not self._reconnect_on_replaced:
                 self._stopping = True
-                self._set_state(ClientState.REPLACED, Reason.REPLACED)
-                self._fail_waiters(ConnectError("another connection of this device took over"))
+                self._set_state(ClientState.REPLACED, cause)
+                self._fail_waiters(ConnectError("another connection of this device took over", cause))
                 if self._running:
                     loop = self._live_loop
                     loop.call_later(0.05, loop.stop)
                 return
             self._replaced = False
-            self._set_state(ClientState.DISCONNECTED, Reason.REPLACED)
-            self._schedule_retry(self._replaced_delay())
+            self._set_state(ClientState.DISCONNECTED, cause)
+            self._schedule_retry(self._replaced_delay(), cause)
             return
-        self._set_state(ClientState.DISCONNECTED, reason)
+        self._set_state(ClientState.DISCONNECTED, cause)
         if self._redirect:
             self._begin_cycle()
         else:
-            self._schedule_retry()
+            self._schedule_retry(cause=cause)
 
     # A frame's TYPE says which class it is: each branch casts it to that class.
     def _on_frame(self, cid: int, frame: Frame) -> None:
@@ -764,6 +887,7 @@ class Client:
         elif kind == _ERROR:
             error = cast("ErrorFrame", frame)
             self._refusals.append((error.code, error.message))
+            self._probe_cause[cid] = _error_cause(error.code, error.message, self._probes[cid])
             if error.code == Reason.LAST_SEQ_AHEAD and self.inbox.last_seq:
                 # The server's store is behind us (restored from a backup,
                 # another gateway's store): start over from 0, as PROTOCOL.md
@@ -774,14 +898,18 @@ class Client:
                 )
                 self.inbox.reset(0)
         elif kind == _GOAWAY:
-            servers = cast("Goaway", frame).servers
-            if servers:
-                self._redirect = parse_servers(servers)
+            goaway = cast("Goaway", frame)
+            self._probe_cause[cid] = Cause(CauseKind.GOAWAY, _reason(goaway.reason), goaway.message,
+                                           self._probes[cid])
+            if goaway.servers:
+                self._redirect = parse_servers(goaway.servers)
 
     def _welcomed(self, cid: int, welcome: Welcome) -> None:
         loop = self._live_loop
         if welcome.version not in self._versions:
-            self._refusals.append((Reason.UNSUPPORTED_VERSION, f"server chose version {welcome.version}"))
+            message = f"server chose version {welcome.version}"
+            self._refusals.append((Reason.UNSUPPORTED_VERSION, message))
+            self._probe_cause[cid] = Cause(CauseKind.ERROR, Reason.UNSUPPORTED_VERSION, message, self._probes[cid])
             loop.close_conn(cid, Reason.UNSUPPORTED_VERSION)
             return
         self.server = self._probes.pop(cid)
@@ -793,10 +921,14 @@ class Client:
             self._probe_timer.cancel()
             self._probe_timer = None
         self._cid = cid
+        self._close_cause_said = None
+        self._warned = None
         self._attempt = 0
         self._replaced = False
         self._connected_at = time.monotonic()
         self.stats["connects"] += 1
+        # Expiry is judged by the server's clock: the offset is taken once per connection.
+        self._clock_offset = welcome.server_time / 1000.0 - self._clock() if welcome.server_time else None
         self.inbox.connected()
         try:
             self.heartbeat.grant(welcome.heartbeat_min, welcome.heartbeat_max)
@@ -817,13 +949,16 @@ class Client:
         if kind == _PUSH:
             push = cast("Push", frame)
             inbox = self.inbox
-            if inbox.accept(push.seq, push.expiry, time.time()):
-                self.stats["messages"] += 1
-                if self.on_message is not None:
-                    try:
-                        self.on_message(push)
-                    except Exception:
-                        log.exception("pushcore client %s: on_message failed", self.device_id)
+            offset = self._clock_offset
+            seq = push.seq
+            if inbox.receive(seq, push.expiry, 0.0 if offset is None else self._clock() + offset):
+                if self._hand_over(push):
+                    inbox.handled(seq)
+                elif seq:
+                    inbox.failed(seq)
+                    if self._redeliver_timer is None:
+                        self._redeliver_timer = self._live_loop.call_later(
+                            self._redeliver_delay, self._redeliver_fired)
             if inbox.ack_due():
                 self._flush_ack()
             elif inbox.unacked and self._ack_timer is None:
@@ -842,6 +977,8 @@ class Client:
             servers = parse_servers(cast("Redirect", frame).servers)
             if servers:
                 self._redirect = servers
+                where = ", ".join(f"{h}:{p}" for h, p in servers)
+                self._close_cause_said = Cause(CauseKind.REDIRECT, message=f"to {where}", address=self.server)
                 self._flush_ack()
                 self._live_loop.close_conn(cid, Reason.NORMAL)
         elif kind == _GOAWAY:
@@ -850,15 +987,50 @@ class Client:
                 self._replaced = True
             if goaway.servers:
                 self._redirect = parse_servers(goaway.servers)
+            # Kept here: the server's close (EOF) often reaches the loop in the same
+            # read as the GOAWAY, and the loop's close reason is then PEER_CLOSED.
+            self._close_cause_said = Cause(CauseKind.GOAWAY, _reason(goaway.reason), goaway.message, self.server)
             self._flush_ack()
             self._live_loop.close_conn(cid, int(goaway.reason))
         elif kind == _ERROR:
             error = cast("ErrorFrame", frame)
             self._refusals.append((error.code, error.message))
+            if self._close_cause_said is None:
+                self._close_cause_said = _error_cause(error.code, error.message, self.server)
             log.warning(
                 "pushcore client %s: server error %s: %s",
-                self.device_id, _reason(error.code), error.message,
+                self.device_id, reason_name(error.code), error.message,
             )
+
+    def _hand_over(self, push: Push) -> bool:
+        """Give *push* to ``on_message``; False (logged with the traceback) when it raised."""
+        on_message = self.on_message
+        if on_message is not None:
+            try:
+                on_message(push)
+            except Exception:
+                self.stats["handler_errors"] += 1
+                if push.seq:
+                    log.exception(
+                        "pushcore client %s: on_message raised on seq %d: not acked; it comes again "
+                        "in %g s or on the next connection", self.device_id, push.seq, self._redeliver_delay,
+                    )
+                else:
+                    log.exception("pushcore client %s: on_message raised on an ephemeral message "
+                                  "(seq 0, not redelivered)", self.device_id)
+                return False
+        self.stats["messages"] += 1
+        return True
+
+    def _redeliver_fired(self) -> None:
+        """The redelivery delay passed: FETCH again from the last handled seq (the Inbox's barrier)."""
+        self._redeliver_timer = None
+        if self._cid is None:
+            return
+        fetch = self.inbox.redeliver()
+        if fetch is not None:
+            self._flush_ack()
+            self._live_loop.send(self._cid, _frames.Fetch(*fetch).encode())
 
     # -- ACK, heartbeat -------------------------------------------------------
 
@@ -916,7 +1088,7 @@ class Client:
         self._soon(run)
 
     def _cancel_timers(self) -> None:
-        for name in ("_probe_timer", "_retry_timer", "_ack_timer", "_hb_timer"):
+        for name in ("_probe_timer", "_retry_timer", "_ack_timer", "_hb_timer", "_redeliver_timer"):
             timer = getattr(self, name)
             if timer is not None:
                 timer.cancel()
@@ -993,3 +1165,32 @@ def _reason(code: int) -> Reason | int:
         return Reason(code)
     except ValueError:
         return code
+
+
+def _connect_cause(address: tuple[str, int] | None, err: int) -> Cause:
+    """A failed TCP connect to *address* with OS error *err* (0: unknown)."""
+    if err == _errno.ECONNREFUSED:
+        kind = CauseKind.REFUSED
+    elif err == _errno.ETIMEDOUT:
+        kind = CauseKind.TIMED_OUT
+    else:
+        kind = CauseKind.NETWORK
+    return Cause(kind, Reason.CONNECT_FAILED, address=address, errno=err or None)
+
+
+def _error_cause(code: int, message: str, address: tuple[str, int] | None) -> Cause:
+    """The server's ERROR *code* (*message*): an auth refusal or another error."""
+    kind = CauseKind.AUTH if code in (Reason.AUTH_FAILED, Reason.TOKEN_EXPIRED) else CauseKind.ERROR
+    return Cause(kind, _reason(code), message, address)
+
+
+def _cycle_cause(causes: list[Cause]) -> Cause | None:
+    """The cause to report for a connection cycle whose probes failed for *causes*.
+
+    What a server said (ERROR, GOAWAY) tells more than a refused or silent
+    port, so the first of those wins; else the last failure.
+    """
+    for cause in causes:
+        if cause.kind in (CauseKind.AUTH, CauseKind.ERROR, CauseKind.GOAWAY):
+            return cause
+    return causes[-1] if causes else None

@@ -142,7 +142,8 @@ def test_refused_token_fails_start_with_the_reason(server, tok, reason):
         client.start(timeout=10)
     assert info.value.reason == reason
     assert client.state is ClientState.FAILED
-    assert (ClientState.FAILED, reason) in states
+    # on_state gets a Cause; its reason is the Reason earlier versions passed
+    assert [(s, c.reason) for s, c in states if s is ClientState.FAILED] == [(ClientState.FAILED, reason)]
     assert isinstance(client.error, AuthError)
 
 
@@ -244,7 +245,7 @@ class _StateLog:
         for state, reason, delay, at in events:
             if state is ClientState.BACKOFF and since is not None and since[0] is None:
                 since = (delay, since[1])
-            elif state is ClientState.DISCONNECTED and reason == Reason.REPLACED:
+            elif state is ClientState.DISCONNECTED and reason is not None and reason.reason == Reason.REPLACED:
                 since = (None, at)
             elif state is ClientState.CONNECTED and since is not None:
                 out.append((since[0], at - since[1]))

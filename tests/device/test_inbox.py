@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pushcore.device.inbox import Inbox
 
@@ -87,3 +89,77 @@ def test_notify_for_what_was_already_received_fetches_nothing():
 def test_rejects_bad_settings(kwargs):
     with pytest.raises(ValueError):
         Inbox(**kwargs)
+
+
+# -- handled, then acked (issue 10 item 4) -------------------------------------
+
+
+def test_a_message_counts_as_received_only_once_handled():
+    inbox = Inbox()
+    assert inbox.receive(1)
+    assert inbox.last_seq == 0 and inbox.take_ack() is None  # not handled yet: nothing to ack
+    inbox.handled(1)
+    assert inbox.last_seq == 1 and inbox.take_ack() == 1
+
+
+def test_a_failed_message_holds_everything_after_it_until_redelivered():
+    inbox = Inbox(page_size=10)
+    assert inbox.receive(1)
+    inbox.handled(1)
+    assert inbox.receive(2)
+    inbox.failed(2)
+    assert inbox.held
+    assert not inbox.receive(3) and not inbox.receive(4)  # later ones wait for 2
+    assert inbox.deferred == 2 and inbox.duplicates == 0
+    assert inbox.receive(0)  # ephemeral messages are outside the sequence: still shown
+    assert inbox.take_ack() == 1  # the ACK stops before the failed seq
+    assert inbox.on_notify(4) is None  # no FETCH before the delay
+    assert inbox.redeliver() == (1, 0)  # the barrier: FETCH(last_seq, 0)
+    assert inbox.redeliver() is None  # once
+    assert not inbox.receive(3)  # sent before the barrier's answer: still held
+    assert inbox.on_notify(4) == (1, 10)  # the barrier's NOTIFY: fetch again from the failed one
+    assert not inbox.held
+    for seq in (2, 3, 4):
+        assert inbox.receive(seq)
+        inbox.handled(seq)
+    assert inbox.take_ack() == 4
+
+
+def test_the_barrier_waits_for_a_page_fetch_in_flight():
+    inbox = Inbox(page_size=10)
+    assert inbox.on_notify(30) == (0, 10)  # a page FETCH is out
+    assert inbox.receive(1)
+    inbox.failed(1)
+    assert inbox.redeliver() is None  # its NOTIFY could not be told from the barrier's
+    assert inbox.on_notify(30) == (0, 0)  # the page's NOTIFY: now the barrier
+    assert inbox.held
+    assert inbox.on_notify(30) == (0, 10)
+    assert not inbox.held
+
+
+def test_a_new_connection_ends_the_hold():
+    inbox = Inbox()
+    inbox.receive(1)
+    inbox.failed(1)
+    inbox.connected()  # HELLO said last_seq 0: the server sends 1 again
+    assert not inbox.held and inbox.receive(1)
+
+
+def test_expiry_unknown_server_time_drops_nothing():
+    inbox = Inbox()
+    assert inbox.receive(1, expiry=100, now=0.0)  # now=0: the server's clock is unknown
+    inbox.handled(1)
+    assert not inbox.receive(2, expiry=100, now=200.0)
+    assert inbox.last_seq == 2 and inbox.expired == 1  # expired: received and acked, not shown
+
+
+@given(st.lists(st.tuples(st.integers(0, 20), st.sampled_from([0, 100, 300])), max_size=40))
+def test_accept_is_receive_then_handled(pushes):
+    one, two = Inbox(), Inbox()
+    for seq, expiry in pushes:
+        shown = two.receive(seq, expiry, 200.0)
+        if shown:
+            two.handled(seq)
+        assert one.accept(seq, expiry, 200.0) == shown
+        assert (one.last_seq, one.unacked, one.duplicates, one.expired) == (
+            two.last_seq, two.unacked, two.duplicates, two.expired)
