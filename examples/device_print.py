@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             client.stop()
 
     def on_state(state: ClientState, cause: Cause | None) -> None:
-        detail = f" ({cause})" if cause is not None else ""  # e.g. "connection refused by 127.0.0.1:5222"
+        detail = f" ({cause})" if cause is not None else ""  # e.g. "connection refused by 127.0.0.1:PORT"
         where = f" to {client.server[0]}:{client.server[1]}" if state is ClientState.CONNECTED else ""
         print(f"# {state.value}{where}{detail}", file=sys.stderr, flush=True)
         if state is ClientState.CONNECTED:
