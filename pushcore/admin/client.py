@@ -39,14 +39,19 @@ class AdminError(PushcoreError):
 
     ``idempotency_key`` is set (to the key the request carried) when no
     answer came although the request may have been carried out: sending it
-    again with that key is safe. None otherwise.
+    again with that key is safe. None otherwise. ``body`` is the decoded JSON
+    answer of an HTTP error (e.g. ``{"error", "field", "index"}``, or
+    ``{"status": "store_unwritable", ...}`` from ``/healthz``), None when
+    there was none.
     """
 
-    def __init__(self, status: int, message: str, idempotency_key: str | None = None) -> None:
+    def __init__(self, status: int, message: str, idempotency_key: str | None = None,
+                 body: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.idempotency_key = idempotency_key
+        self.body = body
 
 
 class AdminClient:
@@ -184,7 +189,8 @@ class AdminClient:
                 message = f"{message} (give the gateway's admin token with --admin-token or PUSHCORE_ADMIN_TOKEN)"
             elif resp.status == 403:
                 message = f"{message}: the admin token does not match the gateway's"
-            raise AdminError(resp.status, f"HTTP {resp.status}: {message}")
+            raise AdminError(resp.status, f"HTTP {resp.status}: {message}",
+                             body=decoded if isinstance(decoded, dict) else None)
         return resp.status, decoded
 
     @staticmethod
@@ -258,10 +264,18 @@ class AdminClient:
         return text
 
     def healthz(self) -> dict[str, Any]:
+        """``/healthz``: ``{"status": "ok"}``, or the 503 answer as sent (``down``, ``store_unwritable`` with ``error``, ``since``)."""
+        return self._probe("/healthz")
+
+    def readyz(self) -> dict[str, Any]:
+        """``/readyz``: ``{"status": "ready"}``, or the 503 answer (``down``, ``draining``, ``not_listening``, ``store_unwritable``)."""
+        return self._probe("/readyz")
+
+    def _probe(self, path: str) -> dict[str, Any]:
         try:
-            health: dict[str, Any] = self.request("GET", "/healthz", auth=False)[1]
+            health: dict[str, Any] = self.request("GET", path, auth=False)[1]
             return health
         except AdminError as exc:
             if exc.status == 503:
-                return {"status": "down"}
+                return exc.body if exc.body and "status" in exc.body else {"status": "down"}
             raise

@@ -19,6 +19,7 @@ import pytest
 from prometheus_text import parse_exposition, sample
 from pushcore import StoreUnavailable
 from pushcore.admin.api import AdminAPI
+from pushcore.admin.client import AdminClient, AdminError
 from pushcore.codec import reference as protocol
 from pushcore.device.client import Client
 from pushcore.store import SQLiteStore
@@ -166,12 +167,20 @@ def test_health_ready_and_push_answer_503_during_an_outage_and_200_after(gateway
             status, _headers, ready = call_api(admin, "GET", "/readyz", token=None)
             assert (status, ready["status"], ready["error"]) == (503, "store_unwritable", "database is locked")
             assert store_writable_metric(admin) == 0
+            # AdminClient passes the gateway's own answer on (it used to say only "down").
+            client = AdminClient("http://%s:%d" % admin.address, ADMIN_TOKEN)
+            assert client.healthz()["status"] == "store_unwritable"
+            assert client.readyz()["error"] == "database is locked"
+            with pytest.raises(AdminError) as refused:
+                client.push("phone-1", "hi")
+            assert refused.value.status == 503 and refused.value.body["store"] == "unwritable"
             assert still_open(phone)
         finally:
             lock.release()
         # Healed by the probe, with no push or ack to make the first write.
         wait_for(lambda: call_api(admin, "GET", "/readyz", token=None)[0] == 200, what="/readyz 200")
         assert call_api(admin, "GET", "/healthz", token=None)[::2] == (200, {"status": "ok"})
+        assert client.readyz() == {"status": "ready"}
         assert store_writable_metric(admin) == 1
         status, _headers, body = call_api(admin, "POST", "/v1/push", {"device": "phone-1", "payload": "hi"})
         assert (status, body) == (200, {"device": "phone-1", "seq": 1})
