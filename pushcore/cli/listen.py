@@ -200,6 +200,9 @@ def run(args: argparse.Namespace) -> int:
     state = StateFile(Path(args.state_file) if args.state_file else _default_state_path(args.device), args.device)
     last_seq = state.load()
     logging.basicConfig(level=logging.WARNING, format="pushcore listen: %(message)s")
+    # The client's own warnings (a backoff's cause) would repeat the state lines
+    # printed below; its errors (an on_message failure: none here) still show.
+    logging.getLogger("pushcore.device.client").setLevel(logging.ERROR)
     listener = _Listener(state, f"{host}:{port}" if ":" not in host else f"[{host}]:{port}")
     try:
         client = Client(args.device, token, [(host, port)], last_seq=last_seq, backoff=(0.5, 10.0),

@@ -194,7 +194,9 @@ def test_listen_prints_connection_failures_and_stops_on_sigterm(tmp_path):
     listen = Process(tmp_path, "listen", "phone-1", "--server", f"127.0.0.1:{dead}")
     line = listen.err.wait_for(lambda line: "cannot connect" in line, "a connection failure")
     assert f"127.0.0.1:{dead}" in line and "retrying in" in line, line
+    assert f"connection refused by 127.0.0.1:{dead}" in line, line  # the cause, from the Client
     assert listen.stop() == 0
+    assert not any("pushcore client" in line for line in listen.err.rest()), "said twice (the client's log)"
     assert listen.out.rest() == []
 
 
