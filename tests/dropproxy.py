@@ -6,7 +6,9 @@ the server (which does the work), and when the first bytes of its answer
 come back the proxy closes both connections instead of forwarding them, as
 a proxy or a network that drops the reply does. ``refuse = n`` closes the
 next *n* connections at once, before anything is forwarded (a gateway that
-is down for a moment). ``requests`` records the head (request line and
+is down for a moment). ``bad_gateway = n`` replaces the next *n* replies with
+``502 Bad Gateway`` (the request reached the server, which did the work, as
+behind a proxy whose upstream read timed out). ``requests`` records the head (request line and
 headers) of every request forwarded.
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ class DropProxy:
         self.target = target
         self.drop_replies = 0
         self.refuse = 0
+        self.bad_gateway = 0
         self.dropped = 0
         self.refused = 0
         self.requests: list[bytes] = []
@@ -118,6 +121,11 @@ class DropProxy:
                         if self._take("drop_replies"):
                             self.dropped += 1
                             return  # the reply is lost: both connections close
+                        if self._take("bad_gateway"):
+                            self.dropped += 1
+                            client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\n"
+                                           b"Content-Length: 11\r\nConnection: close\r\n\r\nbad gateway")
+                            return
                         client.sendall(data)
         except OSError:
             return

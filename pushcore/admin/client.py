@@ -13,7 +13,11 @@ and :meth:`AdminClient.push_batch` send a random key (a UUID) with each
 call by default; with ``idempotency_keys=False`` and no key of the caller's
 they are never re-sent, and a dropped connection is an error saying the
 message may have been stored. Other POSTs (publish, broadcast, subscribe …)
-are never re-sent. A kept-alive connection the gateway closed while idle
+are never re-sent. The same goes for an answer of 502, 503 or 504 (a proxy
+in front, or a gateway whose store cannot write, said "not now": a proxy
+may have passed the request on), waiting its ``Retry-After`` (at most 2 s);
+when the last try gets one, ``AdminError.idempotency_key`` names the key to
+retry with. A kept-alive connection the gateway closed while idle
 is noticed before a request is written, and replaced.
 """
 from __future__ import annotations
@@ -32,6 +36,20 @@ from typing import Any
 from ..errors import PushcoreError
 
 __all__ = ["AdminClient", "AdminError"]
+
+
+#: Answers after which a safe request (a GET, or one with an idempotency key) is sent again.
+_RETRY_STATUSES = (502, 503, 504)
+_MAX_RETRY_WAIT = 2.0  # seconds: a long Retry-After is the caller's decision, not a hidden sleep
+
+
+def _retry_after(header: str | None, default: float) -> float:
+    """Seconds to wait before the next try: the answer's ``Retry-After`` (seconds), capped."""
+    try:
+        wait = float(header) if header is not None else default
+    except ValueError:
+        wait = default
+    return min(max(wait, 0.0), _MAX_RETRY_WAIT) if wait == wait else default
 
 
 class AdminError(PushcoreError):
@@ -148,6 +166,12 @@ class AdminClient:
                     conn.request(method, path, body=data, headers=headers)
                     resp = conn.getresponse()
                     raw = resp.read()
+                    if resp.status in _RETRY_STATUSES and safe and attempt < attempts:
+                        # A proxy in front (502/504) or the gateway itself (503: its store
+                        # cannot write, or it is not running) said "not now"; a proxy may
+                        # have passed the request on, so only a safe request goes again.
+                        time.sleep(_retry_after(resp.getheader("Retry-After"), self.retry_delay))
+                        continue
                     break
                 except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
                     # Dropped before the answer: the gateway may or may not have done it.
@@ -189,7 +213,8 @@ class AdminClient:
                 message = f"{message} (give the gateway's admin token with --admin-token or PUSHCORE_ADMIN_TOKEN)"
             elif resp.status == 403:
                 message = f"{message}: the admin token does not match the gateway's"
-            raise AdminError(resp.status, f"HTTP {resp.status}: {message}",
+            unsure = resp.status in _RETRY_STATUSES and idempotency_key is not None
+            raise AdminError(resp.status, f"HTTP {resp.status}: {message}", idempotency_key if unsure else None,
                              body=decoded if isinstance(decoded, dict) else None)
         return resp.status, decoded
 

@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
                     text = f"sent to {n} connected device(s)" + (" (stored)" if args.durable else " (not stored)")
     except AdminError as exc:
         hint = " (is `pushcore serve` running? --admin URL)" if exc.status == 0 else ""
-        if exc.status == 0 and exc.idempotency_key is not None and args.device is not None:
+        if exc.idempotency_key is not None and args.device is not None:  # unreachable, or 502/503/504
             hint = f"; to retry safely, run it again with --idempotency-key {exc.idempotency_key}"
         raise CommandError(exc.message + hint, status=1) from None
     print(json.dumps(result) if args.json else text, file=sys.stdout)

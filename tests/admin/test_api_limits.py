@@ -544,7 +544,7 @@ def test_large_bodies_and_pipelined_requests_are_not_counted_as_headers(start_ap
         return (b"POST " + path + b" HTTP/1.1\r\nHost: x\r\n" + AUTH
                 + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
-    with socket.create_connection(admin.address, timeout=5) as sock:
+    with socket.create_connection(admin.address, timeout=30) as sock:
         sock.sendall(request(small) + request(big) + request(small))
         assert [read_response(sock)[:3:2] for _ in range(3)] == [
             (200, {"device": "p", "seq": 1}), (200, {"seqs": [2, 3, 4, 5]}), (200, {"device": "p", "seq": 6})]

@@ -131,6 +131,22 @@ def test_admin_client_retries_a_lost_reply_with_its_key(gateway):
         assert client.push("d", "exactly once") == 3
 
 
+def test_a_502_from_a_proxy_that_passed_the_push_on_is_retried_with_its_key(gateway):
+    server, admin = gateway
+    with DropProxy(admin.address) as proxy, AdminClient(proxy.url, ADMIN_TOKEN, timeout=10) as client:
+        proxy.bad_gateway = 1  # the gateway stored it; the caller sees 502
+        assert client.push("d", "once behind a proxy") == 1
+        assert stored(server, "d") == [b"once behind a proxy"]
+        keys = proxy.headers_of("Idempotency-Key")
+        assert len(keys) == 2 and keys[0] == keys[1]
+        proxy.bad_gateway = 5  # more than the retries: the error names the key to retry with
+        with pytest.raises(AdminError, match="HTTP 502") as info:
+            client.push("d", "second")
+        assert info.value.status == 502 and info.value.idempotency_key == proxy.headers_of("Idempotency-Key")[-1]
+        assert client.push("d", "second", idempotency_key=info.value.idempotency_key) == 2
+        assert stored(server, "d") == [b"once behind a proxy", b"second"]
+
+
 def test_admin_client_without_keys_never_retries_a_post(gateway):
     server, admin = gateway
     with DropProxy(admin.address) as proxy, \
