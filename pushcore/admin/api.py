@@ -102,7 +102,7 @@ from aiohttp import web
 
 from ..errors import PushcoreError
 from ..store import MAX_IDEMPOTENCY_KEY_BYTES, IdempotencyConflict
-from ..store.base import StoreUnavailable
+from ..store.base import StoreUnavailable, check_idempotency_key
 from .gateway_metrics import GatewayMetrics
 from .prometheus import CONTENT_TYPE, Registry
 
@@ -802,12 +802,17 @@ class AdminAPI:
         if len(items) > MAX_BATCH:
             raise ApiError(413, f"at most {MAX_BATCH} messages per batch, got {len(items)}",
                            {"limit": MAX_BATCH})
-        messages = [_batch_item(i, item) for i, item in enumerate(items)]  # all checked before any is sent
-        if header_key is not None:
+        if header_key is not None:  # the header's own faults are the header's, not an item's
             if len(header_key.encode("utf-8", "surrogateescape")) > MAX_BATCH_KEY_BYTES:
                 raise ApiError(413, f"the {IDEMPOTENCY_HEADER} of a batch is at most {MAX_BATCH_KEY_BYTES} bytes "
                                     f"(message i gets the key '<key>:<i>', at most {MAX_IDEMPOTENCY_KEY_BYTES})",
                                {"field": "idempotency_key", "limit": MAX_BATCH_KEY_BYTES})
+            try:
+                check_idempotency_key(header_key)
+            except ValueError as exc:  # empty, spaces, not printable ASCII
+                raise ApiError(400, f"the {IDEMPOTENCY_HEADER} header: {exc}", {"field": "idempotency_key"}) from None
+        messages = [_batch_item(i, item) for i, item in enumerate(items)]  # all checked before any is sent
+        if header_key is not None:
             for i, (_device, _payload_bytes, options) in enumerate(messages):
                 options.setdefault("idempotency_key", f"{header_key}:{i}")
         # One hand-over to the loop, one store transaction, one delivery pass.

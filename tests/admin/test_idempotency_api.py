@@ -113,6 +113,25 @@ def test_batch_keys_per_item_and_from_the_header(gateway):
     assert stored(server, "a") == [b"a1", b"a2", b"a2"]
 
 
+@pytest.mark.parametrize("bad", ["", "a b", "caf\u00e9"])
+def test_a_bad_batch_header_key_is_the_headers_fault_and_nothing_is_stored(gateway, bad):
+    server, admin = gateway
+    conn = http.client.HTTPConnection(*admin.address, timeout=10)
+    body = json.dumps({"messages": [{"device": "a", "payload": "x"}]}).encode()
+    conn.putrequest("POST", "/v1/push/batch")
+    for name, value in (("Authorization", f"Bearer {ADMIN_TOKEN}"), ("Content-Type", "application/json"),
+                        ("Content-Length", str(len(body)))):
+        conn.putheader(name, value)
+    conn.putheader("Idempotency-Key", bad.encode("utf-8"))  # sent as written, even empty
+    conn.endheaders(body)
+    resp = conn.getresponse()
+    status, answer = resp.status, json.loads(resp.read())
+    conn.close()
+    assert status == 400 and answer["error"].startswith("the Idempotency-Key header"), answer
+    assert "index" not in answer and "messages[0]" not in answer["error"]
+    assert stored(server, "a") == []
+
+
 def test_admin_client_retries_a_lost_reply_with_its_key(gateway):
     server, admin = gateway
     with DropProxy(admin.address) as proxy, AdminClient(proxy.url, ADMIN_TOKEN, timeout=10) as client:
