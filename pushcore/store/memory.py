@@ -233,6 +233,7 @@ class MemoryStore(Store):
             if seq == 0:
                 return 0
             box = self._devices[device_id] = _Device()
+            box.last_seq = self._floor  # a new record starts at the seq floor: no seq is handed out twice
             self._empty.add(device_id)
         if seq > box.last_seq:
             box.last_seq = seq

@@ -167,8 +167,9 @@ _BACKLOG = (
     "SELECT count(*) FROM messages WHERE device = ? AND seq > ? AND (expiry = 0 OR expiry > ?)"
 )
 _LAST_SEQ = "SELECT last_seq FROM devices WHERE device = ?"
-_ADVANCE_SEQ = (
-    "INSERT INTO devices (device, last_seq, stored) VALUES (?1, ?2, 0) "
+_ADVANCE_SEQ = (  # a new record starts at the seq floor if that is higher: no seq is handed out twice
+    "INSERT INTO devices (device, last_seq, stored) "
+    "VALUES (?1, max(?2, coalesce((SELECT value FROM seq_floor WHERE id = 0), 0)), 0) "
     "ON CONFLICT (device) DO UPDATE SET last_seq = max(last_seq, ?2) RETURNING last_seq"
 )
 _EXPIRED_PER_DEVICE = (

@@ -173,3 +173,22 @@ def test_sqlite_drops_only_records_that_are_empty_when_it_deletes(tmp_path):
         assert one.drop_empty_devices() == (1, False)
         assert put(two, "d", 1) == [3]
         assert two.last_seq("e") == 1
+
+
+def test_a_claim_below_the_floor_on_a_dropped_record_never_hands_a_seq_out_twice(store):
+    def append(payload: bytes, **fields) -> int:
+        return store.append("dev", message_id=len(payload), payload=payload, priority=PRIORITY_HIGH,
+                            now=T0, **fields).seq
+
+    # seq 1 acked, seq 2 expired unseen, the record dropped: the floor is 2.
+    assert append(b"a", idempotency_key="K-a") == 1
+    assert append(b"bb", expiry=int(T0) + 1, idempotency_key="K-b") == 2
+    store.ack("dev", 1)
+    store.purge_expired(now=T0 + 2)
+    assert store.drop_empty_devices() == (1, False)
+    # The device reconnects claiming 1 (all it saw): its counter comes back at the floor, not at 1.
+    assert store.advance_seq("dev", 1) == 2
+    assert append(b"ccc") == 3
+    # the key of the expired seq 2 still names seq 2, and no other message has it
+    assert append(b"bb", expiry=int(T0) + 1, idempotency_key="K-b") == 2
+    assert [m.seq for m in store.range("dev", 0, now=T0)] == [3]

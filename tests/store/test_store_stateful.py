@@ -174,6 +174,8 @@ class StoreMachine(RuleBasedStateMachine):
     def advance_seq(self, device, ahead):
         seq = self.model.last.get(device, 0) + ahead - 2
         seq = max(seq, 0)
+        if seq > 0 and device not in self.model.last:  # a new record starts at the seq floor
+            self.model.last[device] = self.model.floor
         if seq > self.model.last.get(device, 0):
             self.model.last[device] = seq
         for store in self.stores:
