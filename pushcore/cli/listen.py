@@ -100,6 +100,7 @@ class StateFile:
         return seq
 
     def save(self, seq: int) -> None:
+        """Record *seq*; raises OSError when the file cannot be written."""
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(json.dumps({"device": self.device_id, "last_seq": seq}) + "\n")
         os.replace(tmp, self.path)
@@ -135,10 +136,11 @@ class _Listener:
         self.client: Client | None = None
         self.last: ClientState | None = None
         self.output_failed: OSError | None = None
+        self.state_failed: OSError | None = None
         self.stop = threading.Event()
 
     def on_message(self, push: Push) -> None:
-        if self.output_failed is not None:
+        if self.output_failed is not None or self.state_failed is not None:
             return
         try:
             print(format_message(push), file=sys.stdout, flush=True)
@@ -147,7 +149,11 @@ class _Listener:
             self.stop.set()
             return
         if push.seq:
-            self.state.save(push.seq)
+            try:
+                self.state.save(push.seq)
+            except OSError as exc:  # disk full, directory gone: stop rather than print it again
+                self.state_failed = exc
+                self.stop.set()
 
     def on_state(self, state: ClientState, reason: object) -> None:
         from ..device.client import ClientState
@@ -199,6 +205,11 @@ def run(args: argparse.Namespace) -> int:
     token = _token_source(args)
     state = StateFile(Path(args.state_file) if args.state_file else _default_state_path(args.device), args.device)
     last_seq = state.load()
+    try:
+        state.save(last_seq)  # a state file that cannot be written would make every message come again
+    except OSError as exc:
+        raise CommandError(f"cannot write the state file {state.path}: {exc.strerror or exc}; "
+                           f"give a writable --state-file") from None
     logging.basicConfig(level=logging.WARNING, format="pushcore listen: %(message)s")
     # The client's own warnings (a backoff's cause) would repeat the state lines
     # printed below; its errors (an on_message failure: none here) still show.
@@ -235,6 +246,10 @@ def run(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if failure:
+        return 1
+    if listener.state_failed is not None:
+        _say(f"stopped: cannot write the state file {state.path}: "
+             f"{listener.state_failed.strerror or listener.state_failed}")
         return 1
     if listener.output_failed is not None:
         return 1

@@ -185,6 +185,11 @@ def test_token_and_listen_say_what_is_wrong(tmp_path):
         assert result.returncode == 2 and "--ttl" in result.stderr, result.stderr
     result = pushcore("listen", "phone-1", "--token", "not-hex", cwd=tmp_path)
     assert result.returncode == 2 and "--token" in result.stderr and "Traceback" not in result.stderr
+    # a state file that cannot be written is refused at once (else every message would come again)
+    result = pushcore("listen", "phone-1", "--token", "00", "--state-file", str(tmp_path / "no-dir" / "s.json"),
+                      cwd=tmp_path)
+    assert result.returncode == 2 and "cannot write the state file" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.slow
