@@ -90,6 +90,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--store", type=store_target, default="pushcore.db", metavar="STORE",
                    help="offline store: memory, or a SQLite file: PATH.db, sqlite:PATH, ./NAME "
                         "(default pushcore.db; docs/OPERATIONS.md)")
+    g.add_argument("--idempotency-window", type=float_in(lambda v: 0 < v <= 366 * 86400,
+                                                         "seconds > 0, at most 366 days"),
+                   default=24 * 3600.0, metavar="SECONDS",
+                   help="how long the store remembers a push's idempotency key (default 86400: 24 h; "
+                        "each key is one row until then)")
     g.add_argument("--secret-file", default=DEFAULT_SECRET_FILE,
                    help=f"device token secret, hex (default {DEFAULT_SECRET_FILE}, created if missing; "
                         f"$PUSHCORE_SECRET wins)")
@@ -148,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"the admin token from {token_from} is shorter than 16 characters")
     limit = raise_fd_limit(64, "the gateway")
     try:
-        store = open_store(args.store)
+        store = open_store(args.store, idempotency_window=args.idempotency_window)
     except (StoreError, OSError, ValueError) as exc:
         raise CommandError(f"--store {args.store}: {exc}") from None
     server = Server(args.host, args.port, secret=secret, store=store, heartbeat=args.heartbeat,

@@ -16,7 +16,7 @@ import logging
 import math
 from typing import TYPE_CHECKING
 
-from ..store import Store
+from ..store import Store, StoreUnavailable
 
 if TYPE_CHECKING:
     from .._loop import Loop, TimerHandle
@@ -73,9 +73,13 @@ class Purger:
             return
         try:
             more = self.step()
+        except StoreUnavailable as exc:
+            # A store that cannot write now (locked by another process, disk full) is
+            # tried again at the slow pace; the outage itself is logged by the store.
+            log.info("pushcore server: the background purge waits for the store (%s); next try in %.0f s",
+                     exc.cause, self.interval)
+            more = False
         except Exception:
-            # A store that cannot write now (locked by another process, disk full)
-            # is tried again at the slow pace; the loop carries on.
             log.warning("pushcore server: the background purge failed; trying again in %.0f s",
                         self.interval, exc_info=True)
             more = False

@@ -262,6 +262,10 @@ class Server:
     #: Seconds between the probes of a store that cannot write (``Store.probe``): the
     #: state heals, and the acks kept meanwhile are made, without waiting for traffic.
     store_probe_interval: float = 2.0
+    #: Seconds between the checks, from a watcher thread, that a writable store can
+    #: still write (``Store.check_writable``): an idle gateway's /healthz and /readyz
+    #: then see an outage without waiting for the next push.
+    store_watch_interval: float = 5.0
 
     def __init__(
         self,
@@ -354,6 +358,8 @@ class Server:
         check_purge_options(purge_interval, purge_batch)
         self._purge = (float(purge_interval), purge_batch)
         self._purger: Purger | None = None
+        self._watcher: threading.Thread | None = None
+        self._unwatched = threading.Event()  # set: the store watcher stops
         self._message_ids = MessageIds(node_id)
         self._loop = loop
         self._owns_loop = loop is None
@@ -443,6 +449,8 @@ class Server:
         )
         self._purger = Purger(self.store, loop, interval=self._purge[0], batch=self._purge[1])
         self._purger.start()
+        self._watcher = threading.Thread(target=self._watch_store, name="pushcore-store-watch", daemon=True)
+        self._watcher.start()
         self._listener = loop.listen(
             self._host,
             self._port,
@@ -454,6 +462,22 @@ class Server:
         self._address = (host, port)
         loop.call_later(self.store_probe_interval, self._store_tick)
         return self._address
+
+    def _watch_store(self) -> None:
+        """The watcher thread: while the store is writable, check it every ``store_watch_interval`` s.
+
+        Once it is unwritable the loop's :meth:`_store_tick` probes it (and
+        heals it); this thread only notices the start of an outage.
+        """
+        store = self.store
+        while not self._unwatched.wait(self.store_watch_interval):
+            if store.closed:
+                return
+            if store.health().writable:
+                try:
+                    store.check_writable()
+                except Exception:  # a check must never end the gateway; the next one tries again
+                    log.debug("pushcore server: the store check failed", exc_info=True)
 
     def _store_tick(self) -> None:
         """On the loop, every ``store_probe_interval`` s: probe a store that cannot write; make the kept writes.
@@ -612,6 +636,7 @@ class Server:
             self._dispatch.set_server(None)
         if self._purger is not None:
             self._purger.stop()
+        self._unwatched.set()
         if self._owns_loop and self._loop is not None:
             self._loop.close()
         if self._owns_store:

@@ -679,6 +679,19 @@ class Store(abc.ABC):
         """One test write; a backend raises :class:`StoreUnavailable` (via :meth:`_unwritable`)."""
         return None  # a store that cannot become unwritable (memory) has nothing to test
 
+    def check_writable(self) -> StoreHealth:
+        """Test, from the calling thread, whether a write could be made now, without blocking writers.
+
+        Unlike :meth:`probe` it does not take the store's lock nor use its
+        connection: a backend that can become unwritable tries one write on
+        a connection of its own (waiting at most its busy timeout), and marks
+        the store unwritable when that fails. So an idle gateway learns of an
+        outage before its next write. :class:`pushcore.Server` calls it from a
+        watcher thread every ``store_watch_interval`` seconds while the store
+        is writable. The memory store has nothing to test.
+        """
+        return self._health
+
     def _unwritable(self, cause: str) -> StoreUnavailable:
         """Mark the store unwritable because of *cause*; the error to raise (lock held)."""
         health = self._health

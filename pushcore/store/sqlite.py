@@ -73,6 +73,7 @@ from .base import (
     Store,
     StoredMessage,
     StoreError,
+    StoreHealth,
     plan_keys,
 )
 
@@ -385,6 +386,34 @@ class SQLiteStore(Store):
         with self._write() as db:
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
+    _watch_db: sqlite3.Connection | None = None
+
+    def check_writable(self) -> StoreHealth:
+        # A connection of its own (the watcher's thread only), so a lock held by another
+        # process stalls this thread for the busy timeout, never the loop's writes.
+        if self.path == ":memory:" or self.closed or not self._health.writable:
+            return self._health
+        try:
+            db = self._watch_db
+            if db is None:
+                db = self._watch_db = sqlite3.connect(self.path, timeout=self._busy_ms / 1000,
+                                                      isolation_level=None, check_same_thread=False)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            if isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError:
+                with self._lock:
+                    if not self.closed:
+                        self._unwritable(str(exc))
+                        self._db.execute("PRAGMA busy_timeout=0")  # as after a failed write: no waits
+        return self._health
+
     # -- messages --
 
     def _append(self, pairs: list[tuple[str, MessageFields]], now: float) -> list[StoredMessage]:
@@ -610,6 +639,8 @@ class SQLiteStore(Store):
 
     def _close(self) -> None:
         self._db.close()
+        if self._watch_db is not None:
+            self._watch_db.close()
 
     # -- token revocations --
     # Their own table, created on first use with IF NOT EXISTS: a store file made

@@ -23,6 +23,8 @@ ENV = {k: v for k, v in os.environ.items() if k not in (SECRET_ENV, ADMIN_TOKEN_
 BAD = [
     # serve
     ("serve", "--idle-grace", "-5"),
+    ("serve", "--idempotency-window", "0"),
+    ("serve", "--idempotency-window", "nan"),
     ("serve", "--idle-grace", "nan"),
     ("serve", "--idle-grace", "inf"),
     ("serve", "--idle-grace", "1e9"),

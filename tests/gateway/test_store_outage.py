@@ -275,3 +275,31 @@ def test_a_client_resumes_during_an_outage_exactly_once(gateway):
     assert got.seqs == [1, 2, 3, 4, 5, 6]
     assert got.payloads == [b"m%d" % i for i in range(1, 7)]
     second.stop()
+
+
+def test_an_idle_gateway_sees_an_outage_without_a_push(tmp_path):
+    """No push, no ack: the watcher's check finds the lock, /healthz and /readyz say so, then heal."""
+    path = tmp_path / "store.db"
+    store = SQLiteStore(path, timeout=0.05)
+    server = make_server(store=store)
+    server.store_probe_interval = 0.1
+    server.store_watch_interval = 0.1
+    server.start()
+    admin = AdminAPI(server, ADMIN_TOKEN, port=0)
+    admin.start()
+    try:
+        assert call_api(admin, "GET", "/readyz", token=None)[::2] == (200, {"status": "ready"})
+        lock = WriteLock(path)
+        try:
+            wait_for(lambda: call_api(admin, "GET", "/healthz", token=None)[0] == 503, what="/healthz 503")
+            status, _headers, ready = call_api(admin, "GET", "/readyz", token=None)
+            assert (status, ready["status"]) == (503, "store_unwritable")
+            assert "locked" in ready["error"]
+        finally:
+            lock.release()
+        wait_for(lambda: call_api(admin, "GET", "/readyz", token=None)[0] == 200, what="/readyz 200 again")
+        assert store.health().writable
+    finally:
+        admin.stop()
+        server.stop(timeout=5.0)
+        store.close()
