@@ -168,7 +168,7 @@ def test_health_ready_and_push_answer_503_during_an_outage_and_200_after(gateway
             assert (status, ready["status"], ready["error"]) == (503, "store_unwritable", "database is locked")
             assert store_writable_metric(admin) == 0
             # AdminClient passes the gateway's own answer on (it used to say only "down").
-            client = AdminClient("http://%s:%d" % admin.address, ADMIN_TOKEN)
+            client = AdminClient("http://{}:{}".format(*admin.address), ADMIN_TOKEN)
             assert client.healthz()["status"] == "store_unwritable"
             assert client.readyz()["error"] == "database is locked"
             with pytest.raises(AdminError) as refused:
