@@ -12,22 +12,26 @@ claim. :class:`DeferredWrites` keeps them, per device, until the store heals:
   new ones are dropped and counted, never the connection.
 * **advances** are not optional: a message appended before the counter is
   raised would get a seq the device already has and be dropped as a
-  duplicate. So :meth:`flush` makes the advances first and :class:`Delivery`
-  flushes before any append; a device whose advance cannot be kept (the
-  table is full) is refused at HELLO, to come back later.
+  duplicate. So :class:`Delivery` makes the advances of the devices an
+  append is for before that append (:meth:`flush_devices`), and the
+  server's tick makes the rest in bounded steps (:meth:`flush`, advances
+  first); a device whose advance cannot be kept (the table is full) is
+  refused at HELLO, to come back later.
 
 Everything runs on the server's loop thread.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from itertools import islice
 
 from ..store import Store
 
-__all__ = ["DeferredWrites", "DEFAULT_MAX_DEFERRED", "FLUSH_ACKS"]
+__all__ = ["DeferredWrites", "DEFAULT_MAX_DEFERRED", "FLUSH_ACKS", "FLUSH_ADVANCES"]
 
 DEFAULT_MAX_DEFERRED = 100_000  # devices with a kept write (about 100 bytes each)
 FLUSH_ACKS = 1000  # kept acks made per transaction (per loop turn) once the store heals
+FLUSH_ADVANCES = 200  # kept counter advances made per loop turn (one short transaction each)
 
 
 class DeferredWrites:
@@ -64,19 +68,30 @@ class DeferredWrites:
         advances[device_id] = max(seq, advances.get(device_id, 0))
         return True
 
-    def flush(self, store: Store, max_acks: int = FLUSH_ACKS) -> bool:
-        """Make the kept writes, advances first, then at most *max_acks* acks; True when acks remain.
+    def flush_devices(self, store: Store, device_ids: Iterable[str]) -> None:
+        """Make the kept advances of *device_ids* (before an append for them); the others wait."""
+        advances = self.advances
+        for device_id in device_ids:
+            seq = advances.get(device_id)
+            if seq is not None:
+                store.advance_seq(device_id, seq)
+                del advances[device_id]
 
-        The acks go in one transaction per call, so a long outage's acks do
-        not pause the loop in one go: the server calls again on its next turn.
-        Raises ``StoreUnavailable`` (keeping what was not made) while the store
-        still cannot write.
+    def flush(self, store: Store, max_acks: int = FLUSH_ACKS, max_advances: int = FLUSH_ADVANCES) -> bool:
+        """One bounded step: at most *max_advances* advances, then at most *max_acks* acks; True when more remain.
+
+        The acks go in one transaction per call, and a long outage's
+        advances (one short transaction each) go a batch per call, so they
+        do not pause the loop in one go: the server calls again on its next
+        turn. Raises ``StoreUnavailable`` (keeping what was not made) while
+        the store still cannot write.
         """
         advances = self.advances
-        while advances:
-            device_id, seq = next(iter(advances.items()))
+        for device_id, seq in list(islice(advances.items(), max_advances)):
             store.advance_seq(device_id, seq)
             del advances[device_id]
+        if advances:
+            return True  # the acks wait for the advances (an ack never runs ahead of a counter)
         acks = self.acks
         if acks:
             batch = list(islice(acks.items(), max_acks))

@@ -472,7 +472,7 @@ class Delivery:
         :class:`IdempotencyConflict` and nothing is stored.
         """
         if self.deferred.advances:  # a kept counter advance must come before any new seq
-            self.flush_deferred()
+            self.deferred.flush_devices(self.store, {m.device_id for m in messages})
         try:
             stored = self.store.append_batch(messages)
         except SeqExhausted:
@@ -527,7 +527,7 @@ class Delivery:
         if message_id is None:
             message_id = self.message_ids.next()
         if self.deferred.advances:  # a kept counter advance must come before any new seq
-            self.flush_deferred()
+            self.deferred.flush_devices(self.store, (device_id,))
         message = self.store.append(
             device_id,
             message_id=message_id,
@@ -571,7 +571,7 @@ class Delivery:
         )
         failed: dict[str, str] = {}
         if self.deferred.advances:  # a kept counter advance must come before any new seq
-            self.flush_deferred()
+            self.deferred.flush_devices(store, devices)
         try:
             stored = store.append_many(devices, **fields)
         except SeqExhausted:
@@ -671,11 +671,11 @@ class Delivery:
                     deferred.ack(device_id, seq)
 
     def flush_deferred(self) -> bool:
-        """Make the writes kept during a store outage (advances, then a bounded batch of acks).
+        """One bounded step of the writes kept during a store outage (advances, then acks).
 
-        Called before an append when an advance is kept (it must precede the
-        device's next seq) and by the server's store probe once the store
-        heals. Returns True when acks remain (call again on a later turn).
+        Called by the server's store tick once the store heals (an append
+        first makes the advances of its own devices). Returns True when more
+        remain (call again on a later turn).
         Raises :class:`~pushcore.store.StoreUnavailable`, keeping what is left,
         while the store still cannot write.
         """

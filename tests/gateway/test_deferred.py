@@ -36,3 +36,20 @@ def test_advances_come_first_and_a_full_table_refuses_only_advances():
     assert kept.flush(store) is False
     assert store.last_seq("a") == 7
     assert store.append("a", message_id=1, payload=b"x", priority=1).seq == 8
+
+
+def test_advances_flush_in_bounded_steps_and_an_append_makes_its_own_first():
+    store = MemoryStore()
+    kept = DeferredWrites()
+    for i in range(10):
+        assert kept.advance(f"d{i}", 5 + i)
+    kept.ack("d0", 5)
+    # an append for d7 needs only d7's advance: the other nine wait for the tick
+    kept.flush_devices(store, ["d7", "nobody"])
+    assert store.last_seq("d7") == 12 and store.last_seq("d0") == 0 and len(kept.advances) == 9
+    assert kept.flush(store, max_advances=4) is True  # four advances; the ack waits for all of them
+    assert len(kept.advances) == 5 and kept.acks == {"d0": 5}
+    assert kept.flush(store, max_advances=4) is True
+    assert kept.flush(store, max_advances=4) is False  # the last advance, then the ack
+    assert not kept
+    assert [store.last_seq(f"d{i}") for i in range(10)] == [5 + i for i in range(10)]
