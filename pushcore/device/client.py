@@ -829,6 +829,10 @@ class Client:
             return Cause(CauseKind.PEER_CLOSED, reason, address=address)
         if reason == Reason.PEER_RESET:
             return Cause(CauseKind.PEER_RESET, reason, address=address, errno=err or None)
+        if 0 < reason <= Reason.INVALID_VALUE:  # a codec error: the bytes the server sent did not decode
+            return Cause(CauseKind.LOCAL, reason, address=address,
+                         message="the server sent bytes that are not the pushcore protocol "
+                                 "(is that a pushcore device port?)")
         return Cause(CauseKind.LOCAL, reason, address=address, errno=err or None)
 
     def _on_close(self, cid: int, reason: int) -> None:

@@ -155,6 +155,47 @@ def test_a_server_that_closes_without_a_word_gives_peer_closed():
     scripted.close()
 
 
+def test_a_port_that_does_not_speak_pushcore_is_named_as_such():
+    """An HTTP server's answer to HELLO is not a frame: the cause says so, not just BAD_FLAGS."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def http_server() -> None:
+        listener.settimeout(0.2)
+        while not done.is_set():
+            try:
+                peer, _ = listener.accept()
+            except OSError:
+                continue
+            with peer:
+                peer.settimeout(5)
+                try:
+                    peer.recv(4096)  # the HELLO
+                    peer.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                    peer.recv(4096)  # until the client closes
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=http_server, daemon=True)
+    thread.start()
+    client = make_client([listener.getsockname()])
+    try:
+        with pytest.raises(ConnectError) as info:
+            client.start(timeout=1.5)
+        cause = info.value.cause
+        assert cause is not None and cause.kind is CauseKind.LOCAL
+        assert cause.reason is not None and 0 < cause.reason <= Reason.INVALID_VALUE
+        assert "not the pushcore protocol" in str(cause) and cause.reason_name in str(cause)
+        assert "not the pushcore protocol" in str(info.value)
+    finally:
+        client.stop()
+        done.set()
+        thread.join(timeout=10)
+        listener.close()
+
+
 def test_a_reset_connection_gives_peer_reset_with_its_errno():
     import socket
     import struct
