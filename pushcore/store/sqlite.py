@@ -74,6 +74,7 @@ from .base import (
     StoredMessage,
     StoreError,
     StoreHealth,
+    StoreUnavailable,
     plan_keys,
 )
 
@@ -417,6 +418,32 @@ class SQLiteStore(Store):
     # -- messages --
 
     def _append(self, pairs: list[tuple[str, MessageFields]], now: float) -> list[StoredMessage]:
+        try:
+            return self._append_written(pairs, now)
+        except StoreUnavailable:
+            # A retry whose every item repeats a remembered key needs no write: answer it
+            # from a read (WAL readers are not blocked by a writer), also during an outage.
+            replays = self._replays_only(pairs, now)
+            if replays is None:
+                raise
+            return replays
+
+    def _replays_only(self, pairs: list[tuple[str, MessageFields]], now: float) -> list[StoredMessage] | None:
+        """The answers of an append whose items all repeat remembered keys; None if it must write."""
+        if not any(fields.idempotency_key for _device, fields in pairs):
+            return None
+        try:
+            keys = plan_keys(pairs, self._lookup_keys(self._db, pairs, now).get)  # conflicts raise
+        except sqlite3.Error:
+            return None
+        if keys is None or keys.new or len(keys.replays) != len(pairs):
+            return None
+        out: list[StoredMessage] = []
+        for i, (_device, fields) in enumerate(pairs):
+            out.append(keys.replayed(i, fields, out))
+        return out
+
+    def _append_written(self, pairs: list[tuple[str, MessageFields]], now: float) -> list[StoredMessage]:
         cap = self._max_messages
         collapsed = dropped = expired = 0
         out: list[StoredMessage] = []

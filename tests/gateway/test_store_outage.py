@@ -303,3 +303,29 @@ def test_an_idle_gateway_sees_an_outage_without_a_push(tmp_path):
         admin.stop()
         server.stop(timeout=5.0)
         store.close()
+
+
+def test_a_retry_of_a_stored_push_gets_its_seq_during_an_outage_and_a_new_one_503(gateway):
+    server, admin, path = gateway
+
+    def push(payload, key="order-17"):
+        conn = http.client.HTTPConnection(*admin.address, timeout=10)
+        conn.request("POST", "/v1/push", body=json.dumps({"device": "phone-1", "payload": payload}).encode(),
+                     headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Idempotency-Key": key})
+        resp = conn.getresponse()
+        out = resp.status, json.loads(resp.read())
+        conn.close()
+        return out
+
+    assert push("shipped") == (200, {"device": "phone-1", "seq": 1})
+    lock = WriteLock(path)
+    try:
+        # the retry needs no write: the original seq, from a read
+        assert push("shipped") == (200, {"device": "phone-1", "seq": 1})
+        status, body = push("cancelled")  # the same key for another message: a conflict, not an outage
+        assert status == 409 and body["idempotency_key"] == "order-17"
+        status, body = push("new", key="order-18")  # a new message needs the write: 503
+        assert status == 503 and body["store"] == "unwritable"
+    finally:
+        lock.release()
+    assert push("new", key="order-18") == (200, {"device": "phone-1", "seq": 2})
