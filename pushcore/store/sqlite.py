@@ -292,10 +292,10 @@ class SQLiteStore(Store):
             self._setup()
         except sqlite3.Error as exc:
             self._db.close()
-            raise StoreError(
-                f"cannot use {path!r} as a pushcore SQLite store: {exc} "
-                f"(is it a SQLite file? is its directory writable?)"
-            ) from exc
+            hint = ("another process holds its write lock (a running gateway migrating or writing it?); "
+                    "try again once it is done" if "locked" in str(exc)
+                    else "is it a SQLite file? is its directory writable?")
+            raise StoreError(f"cannot use {path!r} as a pushcore SQLite store: {exc} ({hint})") from exc
         except BaseException:
             self._db.close()
             raise

@@ -219,6 +219,24 @@ def test_a_version_1_file_is_migrated(tmp_path):
     db.close()
 
 
+def test_a_migration_blocked_by_another_writer_says_so(tmp_path):
+    path = tmp_path / "old.db"
+    SQLiteStore(path).close()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("DROP TABLE idempotency_keys")
+    db.execute("PRAGMA user_version=1")
+    db.execute("BEGIN EXCLUSIVE")  # another process writing it
+    try:
+        with pytest.raises(StoreError, match="holds its write lock") as info:
+            SQLiteStore(path, timeout=0.05)
+        assert "is it a SQLite file" not in str(info.value)
+    finally:
+        db.execute("COMMIT")
+        db.close()
+    with SQLiteStore(path) as store:  # once it is done the migration goes through
+        assert push(store).seq == 1
+
+
 def test_a_newer_schema_is_refused(tmp_path):
     path = tmp_path / "new.db"
     SQLiteStore(path).close()
