@@ -178,13 +178,15 @@ def run(args: argparse.Namespace) -> int:
             store.close()
             server.loop.close()
             raise bind_error(exc, args.host, args.port, "gateway", "--port") from None
-        print(f"pushcore gateway listening on {host}:{port} (store {args.store}, token secret from "
-              f"{secret_from}, up to {limit:,} file descriptors)", file=out)
-        if admin is not None:
-            print(f"admin API on {admin.url} (token from {token_from}); metrics at {admin.url}/metrics",
-                  file=out)
-        print("Ctrl-C or SIGTERM drains and stops", file=out, flush=True)
-        server.run()  # blocks; SIGTERM / SIGINT drain
+        def banner() -> None:  # once SIGTERM / SIGINT drain: whoever reads it may signal at once
+            print(f"pushcore gateway listening on {host}:{port} (store {args.store}, token secret from "
+                  f"{secret_from}, up to {limit:,} file descriptors)", file=out)
+            if admin is not None:
+                print(f"admin API on {admin.url} (token from {token_from}); metrics at {admin.url}/metrics",
+                      file=out)
+            print("Ctrl-C or SIGTERM drains and stops", file=out, flush=True)
+
+        server.run(on_ready=banner)  # blocks; SIGTERM / SIGINT drain
     finally:
         if admin is not None:
             admin.stop()

@@ -505,10 +505,14 @@ class Server:
             log.exception("pushcore server: the store probe failed")
         self._running_loop().call_later(delay, self._store_tick)
 
-    def run(self) -> None:
+    def run(self, on_ready: Callable[[], object] | None = None) -> None:
         """Listen and serve until :meth:`stop` or :meth:`drain` completes (blocking).
 
         In the main thread, SIGTERM and SIGINT start a graceful drain.
+        *on_ready* is called once the server listens and those signals are
+        handled (e.g. to print "listening"): a supervisor that sends SIGTERM
+        as soon as it reads that line then gets a drain, never the default
+        SIGTERM death.
         """
         if self._stopped:
             raise RuntimeError("this server was stopped; make a new one")
@@ -527,6 +531,8 @@ class Server:
         restore = self._install_signals()
         self._ready.set()
         try:
+            if on_ready is not None:
+                on_ready()
             if self._owns_loop:
                 self._running_loop().run()
         finally:
