@@ -11,7 +11,8 @@ cumulative ACK per read) connect 1,000 first, then the rest. At each size:
 ``--rounds`` × ``Server.publish`` to the size's topic back to back (durable:
 one stored message and one seq per subscriber), then ``--rounds`` ×
 ``Server.broadcast`` (ephemeral: seq 0, nothing stored; it reaches every
-connected device). Rate = deliveries / (first call → last PUSH received by
+connected device), and, where ``Server.broadcast`` takes ``wait=`` (issue
+11 item 3), the same with ``wait=False``. Rate = deliveries / (first call → last PUSH received by
 the subscribers); "calls" = deliveries / the calls' own time (what the
 application thread waited). The ratio column is memory / SQLite at the
 same size (issue 11's budget: ≥ 500,000 stored deliveries/s on SQLite,
@@ -57,6 +58,7 @@ def run_store(store: str, sizes: list[int], rounds: int, size_bytes: int, ack: b
         gateway = Child("gateway_proc.py", ["--store", store, *subscribe], "gateway")
         children.append(gateway)
         port = gateway.read(600)["port"]
+        no_wait = gateway.ask(op="can_skip_wait")["yes"]
         devices = Devices(port, max(sizes), ack)
         children.append(devices)
         online = 0
@@ -73,6 +75,11 @@ def run_store(store: str, sizes: list[int], rounds: int, size_bytes: int, ack: b
             ephemeral = measure(gateway, devices, "broadcast", n * rounds, count=rounds, size=size_bytes)
             rows.append({"store": store, "what": "broadcast (ephemeral)", "subscribers": n, "rounds": rounds,
                          "load": load, **ephemeral})
+            if no_wait:
+                ephemeral = measure(gateway, devices, "broadcast", n * rounds, count=rounds, size=size_bytes,
+                                    wait=False)
+                rows.append({"store": store, "what": "broadcast (ephemeral, wait=False)", "subscribers": n,
+                             "rounds": rounds, "load": load, **ephemeral})
             print(f"  {store} {n}: done (load {load})", file=sys.stderr)
     finally:
         for child in reversed(children):
@@ -115,7 +122,9 @@ def main(argv: list[str] | None = None) -> None:
          "'calls' = deliveries / time inside the calls",
          "processes: gateway (Server only; calls from its main thread) | subscribers (push_reader.c: C, one epoll loop, "
          + ("no ACKs" if args.no_ack else "cumulative ACK per read") + "); not pinned, 2 cores",
-         "broadcast rows: ephemeral Server.broadcast, to every connected device (store not involved)",
+         "broadcast rows: ephemeral Server.broadcast, to every connected device (store not involved); "
+         "'wait=False' rows (only where Server.broadcast takes wait=): calls that do not wait, their futures "
+         "waited for after the last call",
          f"total {time.monotonic() - started:.0f} s; load = load average 1/5/15 min at the start of each size"],
         args.json,
     )

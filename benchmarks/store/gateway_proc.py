@@ -13,14 +13,17 @@ line (``harness.serve_commands``); every call goes through the public
   ``Server.publish`` back to back; answers the monotonic start / end, each
   call's seconds, the sum of the returned ``FanOut`` counts and the CPU
   seconds this process used meanwhile;
-* ``{"op": "broadcast", "count": R, "size": B}``: the same with ephemeral
-  ``Server.broadcast``;
+* ``{"op": "broadcast", "count": R, "size": B[, "wait": false]}``: the same
+  with ephemeral ``Server.broadcast`` (``wait=False``: calls that do not
+  wait, issue 11 item 3; their futures are waited for after the last call);
+* ``{"op": "can_skip_wait"}``: whether ``Server.broadcast`` takes ``wait=``;
 * ``{"op": "connected"}``: ``Server.device_count``;
 * ``{"op": "rss"}``: RSS now and peak.
 """
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import tempfile
@@ -56,13 +59,15 @@ def main() -> None:
 
     def fan_out(call: Any, count: int) -> dict[str, Any]:
         calls: list[float] = []
-        total = 0
+        results: list[Any] = []
         cpu0 = time.process_time()
         start = time.monotonic()
         for _ in range(count):
             t = time.monotonic()
-            total += int(call())
+            results.append(call())
             calls.append(time.monotonic() - t)
+        # a call that does not wait returns something with .result() (a future): wait for them all here
+        total = sum(int(r.result(600) if hasattr(r, "result") else r) for r in results)
         end = time.monotonic()
         return {"start": start, "end": end, "calls": calls, "deliveries": total,
                 "cpu_s": time.process_time() - cpu0}
@@ -71,14 +76,17 @@ def main() -> None:
         payload = b"p" * size
         return fan_out(lambda: server.publish(topic, payload), count)
 
-    def broadcast(count: int, size: int) -> dict[str, Any]:
+    def broadcast(count: int, size: int, wait: bool = True) -> dict[str, Any]:
         payload = b"b" * size
-        return fan_out(lambda: server.broadcast(payload), count)
+        if wait:
+            return fan_out(lambda: server.broadcast(payload), count)
+        return fan_out(lambda: server.broadcast(payload, wait=False), count)  # type: ignore[call-arg]
 
     serve_commands({
         "publish": publish,
         "broadcast": broadcast,
         "connected": lambda: {"devices": server.device_count},
+        "can_skip_wait": lambda: {"yes": "wait" in inspect.signature(Server.broadcast).parameters},
         "rss": lambda: {"rss": rss_bytes(), "peak": rss_bytes(field="VmHWM")},
     })
     server.stop(timeout=10.0)

@@ -46,7 +46,7 @@ def test_ping_during_publish_quick(tmp_path):
 @pytest.mark.slow
 def test_fanout_rate_quick(tmp_path):
     rows = run_quick("fanout_rate", tmp_path)["rows"]
-    assert {(r["store"], r["what"]) for r in rows} == {
+    assert {(r["store"], r["what"]) for r in rows} >= {
         (s, w) for s in ("sqlite", "memory") for w in ("publish (durable)", "broadcast (ephemeral)")}
     for row in rows:
         assert row["deliveries"] == row["received"] == row["subscribers"] * row["rounds"]
