@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     for row in rows:
         memory = by_key.get(("memory", row["what"], row["subscribers"]))
         sqlite = by_key.get(("sqlite", row["what"], row["subscribers"]))
-        if memory and sqlite and row is sqlite:
+        if memory and sqlite and row is sqlite and row["what"].startswith("publish"):
             row["memory/sqlite"] = memory["deliveries/s"] / sqlite["deliveries/s"]
     report(
         "Fan-out to connected subscribers",
