@@ -6,7 +6,8 @@ Connects as device ``probe`` (HELLO, WELCOME), prints ``{"ready": true}``,
 then sends one PING every *interval* seconds on schedule, whether or not
 earlier PONGs have come back (a heartbeat does not wait either; the gateway
 answers in order), and times each PONG against its PING's send time. When
-its stdin closes (or on ``{"op": "quit"}``) it prints
+its stdin closes (or on ``{"op": "quit"}``) it stops pinging, waits up to
+1 s for the PONGs still on their way, prints
 ``{"samples": [[sent, rtt], ...], "unanswered": N}`` (monotonic seconds)
 and exits; the driver cuts the samples into idle and busy windows by send time.
 """
@@ -80,6 +81,22 @@ def main() -> None:
                 if frame.TYPE == PONG and outstanding:
                     sent = outstanding.popleft()
                     samples.append((sent, arrived - sent))
+    # stopped: no more PINGs; the PONGs still on their way are waited for (1 s at most)
+    sock.setblocking(True)
+    sock.settimeout(0.1)
+    deadline = time.monotonic() + 1.0
+    while outstanding and time.monotonic() < deadline:
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            continue
+        if not data:
+            break
+        arrived = time.monotonic()
+        for frame in decoder.feed(data):
+            if frame.TYPE == PONG and outstanding:
+                sent = outstanding.popleft()
+                samples.append((sent, arrived - sent))
     print(json.dumps({"samples": samples, "unanswered": len(outstanding)}), flush=True)
 
 
