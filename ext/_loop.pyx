@@ -37,7 +37,7 @@ from pushcore._frame cimport (
     PC_PONG_HEADER, PC_PRIORITY_HIGH, PC_R_AUTH_TIMEOUT, PC_R_CONNECT_FAILED, PC_R_FRAME_TOO_LARGE,
     PC_R_IDLE_TIMEOUT, PC_R_INTERNAL_ERROR, PC_R_NOT_AUTHENTICATED, PC_R_PEER_CLOSED, PC_R_PEER_RESET,
     PC_R_OVERLOADED, PC_R_SLOW_CONSUMER, PC_R_VARINT_OVERRUN,
-    decode_body, header_error, parse_length, push_frame, write_uvarint,
+    decode_body, header_error, parse_length, push_frame, uvarint_size, write_uvarint,
 )
 from pushcore._pool cimport (
     pc_big_get, pc_chunk_get, pc_chunk_put, pc_chunk_put_list, pc_pool_decay, pc_pool_destroy,
@@ -507,6 +507,25 @@ cdef class Loop:
         or closing (counted in ``stats()['stale_ops']``) or was just closed
         SLOW_CONSUMER; bad arguments raise as ``encode_push`` does."""
         return _send_push(self, cid, seq, message_id, payload, priority, expiry, collapse_key, topic)
+
+    def send_pushes(self, cids, seqs, message_ids, payload, priority=PC_PRIORITY_HIGH, expiry=0,
+                    collapse_key="", topic="", *, behind=None):
+        """:meth:`send_push` for many connections in one C call: item *i* is a PUSH
+        with ``seqs[i]`` and ``message_ids[i]`` (one int: the same id for all) on
+        ``cids[i]``; *payload* and the other fields are shared. The frames, the
+        sent seqs, the counters, watermarks, the slow-consumer cap and the
+        outbound budget come out exactly as ``send_push`` called for each item
+        in order would make them. Every argument is checked (TypeError /
+        ValueError) before anything is queued. Returns the list of indices not
+        queued: gone or closing connections (each counted in
+        ``stats()['stale_ops']``) and connections this send closed SLOW_CONSUMER.
+        With *behind* (a list), an item whose connection's sent seq is not
+        ``seqs[i] - 1`` is not sent and its index is appended to *behind*
+        (the caller catches that connection up from the store instead)."""
+        if behind is not None and not isinstance(behind, list):
+            raise TypeError("behind must be a list or None")
+        return _send_pushes(self, cids, seqs, message_ids, payload, priority, expiry, collapse_key,
+                            topic, behind)
 
     def sent_seq(self, uint64_t cid):
         """The highest PUSH seq sent on *cid* (0 for a new connection): raised by
