@@ -100,6 +100,8 @@ cdef enum:
     SOURCE_SLOTS = 8192       # per-source connect buckets (256 KiB, made on first use)
     SOURCE_MASK = SOURCE_SLOTS - 1
     SOURCE_WAYS = 4           # a source lives in one of 4 neighbouring slots
+    LAG_BUCKETS = 14          # loop-lag histogram bounds (LAG_BOUNDS in timers.pxi), + one for +Inf
+    LAG_RECENT = 1024         # loop-lag samples kept for the recent percentiles
 
 # why an accepted connection was turned away (Counters.refused)
 cdef enum:
@@ -291,6 +293,16 @@ cdef class Loop:
     cdef object threadsafe         # deque filled by call_soon_threadsafe
     cdef list timers               # heap of (when, seq, TimerHandle)
     cdef uint64_t timer_seq
+    # loop lag: how late timers (wheel slots, call_later) fire; one sample per
+    # turn that fired any, the turn's largest (timers.pxi)
+    cdef double lag_turn               # this turn's largest lateness so far, -1 = none fired
+    cdef uint64_t lag_count
+    cdef double lag_sum
+    cdef double lag_max
+    cdef uint64_t lag_hist[LAG_BUCKETS + 1]
+    cdef uint32_t lag_recent[LAG_RECENT]   # microseconds, a ring
+    cdef uint32_t lag_recent_n
+    cdef uint32_t lag_recent_i
     cdef object wakeup
     cdef bint poked
     cdef bint in_turn

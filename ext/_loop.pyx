@@ -172,6 +172,7 @@ cdef class Loop:
         self.callbacks = collections.deque()
         self.threadsafe = collections.deque()
         self.timers = []
+        self.lag_turn = -1.0
         self.closed = False
         _live.add(self)
 
@@ -739,6 +740,7 @@ cdef class Loop:
             "write_would_block": self.st.write_would_block,
             "turns": self.st.turns,
             "timers_armed": self.wheel_count,
+            "lag": _lag_stats(self),
         }
 
     def pool_stats(self):

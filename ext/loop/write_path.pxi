@@ -259,7 +259,7 @@ cdef list _send_pushes(Loop self, cids, seqs, message_ids, payload, priority, ex
     cdef uint64_t* vals = NULL
     cdef unsigned char* buf = NULL
     cdef unsigned char* p
-    cdef uint64_t seq, mid, body
+    cdef uint64_t seq, body, mid = 0
     cdef int32_t fd
     cdef int r
     cdef list skipped = []
