@@ -49,6 +49,7 @@ cdef extern from "<sys/epoll.h>" nogil:
 
 cdef extern from "<unistd.h>" nogil:
     int pipe2(int* pipefd, int flags)   # Linux; Python.h defines _GNU_SOURCE
+    int dup3(int oldfd, int newfd, int flags)
 
 cdef extern from "<sys/eventfd.h>" nogil:
     int eventfd(unsigned int initval, int flags)
@@ -65,8 +66,13 @@ cdef extern from "<sys/uio.h>" nogil:
 
 cdef extern from "<sys/socket.h>" nogil:
     int shutdown(int fd, int how)
+    int c_socket "socket" (int domain, int type, int protocol)
     enum:
         SHUT_WR
+        AF_INET
+        SOCK_STREAM
+        SOCK_NONBLOCK
+        SOCK_CLOEXEC
 
 
 cdef extern from "pc_net.h" nogil:
@@ -142,6 +148,7 @@ cdef enum:
     F_RST = 1 << 11       # close with RST (SO_LINGER 0)
     F_REASON = 1 << 12    # `reason` decided (the first close reason wins)
     F_PREAUTH = 1 << 13   # rbuf.cap is counted in Counters.preauth_bytes (rbuf taken before auth)
+    F_RESOLVING = 1 << 14  # connecting to a host name: the resolver thread has it (fd a placeholder)
 
 
 # ----------------------------------------------------------------------------
@@ -269,6 +276,7 @@ cdef class Loop:
     cdef Listener* listeners
     cdef int nlisteners
     cdef int paused_listeners
+    cdef uint64_t resolving        # connections waiting for a host-name lookup (sockets.pxi)
     cdef Counters st
     cdef readonly uint64_t max_frame_size
     cdef uint64_t high_water

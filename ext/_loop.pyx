@@ -23,7 +23,7 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.ref cimport PyObject, Py_XDECREF, Py_XINCREF
 from libc.errno cimport (
-    EAGAIN, ECONNABORTED, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM, ETIMEDOUT, errno,
+    EAGAIN, ECONNABORTED, EINTR, EINVAL, EMFILE, ENFILE, ENOBUFS, ENOMEM, ENXIO, ETIMEDOUT, errno,
 )
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort, realloc
@@ -48,6 +48,7 @@ import collections
 import heapq
 import os
 import socket
+import threading
 import weakref
 
 from pushcore.wire import reason_name
@@ -740,6 +741,7 @@ cdef class Loop:
             "write_would_block": self.st.write_would_block,
             "turns": self.st.turns,
             "timers_armed": self.wheel_count,
+            "resolving": self.resolving,
             "lag": _lag_stats(self),
         }
 
