@@ -241,7 +241,7 @@ cdef bint _is_literal(host, int port) except -1:
 # address comes back (call_soon_threadsafe) the real socket is made, moved
 # onto the placeholder's fd with dup3, registered and connected. A connect
 # timeout covers the lookup; a cid closed meanwhile drops the late answer.
-RESOLVER_THREADS = 4
+_RESOLVER_THREADS = 4
 _resolver_lock = threading.Lock()
 _resolver_jobs = collections.deque()
 _resolver_state = [0, 0]        # threads started, threads idle (under the lock)
@@ -279,7 +279,7 @@ def _resolver_main():
 cdef int _resolver_submit(Loop self, uint64_t cid, host, int port, source) except -1:
     with _resolver_wake:
         _resolver_jobs.append((self, cid, host, port, source))
-        if _resolver_state[1] == 0 and _resolver_state[0] < RESOLVER_THREADS:
+        if _resolver_state[1] == 0 and _resolver_state[0] < _RESOLVER_THREADS:
             _resolver_state[0] += 1
             threading.Thread(target=_resolver_main, name="pushcore-resolver", daemon=True).start()
         _resolver_wake.notify()
