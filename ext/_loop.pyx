@@ -368,7 +368,11 @@ cdef class Loop:
         Success: ``on_open`` with ``(cid, -1)``; failure (or no connection
         within *timeout* seconds): ``on_close`` with CONNECT_FAILED. Data sent
         before the connection is up waits in its queue. *source*: a local
-        host, or ``(host, port)``, to bind first.
+        host, or ``(host, port)``, to bind first. A host name (here or in
+        *source*) is looked up in a resolver thread, never on the loop: the
+        connect starts when the address is back (``stats()['resolving']``
+        counts the connections waiting; a name that does not resolve fails
+        the connect with errno ENXIO).
         """
         return _connect(self, host, port, source, timeout)
 
