@@ -24,7 +24,7 @@ HELD = "localhost"
 
 @pytest.fixture
 def held_lookup(monkeypatch):
-    """getaddrinfo for HELD waits for the returned event (set at the latest after 3 s)."""
+    """getaddrinfo for HELD waits for the returned event (set at the latest after 8 s)."""
     release = threading.Event()
     started = threading.Event()
     real = socket.getaddrinfo
@@ -38,7 +38,7 @@ def held_lookup(monkeypatch):
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    timer = threading.Timer(3.0, release.set)  # a blocking connect() would return after this
+    timer = threading.Timer(8.0, release.set)  # a blocking connect() would return after this
     timer.start()
     yield release, started
     release.set()
@@ -78,7 +78,7 @@ def test_pings_are_answered_while_a_name_is_looked_up(held_lookup):
         assert loop.conn_info(named)["state"] == "connecting"
         assert loop.stats()["resolving"] == 1
         pongs = loop.conn_info(pinger)["pongs"]
-        assert run_until(loop, lambda: loop.conn_info(pinger)["pongs"] >= pongs + 5, timeout=2.5)
+        assert run_until(loop, lambda: loop.conn_info(pinger)["pongs"] >= pongs + 5, timeout=5.0)
         assert started.is_set() and not release.is_set()  # the PONGs came while the lookup was held
         assert loop.send(named, b"\x30\x00")  # output queued while resolving goes out once connected
         release.set()
