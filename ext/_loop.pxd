@@ -49,6 +49,7 @@ cdef extern from "<sys/epoll.h>" nogil:
 
 cdef extern from "<unistd.h>" nogil:
     int pipe2(int* pipefd, int flags)   # Linux; Python.h defines _GNU_SOURCE
+    int dup3(int oldfd, int newfd, int flags)
 
 cdef extern from "<sys/eventfd.h>" nogil:
     int eventfd(unsigned int initval, int flags)
@@ -65,8 +66,13 @@ cdef extern from "<sys/uio.h>" nogil:
 
 cdef extern from "<sys/socket.h>" nogil:
     int shutdown(int fd, int how)
+    int c_socket "socket" (int domain, int type, int protocol)
     enum:
         SHUT_WR
+        AF_INET
+        SOCK_STREAM
+        SOCK_NONBLOCK
+        SOCK_CLOEXEC
 
 
 cdef extern from "pc_net.h" nogil:
@@ -100,6 +106,8 @@ cdef enum:
     SOURCE_SLOTS = 8192       # per-source connect buckets (256 KiB, made on first use)
     SOURCE_MASK = SOURCE_SLOTS - 1
     SOURCE_WAYS = 4           # a source lives in one of 4 neighbouring slots
+    LAG_BUCKETS = 14          # loop-lag histogram bounds (LAG_BOUNDS in timers.pxi), + one for +Inf
+    LAG_RECENT = 1024         # loop-lag samples kept for the recent percentiles
 
 # why an accepted connection was turned away (Counters.refused)
 cdef enum:
@@ -140,6 +148,7 @@ cdef enum:
     F_RST = 1 << 11       # close with RST (SO_LINGER 0)
     F_REASON = 1 << 12    # `reason` decided (the first close reason wins)
     F_PREAUTH = 1 << 13   # rbuf.cap is counted in Counters.preauth_bytes (rbuf taken before auth)
+    F_RESOLVING = 1 << 14  # connecting to a host name: the resolver thread has it (fd a placeholder)
 
 
 # ----------------------------------------------------------------------------
@@ -267,6 +276,7 @@ cdef class Loop:
     cdef Listener* listeners
     cdef int nlisteners
     cdef int paused_listeners
+    cdef uint64_t resolving        # connections waiting for a host-name lookup (sockets.pxi)
     cdef Counters st
     cdef readonly uint64_t max_frame_size
     cdef uint64_t high_water
@@ -291,6 +301,16 @@ cdef class Loop:
     cdef object threadsafe         # deque filled by call_soon_threadsafe
     cdef list timers               # heap of (when, seq, TimerHandle)
     cdef uint64_t timer_seq
+    # loop lag: how late timers (wheel slots, call_later) fire; one sample per
+    # turn that fired any, the turn's largest (timers.pxi)
+    cdef double lag_turn               # this turn's largest lateness so far, -1 = none fired
+    cdef uint64_t lag_count
+    cdef double lag_sum
+    cdef double lag_max
+    cdef uint64_t lag_hist[LAG_BUCKETS + 1]
+    cdef uint32_t lag_recent[LAG_RECENT]   # microseconds, a ring
+    cdef uint32_t lag_recent_n
+    cdef uint32_t lag_recent_i
     cdef object wakeup
     cdef bint poked
     cdef bint in_turn

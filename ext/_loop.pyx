@@ -23,7 +23,7 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.ref cimport PyObject, Py_XDECREF, Py_XINCREF
 from libc.errno cimport (
-    EAGAIN, ECONNABORTED, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM, ETIMEDOUT, errno,
+    EAGAIN, ECONNABORTED, EINTR, EINVAL, EMFILE, ENFILE, ENOBUFS, ENOMEM, ENXIO, ETIMEDOUT, errno,
 )
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort, realloc
@@ -37,7 +37,7 @@ from pushcore._frame cimport (
     PC_PONG_HEADER, PC_PRIORITY_HIGH, PC_R_AUTH_TIMEOUT, PC_R_CONNECT_FAILED, PC_R_FRAME_TOO_LARGE,
     PC_R_IDLE_TIMEOUT, PC_R_INTERNAL_ERROR, PC_R_NOT_AUTHENTICATED, PC_R_PEER_CLOSED, PC_R_PEER_RESET,
     PC_R_OVERLOADED, PC_R_SLOW_CONSUMER, PC_R_VARINT_OVERRUN,
-    decode_body, header_error, parse_length, push_frame, write_uvarint,
+    decode_body, header_error, parse_length, push_frame, uvarint_size, write_uvarint,
 )
 from pushcore._pool cimport (
     pc_big_get, pc_chunk_get, pc_chunk_put, pc_chunk_put_list, pc_pool_decay, pc_pool_destroy,
@@ -48,6 +48,7 @@ import collections
 import heapq
 import os
 import socket
+import threading
 import weakref
 
 from pushcore.wire import reason_name
@@ -172,6 +173,7 @@ cdef class Loop:
         self.callbacks = collections.deque()
         self.threadsafe = collections.deque()
         self.timers = []
+        self.lag_turn = -1.0
         self.closed = False
         _live.add(self)
 
@@ -366,7 +368,11 @@ cdef class Loop:
         Success: ``on_open`` with ``(cid, -1)``; failure (or no connection
         within *timeout* seconds): ``on_close`` with CONNECT_FAILED. Data sent
         before the connection is up waits in its queue. *source*: a local
-        host, or ``(host, port)``, to bind first.
+        host, or ``(host, port)``, to bind first. A host name (here or in
+        *source*) is looked up in a resolver thread, never on the loop: the
+        connect starts when the address is back (``stats()['resolving']``
+        counts the connections waiting; a name that does not resolve fails
+        the connect with errno ENXIO).
         """
         return _connect(self, host, port, source, timeout)
 
@@ -507,6 +513,25 @@ cdef class Loop:
         or closing (counted in ``stats()['stale_ops']``) or was just closed
         SLOW_CONSUMER; bad arguments raise as ``encode_push`` does."""
         return _send_push(self, cid, seq, message_id, payload, priority, expiry, collapse_key, topic)
+
+    def send_pushes(self, cids, seqs, message_ids, payload, priority=PC_PRIORITY_HIGH, expiry=0,
+                    collapse_key="", topic="", *, behind=None):
+        """:meth:`send_push` for many connections in one C call: item *i* is a PUSH
+        with ``seqs[i]`` and ``message_ids[i]`` (one int: the same id for all) on
+        ``cids[i]``; *payload* and the other fields are shared. The frames, the
+        sent seqs, the counters, watermarks, the slow-consumer cap and the
+        outbound budget come out exactly as ``send_push`` called for each item
+        in order would make them. Every argument is checked (TypeError /
+        ValueError) before anything is queued. Returns the list of indices not
+        queued: gone or closing connections (each counted in
+        ``stats()['stale_ops']``) and connections this send closed SLOW_CONSUMER.
+        With *behind* (a list), an item whose connection's sent seq is not
+        ``seqs[i] - 1`` is not sent and its index is appended to *behind*
+        (the caller catches that connection up from the store instead)."""
+        if behind is not None and not isinstance(behind, list):
+            raise TypeError("behind must be a list or None")
+        return _send_pushes(self, cids, seqs, message_ids, payload, priority, expiry, collapse_key,
+                            topic, behind)
 
     def sent_seq(self, uint64_t cid):
         """The highest PUSH seq sent on *cid* (0 for a new connection): raised by
@@ -720,6 +745,8 @@ cdef class Loop:
             "write_would_block": self.st.write_would_block,
             "turns": self.st.turns,
             "timers_armed": self.wheel_count,
+            "resolving": self.resolving,
+            "lag": _lag_stats(self),
         }
 
     def pool_stats(self):

@@ -4,7 +4,7 @@ docs/LOOP.md describes the API; tests/test_stubs.py checks that this stub and
 the compiled module declare the same names and signatures.
 """
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, Self, TypeAlias, TypeVarTuple, final, overload
 
 from _typeshed import ReadableBuffer
@@ -145,6 +145,19 @@ class Loop:
         collapse_key: str = "",
         topic: str = "",
     ) -> bool: ...
+    def send_pushes(
+        self,
+        cids: Sequence[int],
+        seqs: Sequence[int],
+        message_ids: Sequence[int] | int,
+        payload: ReadableBuffer,
+        priority: int = 1,
+        expiry: int = 0,
+        collapse_key: str = "",
+        topic: str = "",
+        *,
+        behind: list[int] | None = None,
+    ) -> list[int]: ...
     def sent_seq(self, cid: int) -> int: ...
     def set_label(self, cid: int, label: object) -> None: ...
     def label(self, cid: int) -> Any: ...

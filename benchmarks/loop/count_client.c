@@ -20,9 +20,13 @@
  *
  * With -H HEX every connection first sends that HELLO frame and waits for
  * one whole frame back (WELCOME) before the measured phase; those bytes are
- * not counted.  "handshaken N" is printed to stdout when all are through.
+ * not counted.  Five '#' bytes in the HELLO (in its device id) are replaced
+ * by the connection's index, zero-padded ("00042"), so each connection is
+ * its own device (the frame keeps its length).  "handshaken N" is printed to stdout when all are through.
  *
- * The result is one JSON object on stdout's last line.  Exit status: 0 ok,
+ * The result is one JSON object on stdout's last line (fanout: with the
+ * CLOCK_MONOTONIC times of the first and last byte, for drivers that time
+ * from their own start).  Exit status: 0 ok,
  * 1 wrong byte count or protocol surprise, 2 usage, 3 timeout.
  */
 #define _GNU_SOURCE
@@ -154,6 +158,10 @@ int main(int argc, char **argv) {
         }
     }
     if (port <= 0 || nconns <= 0 || (is_fanout && frames <= 0)) usage();
+    int mark = -1;   /* offset of "#####" in the HELLO: the per-connection index goes there */
+    for (int i = 0; i + 5 <= hello_len; i++)
+        if (!memcmp(hello + i, "#####", 5)) { mark = i; break; }
+    if (mark >= 0 && nconns > 99999) usage();
     raise_nofile();
 
     conn_t *conns = calloc(nconns, sizeof *conns);
@@ -265,6 +273,11 @@ int main(int argc, char **argv) {
                                          .data.u32 = events[e].data.u32};
                 epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
                 if (hello_len) {
+                    if (mark >= 0) {
+                        char digits[8];
+                        snprintf(digits, sizeof digits, "%05u", (unsigned)events[e].data.u32);
+                        memcpy(hello + mark, digits, 5);
+                    }
                     if (send(c->fd, hello, hello_len, MSG_NOSIGNAL) != hello_len) die("send hello");
                     c->state = ST_HANDSHAKE;
                 } else {
@@ -387,10 +400,11 @@ finish:;
         if (!exact && status == 0) status = 1;
         printf("{\"mode\":\"fanout\",\"conns\":%d,\"frames\":%ld,\"bytes\":%llu,"
                "\"expected_bytes\":%llu,\"exact\":%s,\"deliveries\":%llu,"
-               "\"seconds\":%.6f,\"rate\":%.1f,\"cpu_seconds\":%.3f,\"wall_seconds\":%.3f,\"status\":%d}\n",
+               "\"seconds\":%.6f,\"rate\":%.1f,\"cpu_seconds\":%.3f,\"wall_seconds\":%.3f,"
+               "\"first_byte\":%.6f,\"last_byte\":%.6f,\"status\":%d}\n",
                nconns, frames, (unsigned long long)total, (unsigned long long)expect_total,
                exact ? "true" : "false", (unsigned long long)deliveries, secs,
-               secs > 0 ? deliveries / secs : 0.0, cpu, t_end - t_start, status);
+               secs > 0 ? deliveries / secs : 0.0, cpu, t_end - t_start, first_byte, last_byte, status);
     } else if (is_ping) {
         uint64_t counted = pongs - pongs_at_start;
         double secs = measuring ? measure_end - measure_start : 0;

@@ -79,6 +79,9 @@ cdef int _kill(Loop self, int32_t fd, int reason, bint rst) except -1:
         return 0
     if c.state == S_CONNECTING:
         self.st.connecting -= 1
+    if c.flags & F_RESOLVING:
+        c.flags &= ~F_RESOLVING     # the lookup's answer will find the cid gone
+        self.resolving -= 1
     _drop_buffers(self, fd)
     _timer_unlink(self, fd)
     c.flags &= ~(F_PAUSED | F_WANT_OUT | F_WATCH | F_DEADLINE)

@@ -227,6 +227,154 @@ cdef int _listen(Loop self, host, int port, int backlog, bint reuse_port,
     return lid
 
 
+cdef bint _is_literal(host, int port) except -1:
+    """True for an IP literal (or "") that _resolve takes without a lookup."""
+    cdef pc_addr a
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a str, not {type(host).__name__}")
+    return pc_addr_parse(host.encode("ascii", "replace"), port, &a) == 0
+
+
+# Host names are looked up in resolver threads, never on the loop thread: a
+# connect to a name returns its cid at once, in state connecting, holding a
+# placeholder socket (so the fd, and with it the cid, is fixed); when the
+# address comes back (call_soon_threadsafe) the real socket is made, moved
+# onto the placeholder's fd with dup3, registered and connected. A connect
+# timeout covers the lookup; a cid closed meanwhile drops the late answer.
+_RESOLVER_THREADS = 4
+_resolver_lock = threading.Lock()
+_resolver_jobs = collections.deque()
+_resolver_state = [0, 0]        # threads started, threads idle (under the lock)
+_resolver_wake = threading.Condition(_resolver_lock)
+
+
+def _lookup(host, int port):
+    """The first address of *host* (IPv4 first), as an IP literal string."""
+    infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
+    return str(infos[0][4][0])
+
+
+def _resolver_main():
+    while True:
+        with _resolver_wake:
+            _resolver_state[1] += 1
+            while not _resolver_jobs:
+                _resolver_wake.wait()
+            _resolver_state[1] -= 1
+            loop, cid, host, port, source = _resolver_jobs.popleft()
+        try:
+            ip = _lookup(host, port)
+            src = (_lookup(source[0], source[1]), source[1]) if source is not None else None
+            result = (ip, src)
+        except (OSError, UnicodeError) as exc:   # gaierror is an OSError
+            result = exc
+        try:
+            loop.call_soon_threadsafe(_resolved, loop, cid, port, result)
+        except RuntimeError:
+            pass        # the loop closed meanwhile
+        loop = result = None
+
+
+cdef int _resolver_submit(Loop self, uint64_t cid, host, int port, source) except -1:
+    with _resolver_wake:
+        _resolver_jobs.append((self, cid, host, port, source))
+        if _resolver_state[1] == 0 and _resolver_state[0] < _RESOLVER_THREADS:
+            _resolver_state[0] += 1
+            threading.Thread(target=_resolver_main, name="pushcore-resolver", daemon=True).start()
+        _resolver_wake.notify()
+    return 0
+
+
+def _resolved(Loop loop, uint64_t cid, int port, result):
+    """On the loop: the lookup for *cid* is done (``(ip, (src_ip, src_port) | None)`` or the error)."""
+    if not loop.closed:
+        _connect_resolved(loop, cid, port, result)
+
+
+cdef int _connect_resolved(Loop self, uint64_t cid, int port, result) except -1:
+    cdef pc_addr a, src
+    cdef pc_addr* srcp = NULL
+    cdef int32_t fd = _find(self, cid)
+    cdef int nfd, failed = 0, e = 0
+    cdef Conn* c
+    if fd < 0 or not (self.conns[fd].flags & F_RESOLVING) or self.conns[fd].state != S_CONNECTING:
+        return 0        # closed or timed out meanwhile
+    c = &self.conns[fd]
+    c.flags &= ~F_RESOLVING
+    self.resolving -= 1
+    _update_time(self)
+    if isinstance(result, BaseException):
+        e = ENXIO       # the name did not resolve
+    else:
+        ip, source = result
+        if pc_addr_parse(ip.encode("ascii"), port, &a) != 0:
+            e = EINVAL
+        if source is not None and not e:
+            if pc_addr_parse(source[0].encode("ascii"), source[1], &src) != 0:
+                e = EINVAL
+            srcp = &src
+    if not e:
+        nfd = pc_connect(&a, srcp, &failed)
+        if nfd < 0:
+            e = -nfd
+        elif dup3(nfd, fd, O_CLOEXEC) < 0:
+            e = errno
+            c_close(nfd)
+        else:
+            c_close(nfd)
+            e = _register(self, fd)
+            if not e:
+                e = failed
+    c = &self.conns[fd]
+    if e:
+        c.err = <uint16_t>e
+        _kill(self, fd, PC_R_CONNECT_FAILED, False)
+    _poke(self)
+    return 0
+
+
+cdef object _connect_named(Loop self, host, int port, source, uint32_t tmo):
+    """connect() to a host name (or from a source name): the lookup goes to a resolver thread."""
+    cdef int fd
+    cdef Conn* c
+    if not 0 <= port <= PC_MAX_PORT:
+        raise ValueError(f"port must be in 0..65535, got {port}")
+    _is_literal(host, port)     # type check
+    if source is not None:
+        if not isinstance(source, tuple):
+            source = (source, 0)
+        if not 0 <= source[1] <= PC_MAX_PORT:
+            raise ValueError(f"port must be in 0..65535, got {source[1]}")
+        _is_literal(source[0], source[1])   # type check
+    fd = c_socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)   # the placeholder
+    if fd < 0:
+        raise _oserror(errno, "socket")
+    _update_time(self)
+    try:
+        _init_conn(self, fd, S_CONNECTING, -1)
+    except MemoryError:
+        c_close(fd)
+        raise
+    self.st.open += 1
+    self.st.connecting += 1
+    self.resolving += 1
+    cid = _cid(self, fd)
+    c = &self.conns[fd]
+    c.flags |= F_RESOLVING
+    if tmo:
+        c.deadline = <uint32_t>(self.now_ms + tmo)
+        c.flags |= F_DEADLINE
+        _timer_arm(self, fd)
+    try:
+        _resolver_submit(self, cid, host, port, source)
+    except BaseException:
+        _kill(self, fd, PC_R_CONNECT_FAILED, False)
+        raise
+    _poke(self)
+    return cid
+
+
 cdef object _connect(Loop self, host, int port, source, timeout):
     cdef pc_addr a, src
     cdef pc_addr* srcp = NULL
@@ -234,6 +382,10 @@ cdef object _connect(Loop self, host, int port, source, timeout):
     cdef Conn* c
     _check_open(self)
     cdef uint32_t tmo = timeout_ms(timeout, "timeout")
+    if not _is_literal(host, port) or (source is not None and not _is_literal(
+            source[0] if isinstance(source, tuple) else source,
+            source[1] if isinstance(source, tuple) else 0)):
+        return _connect_named(self, host, port, source, tmo)
     _resolve(self, host, port, &a)
     if source is not None:
         if isinstance(source, tuple):

@@ -115,6 +115,9 @@ cdef int _advance_wheel(Loop self) except -1:
             if <int32_t>(c.t_when - <uint32_t>target) > 0:
                 _timer_link(self, fd, c.t_when)     # a later round
             else:
+                # due at its tick: how late the loop got to it (loop lag)
+                _lag_seen(self, <double>((target - <uint64_t><uint32_t>(<uint32_t>target - c.t_when))
+                                         * TICK_MS) / 1000.0)
                 _conn_timeout(self, fd)
     return 0
 

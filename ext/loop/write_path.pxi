@@ -219,3 +219,106 @@ cdef bint _send_push(Loop self, uint64_t cid, seq, message_id, payload, priority
         self.conns[fd].sent_seq = s
     _poke(self)
     return r == 1
+
+
+cdef int _u64_items(object values, Py_ssize_t n, uint64_t* out, str name) except -1:
+    """*values* (a sequence of ints, or one int for all when *name* allows it) into *out*."""
+    cdef Py_ssize_t i
+    cdef object v
+    if n and len(values) != n:
+        raise ValueError(f"{name} has {len(values)} items, cids has {n}")
+    for i in range(n):
+        v = values[i]
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise TypeError(f"{name}[{i}] must be an int, not {type(v).__name__}")
+        if not 0 <= v <= 0xFFFFFFFFFFFFFFFF:
+            raise ValueError(f"{name}[{i}] must be in 0 .. 2**64-1, got {v!r}")
+        out[i] = <uint64_t>v
+    return 0
+
+
+cdef list _send_pushes(Loop self, cids, seqs, message_ids, payload, priority, expiry,
+                       collapse_key, topic, list behind):
+    """N PUSH frames (one seq and message id each, the other fields shared) on N
+    connections, exactly as N _send_push calls in order would queue them. The
+    shared fields are encoded once (with _send_push's checks); each frame is
+    then the header, its length, its seq and message id, and the shared tail,
+    built in one buffer. Every argument is checked before anything is queued.
+    Returns the indices not queued (gone, closing, or closed by this send);
+    with *behind* given, an item whose connection's sent seq is not seq - 1 is
+    not sent either and its index goes to *behind*."""
+    cdef unsigned long long s0, blen
+    cdef bytes tmpl = push_frame(0, 0, payload, priority, expiry, collapse_key, topic, &s0)
+    cdef const unsigned char* t = <const unsigned char*>PyBytes_AS_STRING(tmpl)
+    cdef Py_ssize_t tn = PyBytes_GET_SIZE(tmpl)
+    cdef int ls = parse_length(t + 1, tn - 1, &blen)
+    # the template's body: seq 0 (one byte), the message id (8 bytes), the shared tail
+    cdef const unsigned char* tail = t + 1 + ls + 9
+    cdef Py_ssize_t tail_n = <Py_ssize_t>blen - 9
+    cdef Py_ssize_t n, i, k
+    cdef uint64_t* vals = NULL
+    cdef unsigned char* buf = NULL
+    cdef unsigned char* p
+    cdef uint64_t seq, body, mid = 0
+    cdef int32_t fd
+    cdef int r
+    cdef list skipped = []
+    cdef bint shared_mid
+    if ls <= 0 or tail_n < 0:
+        raise RuntimeError("send_pushes: unexpected PUSH template")   # cannot happen
+    cid_seq = cids if isinstance(cids, (list, tuple)) else list(cids)
+    n = len(cid_seq)
+    shared_mid = isinstance(message_ids, int) and not isinstance(message_ids, bool)
+    vals = <uint64_t*>malloc((3 * n + 1) * sizeof(uint64_t))
+    buf = <unsigned char*>malloc(1 + 5 + 10 + 8 + tail_n)
+    if vals == NULL or buf == NULL:
+        free(vals)
+        free(buf)
+        raise MemoryError()
+    try:
+        for i in range(n):
+            v = cid_seq[i]
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise TypeError(f"cids[{i}] must be an int, not {type(v).__name__}")
+            if not 0 <= v <= 0xFFFFFFFFFFFFFFFF:
+                raise OverflowError(f"cids[{i}] must be in 0 .. 2**64-1, got {v!r}")
+            vals[i] = <uint64_t>v
+        _u64_items(seqs if isinstance(seqs, (list, tuple)) else list(seqs), n, vals + n, "seqs")
+        if shared_mid:
+            if not 0 <= message_ids <= 0xFFFFFFFFFFFFFFFF:
+                raise ValueError(f"message_ids must be in 0 .. 2**64-1, got {message_ids!r}")
+            mid = <uint64_t>message_ids
+        else:
+            _u64_items(message_ids if isinstance(message_ids, (list, tuple)) else list(message_ids),
+                       n, vals + 2 * n, "message_ids")
+        buf[0] = t[0]
+        for i in range(n):
+            fd = _find_live(self, vals[i])
+            if fd < 0:
+                skipped.append(i)
+                continue
+            seq = vals[n + i]
+            if behind is not None and self.conns[fd].sent_seq + 1 != seq:
+                behind.append(i)
+                continue
+            if not shared_mid:
+                mid = vals[2 * n + i]
+            body = <uint64_t>uvarint_size(seq) + 8 + <uint64_t>tail_n
+            p = buf + 1
+            p += write_uvarint(p, body)
+            p += write_uvarint(p, seq)
+            for k in range(8):
+                p[k] = <unsigned char>(mid >> (8 * k))
+            p += 8
+            memcpy(p, tail, tail_n)
+            r = _queue(self, fd, buf, (p - buf) + tail_n, 1)
+            if r == 1:
+                if seq > self.conns[fd].sent_seq:
+                    self.conns[fd].sent_seq = seq
+            else:
+                skipped.append(i)
+    finally:
+        free(vals)
+        free(buf)
+    _poke(self)
+    return skipped

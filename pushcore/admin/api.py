@@ -789,7 +789,7 @@ class AdminAPI:
         if header_key is not None:
             if options.setdefault("idempotency_key", header_key) != header_key:
                 raise ApiError(400, f"the {IDEMPOTENCY_HEADER} header and 'idempotency_key' differ: give one")
-        seq = self._call(self.server.push, device, payload, **options)
+        seq = self._call(lambda: self.server.push(device, payload, **options))
         self.pushes.labels("device").inc()
         return {"device": device, "seq": seq}
 
@@ -843,7 +843,8 @@ class AdminAPI:
         topic = _text(body, "topic", required=True)
         if not topic:
             raise ApiError(400, "'topic' must not be empty")
-        result = self._call(self.server.publish, topic, _payload(body), **_options(body))
+        payload, options = _payload(body), _options(body)
+        result = self._call(lambda: self.server.publish(topic, payload, **options))
         self.pushes.labels("topic").inc()
         out: dict[str, Any] = {"topic": topic, "devices": int(result)}
         failed = result.failed  # a FanOut: subscribers the store refused, by device
@@ -858,8 +859,8 @@ class AdminAPI:
         durable = body.get("durable", False)
         if not isinstance(durable, bool):
             raise ApiError(400, "'durable' must be true or false")
-        n = self._call(self.server.broadcast, _payload(body), durable=durable,
-                       topic=_text(body, "topic"), **_options(body))
+        payload, topic, options = _payload(body), _text(body, "topic"), _options(body)
+        n = self._call(lambda: self.server.broadcast(payload, durable=durable, topic=topic, **options))
         self.pushes.labels("broadcast").inc()
         out: dict[str, Any] = {"devices": int(n), "durable": durable}
         failed = getattr(n, "failed", {})

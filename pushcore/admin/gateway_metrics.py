@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import Reason, reason_name
 from ..loop.handover import LoopUnavailable, call_on_loop
 from .ack_latency import PushAckTracker, store_tracker, track_store
-from .prometheus import LATENCY_BUCKETS, Histogram, MetricFamily, Registry
+from .prometheus import LATENCY_BUCKETS, Histogram, MetricFamily, Registry, format_value
 
 if TYPE_CHECKING:
     from ..gateway.server import Server
@@ -73,6 +73,25 @@ _LOOP_COUNTERS = {
     "accept_errors": ("pushcore_accept_errors_total", "Failed accept() calls (e.g. out of file descriptors)."),
     "turns": ("pushcore_loop_turns_total", "Turns of the connection loop."),
 }
+
+
+def _lag_families(lag: dict[str, Any] | None) -> list[MetricFamily]:
+    """The loop lag (``loop.stats()["lag"]``): a histogram, its max, and the p99 of the last samples."""
+    if not lag:
+        return []
+    hist = MetricFamily("pushcore_loop_lag_seconds", "histogram",
+                        "How late the loop's timers fired (one sample per loop turn that fired any: "
+                        "its latest timer). High values mean something blocked the loop thread.")
+    for bound, n in lag["buckets"].items():
+        hist.add(n, {"le": format_value(float(bound))}, "_bucket")
+    hist.add(lag["sum"], suffix="_sum").add(lag["count"], suffix="_count")
+    return [
+        hist,
+        MetricFamily("pushcore_loop_lag_max_seconds", "gauge",
+                     "The largest loop lag since the loop started.").add(lag["max"]),
+        MetricFamily("pushcore_loop_lag_recent_p99_seconds", "gauge",
+                     "The 99th percentile of the last 1,024 loop-lag samples.").add(lag["recent_p99"]),
+    ]
 
 
 def _reason_label(code: int) -> str:
@@ -216,6 +235,7 @@ class GatewayMetrics:
             name, help_text = _SERVER_COUNTERS.get(
                 key, (f"pushcore_server_{key}_total", f"Server counter {key!r}."))
             out.append(MetricFamily(name, "counter", help_text).add(n))
+        out += _lag_families(stats.get("lag"))
         pool = snap["pool"]
         chunk = pool.get("chunk_size", 0)
         out.append(MetricFamily("pushcore_buffer_chunks_in_use", "gauge",

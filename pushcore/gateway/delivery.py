@@ -11,6 +11,9 @@ connection loop (``pushcore._loop.Loop``), through these methods::
     set_sent_seq(cid, seq)     set it (at HELLO: what the device says it has)
     send(cid, data)            queue encoded bytes (NOTIFY) to one connection
     send_many(cids, data)      the same bytes to many connections, one call (ephemeral broadcast)
+    send_pushes(cids, seqs, message_ids, payload, ..., behind=list)
+                               one PUSH per connection (its own seq), one C call (durable fan-out);
+                               with *behind*, only to connections whose sent seq is seq - 1
     watch_activity(cid)        one-shot: report the connection's next frame
     set_label(cid, device_id)  keep the device id with the connection, in C (None: forget)
     label(cid)                 the device id kept with it, or None
@@ -81,8 +84,10 @@ Broadcasts
 ----------
 A stored message needs each device's own seq, so a durable fan-out (topic
 publish, durable broadcast) appends once per device in one store
-transaction (``append_many``) and encodes one PUSH per device
-(``send_push`` encodes in C, a fraction of a microsecond each). An
+transaction (``append_many``); the connected, caught-up devices get their
+PUSHes (one seq each) from one ``send_pushes`` call, which encodes them in C
+and records each connection's sent seq; a device with messages waiting
+before it catches up from its sent seq as after a single push. An
 **ephemeral** broadcast is not stored: it carries seq 0 ("not sequenced":
 shown, never acked, never deduplicated, lost if the device is offline) and
 its bytes are encoded once and handed to ``send_many`` for every connected
@@ -152,6 +157,9 @@ class Transport(Protocol):
 
     def send_push(self, cid: int, seq: int, message_id: int, payload: bytes, priority: int = ...,
                   expiry: int = ..., collapse_key: str = ..., topic: str = ...) -> bool: ...
+    def send_pushes(self, cids: Sequence[int], seqs: Sequence[int], message_ids: Sequence[int] | int,
+                    payload: bytes, priority: int = ..., expiry: int = ..., collapse_key: str = ...,
+                    topic: str = ..., *, behind: list[int] | None = ...) -> list[int]: ...
     def sent_seq(self, cid: int) -> int: ...
     def set_sent_seq(self, cid: int, seq: int) -> None: ...
     def send(self, cid: int, data: bytes, frames: int = ...) -> bool: ...
@@ -455,6 +463,44 @@ class Delivery:
             if cid not in fetching and cid not in held:
                 self._offer(cid, device_id, fresh)
 
+    def _deliver_fanout(self, device_ids: Sequence[str], stored: Sequence[StoredMessage]) -> None:
+        """:meth:`_deliver` for one message stored once per device (``stored[i]`` for the distinct
+        ``device_ids[i]``, the same fields, each its own seq): the same outcome per device, in C.
+
+        Every caught-up connection (sent seq = seq - 1) gets its PUSH in one
+        ``send_pushes`` call; one that is behind catches up from its sent seq,
+        as :meth:`_offer` does. Low priority, a single device, or a transport
+        without ``send_pushes`` take :meth:`_deliver` itself.
+        """
+        routes = self.routes
+        if not routes:
+            return
+        send_pushes = getattr(self.transport, "send_pushes", None)
+        first = stored[0] if stored else None
+        if first is None or len(stored) == 1 or send_pushes is None or first.priority != PRIORITY_HIGH:
+            self._deliver(device_ids, stored)
+            return
+        fetching = self.fetching
+        held = self.held
+        cids: list[int] = []
+        seqs: list[int] = []
+        devices: list[str] = []
+        route = routes.get
+        for device_id, message in zip(device_ids, stored):
+            cid = route(device_id)
+            if cid is not None and cid not in fetching and cid not in held:
+                cids.append(cid)
+                seqs.append(message.seq)
+                devices.append(device_id)
+        if not cids:
+            return
+        behind: list[int] = []
+        send_pushes(cids, seqs, first.message_id, first.payload, first.priority, first.expiry,
+                    first.collapse_key, first.topic, behind=behind)
+        sent_seq = self.transport.sent_seq
+        for i in behind:
+            self._catch_up(cids[i], devices[i], sent_seq(cids[i]))
+
     def push_batch(self, messages: list[NewMessage]) -> list[StoredMessage | SeqExhausted]:
         """Store *messages* in one store call (one transaction), then send what may go now.
 
@@ -586,7 +632,7 @@ class Delivery:
                 else:
                     reached.append(device_id)
             devices = reached
-        self._deliver(devices, stored)
+        self._deliver_fanout(devices, stored)
         return FanOut(len(stored), failed)
 
     def broadcast_ephemeral(

@@ -18,6 +18,7 @@ See docs/SERVER.md for a user guide.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import math
 import os
@@ -26,12 +27,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar, overload
 
 from ..codec import frames as _frames
 from ..errors import MessageTooLarge, Reason
 from ..loop.dispatch import LoopDispatch, dispatch_for
-from ..loop.handover import LoopTimeout, LoopUnavailable, call_on_loop
+from ..loop.handover import LoopTimeout, LoopUnavailable, call_on_loop, submit_to_loop
 from ..store import PRIORITY_HIGH, PRIORITY_LOW, Store, StoreError, StoreUnavailable, open_store
 from ..store.base import MAX_SEQ, NewMessage, StoredMessage, check_device_id, check_message, check_topic
 from ..tokens import AuthError, TokenSigner
@@ -702,6 +703,43 @@ class Server:
         except LoopUnavailable as exc:
             raise RuntimeError(f"the server is stopped ({exc})") from None
 
+    def submit(self, fn: Callable[..., _T], *args: Any) -> concurrent.futures.Future[_T]:
+        """Run ``fn(*args)`` on the loop thread without waiting: a future of its result. Thread-safe.
+
+        Work submitted from any thread runs in submission order (with
+        :meth:`call`'s work too); what arrives within one loop turn runs in
+        that turn and its output goes out together at the end of the turn.
+        On the loop thread, or before the server runs, *fn* runs at once and
+        the future is already done. An exception of *fn*, or ``RuntimeError``
+        once the server is stopped, is set on the future.
+        """
+        if self._thread_id is None or threading.get_ident() == self._thread_id:
+            done: concurrent.futures.Future[_T] = concurrent.futures.Future()
+            try:
+                if self._stopped:
+                    raise RuntimeError("the server is stopped")
+                done.set_result(fn(*args))
+            except BaseException as exc:  # handed to the caller through the future
+                done.set_exception(exc)
+            return done
+        try:
+            return submit_to_loop(self._running_loop(), fn, *args)
+        except LoopUnavailable as exc:
+            failed: concurrent.futures.Future[_T] = concurrent.futures.Future()
+            failed.set_exception(RuntimeError(f"the server is stopped ({exc})"))
+            return failed
+
+    @overload
+    def _hand_over(self, fn: Callable[[], _T], wait: Literal[True]) -> _T: ...
+    @overload
+    def _hand_over(self, fn: Callable[[], _T], wait: Literal[False]) -> concurrent.futures.Future[_T]: ...
+    @overload
+    def _hand_over(self, fn: Callable[[], _T], wait: bool) -> _T | concurrent.futures.Future[_T]: ...
+
+    def _hand_over(self, fn: Callable[[], _T], wait: bool) -> _T | concurrent.futures.Future[_T]:
+        """:meth:`call` (``wait=True``) or :meth:`submit` (``wait=False``)."""
+        return self.call(fn) if wait else self.submit(fn)
+
     # -- the loop and the delivery, where they exist for sure -----------------
 
     def _running_loop(self) -> Loop:
@@ -728,6 +766,7 @@ class Server:
             )
         return self._delivery
 
+    @overload
     def push(
         self,
         device_id: str,
@@ -739,7 +778,36 @@ class Server:
         topic: str = "",
         message_id: int | None = None,
         idempotency_key: str | None = None,
-    ) -> int:
+        wait: Literal[True] = ...,
+    ) -> int: ...
+    @overload
+    def push(
+        self,
+        device_id: str,
+        payload: bytes,
+        *,
+        priority: int | str = PRIORITY_HIGH,
+        ttl: float | None = None,
+        collapse_key: str = "",
+        topic: str = "",
+        message_id: int | None = None,
+        idempotency_key: str | None = None,
+        wait: Literal[False],
+    ) -> concurrent.futures.Future[int]: ...
+
+    def push(
+        self,
+        device_id: str,
+        payload: bytes,
+        *,
+        priority: int | str = PRIORITY_HIGH,
+        ttl: float | None = None,
+        collapse_key: str = "",
+        topic: str = "",
+        message_id: int | None = None,
+        idempotency_key: str | None = None,
+        wait: bool = True,
+    ) -> int | concurrent.futures.Future[int]:
         """Store a message for *device_id*, deliver it if possible, and return its seq. Thread-safe.
 
         High priority goes out at once to a connected device; low priority
@@ -752,16 +820,18 @@ class Server:
         sends nothing; the same key for a different message raises
         :class:`pushcore.store.IdempotencyConflict` (docs/SERVER.md). Raises
         :class:`pushcore.StoreUnavailable` (nothing stored) while the store
-        cannot write.
+        cannot write. ``wait=False`` returns a ``concurrent.futures.Future``
+        of the seq at once (see :meth:`broadcast`).
         """
         priority = parse_priority(priority)
         expiry = _expiry_from_ttl(ttl)
-        return self.call(
+        return self._hand_over(
             lambda: self._ready_delivery().push(
                 device_id, payload, priority=priority, expiry=expiry,
                 collapse_key=collapse_key, topic=topic, message_id=message_id,
                 idempotency_key=idempotency_key,
-            ).seq
+            ).seq,
+            wait,
         )
 
     def push_batch(self, messages: Iterable[_BatchItem], *, timeout: float | None = 30.0) -> BatchResult:
@@ -815,6 +885,7 @@ class Server:
 
         return self.call(run, timeout=timeout)
 
+    @overload
     def publish(
         self,
         topic: str,
@@ -823,7 +894,30 @@ class Server:
         priority: int | str = PRIORITY_HIGH,
         ttl: float | None = None,
         collapse_key: str = "",
-    ) -> FanOut:
+        wait: Literal[True] = ...,
+    ) -> FanOut: ...
+    @overload
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        priority: int | str = PRIORITY_HIGH,
+        ttl: float | None = None,
+        collapse_key: str = "",
+        wait: Literal[False],
+    ) -> concurrent.futures.Future[FanOut]: ...
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        priority: int | str = PRIORITY_HIGH,
+        ttl: float | None = None,
+        collapse_key: str = "",
+        wait: bool = True,
+    ) -> FanOut | concurrent.futures.Future[FanOut]:
         """Store the message for every subscriber of *topic* and deliver it; returns how many. Thread-safe.
 
         One message id for all; each device gets its own seq. Offline
@@ -833,7 +927,9 @@ class Server:
         named in ``result.failed``; the others get the message regardless.
         Fields over their limits raise :class:`pushcore.MessageTooLarge`
         before anything is stored; a store that cannot write raises
-        :class:`pushcore.StoreUnavailable` for the whole call.
+        :class:`pushcore.StoreUnavailable` for the whole call. ``wait=False``
+        returns a ``concurrent.futures.Future`` of the count at once (see
+        :meth:`broadcast`).
         """
         priority = parse_priority(priority)
         expiry = _expiry_from_ttl(ttl)
@@ -846,7 +942,32 @@ class Server:
                 collapse_key=collapse_key, topic=topic,
             )
 
-        return self.call(run)
+        return self._hand_over(run, wait)
+
+    @overload
+    def broadcast(
+        self,
+        payload: bytes,
+        *,
+        priority: int | str = PRIORITY_HIGH,
+        ttl: float | None = None,
+        collapse_key: str = "",
+        topic: str = "",
+        durable: bool = False,
+        wait: Literal[True] = ...,
+    ) -> FanOut | int: ...
+    @overload
+    def broadcast(
+        self,
+        payload: bytes,
+        *,
+        priority: int | str = PRIORITY_HIGH,
+        ttl: float | None = None,
+        collapse_key: str = "",
+        topic: str = "",
+        durable: bool = False,
+        wait: Literal[False],
+    ) -> concurrent.futures.Future[FanOut | int]: ...
 
     def broadcast(
         self,
@@ -857,7 +978,8 @@ class Server:
         collapse_key: str = "",
         topic: str = "",
         durable: bool = False,
-    ) -> FanOut | int:
+        wait: bool = True,
+    ) -> FanOut | int | concurrent.futures.Future[FanOut | int]:
         """Send to every connected device; returns how many. Thread-safe.
 
         ``durable=False`` (default): one PUSH with seq 0 is encoded once and
@@ -865,6 +987,15 @@ class Server:
         acked, and goes out at once whatever its priority. ``durable=True``:
         stored per connected device with its own seq (delivered like
         :meth:`push`, resent after a reconnect until acked).
+
+        ``wait=False`` hands the call to the loop and returns at once a
+        ``concurrent.futures.Future`` of the count (an exception of the call
+        is set on it; bad arguments still raise here, before anything is
+        handed over). Calls from any thread run on the loop in the order
+        made; those that arrive within one loop turn run in that turn and go
+        out together, one ``writev`` per connection: back-to-back calls
+        coalesce instead of each waiting for its own turn. Nothing bounds the
+        calls in flight: keep the futures and wait on them now and then.
         """
         priority = parse_priority(priority)
         expiry = _expiry_from_ttl(ttl)
@@ -883,7 +1014,7 @@ class Server:
                 payload, priority=priority, expiry=expiry, collapse_key=collapse_key, topic=topic
             )
 
-        return self.call(run)
+        return self._hand_over(run, wait)
 
     def subscribe(self, device_id: str, *topics: str) -> int:
         """Subscribe *device_id* to *topics* (stored); returns how many are new. Thread-safe."""

@@ -9,7 +9,7 @@ easier in Python:
 module            job
 ================  ============================================================
 ``dispatch``      one loop shared by a Server and many Clients
-``handover``      run work on the loop's thread from another (``call_on_loop``)
+``handover``      run work on the loop's thread from another (``call_on_loop``, ``submit_to_loop``)
 ``asyncio_driver``  drive a Loop from an asyncio event loop, without a thread
 ``stats``         counters with reason names
 ``limits``        the defaults of the abuse limits (``Loop.set_limits``)
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ..native import require
 from ..wire import Reason
 from .asyncio_driver import AsyncioDriver, attach_asyncio
-from .handover import LoopTimeout, LoopUnavailable, call_on_loop, run_until
+from .handover import LoopTimeout, LoopUnavailable, call_on_loop, run_until, submit_to_loop
 from .stats import named_stats
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Loop", "TimerHandle", "Reason", "AsyncioDriver", "attach_asyncio", "sizeof_conn",
-    "named_stats", "run_until", "call_on_loop", "LoopUnavailable", "LoopTimeout", "new_loop",
+    "named_stats", "run_until", "call_on_loop", "submit_to_loop", "LoopUnavailable", "LoopTimeout", "new_loop",
 ]
 
 _FROM_EXTENSION = ("Loop", "TimerHandle", "sizeof_conn")

@@ -2,13 +2,20 @@
 
 One mechanism for the whole package: ``Server.call``, the admin API's
 metrics collector and the simulator's traffic generator all go through
-:func:`call_on_loop` (one ``call_soon_threadsafe`` wake-up, then a wait on a
-future). :func:`run_until` runs turns from the calling thread itself (tests,
-scripts).
+:func:`call_on_loop` (wait for the result) or :func:`submit_to_loop` (a
+future, no wait). Work handed over is kept in one FIFO per loop and run in
+order by one callback per loop wake-up: calls that arrive while the loop is
+busy are all run in its next turn, and their output is flushed together
+(one ``writev`` per connection) at the end of that turn. Only the first call
+of a batch pays the ``call_soon_threadsafe`` wake-up (an eventfd write).
+:func:`run_until` runs turns from the calling thread itself (tests, scripts).
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
+import threading
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -17,7 +24,7 @@ from ..errors import PushcoreError
 if TYPE_CHECKING:
     from .._loop import Loop
 
-__all__ = ["LoopUnavailable", "LoopTimeout", "call_on_loop", "run_until"]
+__all__ = ["LoopUnavailable", "LoopTimeout", "call_on_loop", "submit_to_loop", "run_until"]
 
 T = TypeVar("T")
 
@@ -31,6 +38,77 @@ class LoopTimeout(LoopUnavailable, TimeoutError):
     unless it had not started)."""
 
 
+_Item = tuple[Callable[..., Any], tuple[Any, ...], "concurrent.futures.Future[Any]"]
+
+
+class _Handover:
+    """The FIFO of work waiting for one loop, and the one callback that drains it.
+
+    Producers (any thread) append, then schedule a drain unless one is
+    pending; the drain clears the flag *before* it takes the items, so an
+    item appended after that schedules the next drain itself: nothing waits
+    without a wake-up, and a burst of calls costs one.
+    """
+
+    __slots__ = ("queue", "scheduled", "__weakref__")
+
+    def __init__(self) -> None:
+        self.queue: collections.deque[_Item] = collections.deque()
+        self.scheduled = False
+
+    def submit(self, loop: Loop, item: _Item) -> None:
+        if loop.closed:
+            raise LoopUnavailable("the loop is closed")
+        self.queue.append(item)
+        if not self.scheduled:
+            self.scheduled = True
+            try:
+                loop.call_soon_threadsafe(self.drain)
+            except Exception as exc:
+                self.scheduled = False
+                raise LoopUnavailable(f"the loop is closed ({exc})") from None
+
+    def drain(self) -> None:
+        """On the loop thread: run what is queued now, in order (later items: the next drain)."""
+        self.scheduled = False
+        queue = self.queue
+        for _ in range(len(queue)):
+            fn, args, future = queue.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue  # the caller gave up waiting before it started
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # handed to the waiting thread
+                future.set_exception(exc)
+
+
+_handovers: weakref.WeakKeyDictionary[Loop, _Handover] = weakref.WeakKeyDictionary()
+_handovers_lock = threading.Lock()
+
+
+def _handover(loop: Loop) -> _Handover:
+    handover = _handovers.get(loop)
+    if handover is None:
+        with _handovers_lock:
+            handover = _handovers.get(loop)
+            if handover is None:
+                handover = _handovers[loop] = _Handover()
+    return handover
+
+
+def submit_to_loop(loop: Loop, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+    """Run ``fn(*args)`` on the thread running *loop*, without waiting: a future of its result.
+
+    Calls from any threads run in the order they were submitted; those that
+    arrive within one loop turn run in that turn. Raises
+    :class:`LoopUnavailable` at once when the loop is closed; an exception of
+    *fn* is set on the future.
+    """
+    future: concurrent.futures.Future[T] = concurrent.futures.Future()
+    _handover(loop).submit(loop, (fn, args, future))
+    return future
+
+
 def call_on_loop(loop: Loop, fn: Callable[..., T], *args: Any, timeout: float | None = 5.0) -> T:
     """Run ``fn(*args)`` on the thread running *loop*; return its result or raise its exception.
 
@@ -39,20 +117,7 @@ def call_on_loop(loop: Loop, fn: Callable[..., T], *args: Any, timeout: float | 
     :class:`LoopUnavailable` when the loop is closed, :class:`LoopTimeout`
     after *timeout* seconds (``None``: wait for ever).
     """
-    future: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-    def run() -> None:
-        if not future.set_running_or_notify_cancel():
-            return  # the caller gave up waiting before it started
-        try:
-            future.set_result(fn(*args))
-        except BaseException as exc:  # handed to the waiting thread
-            future.set_exception(exc)
-
-    try:
-        loop.call_soon_threadsafe(run)
-    except Exception as exc:
-        raise LoopUnavailable(f"the loop is closed ({exc})") from None
+    future = submit_to_loop(loop, fn, *args)
     try:
         return future.result(timeout)
     except concurrent.futures.TimeoutError:

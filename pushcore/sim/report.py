@@ -107,6 +107,7 @@ class Report:
     online_at_end: int = 0
     failed_devices: int = 0
     warnings: list[str] = field(default_factory=list)  # what was wrong with the setup (e.g. heartbeat bounds)
+    loop_lag: dict[str, float] = field(default_factory=dict)  # the simulator loop's timer lateness (s)
 
     @property
     def ok(self) -> bool:
@@ -167,6 +168,8 @@ class Report:
         nat = hb.get("nat")
         if nat:
             rows.append(("NAT", _nat_line(nat)))
+        if self.loop_lag.get("recent_count"):
+            rows.append(("loop lag", _lag_line(self.loop_lag)))
         for problem in self.problems[:5]:
             rows.append(("  device", problem))
         if len(self.problems) > 5:
@@ -220,6 +223,12 @@ def _latency_line(summary: dict[str, float]) -> str:
         return "no samples"
     return (f"p50 {summary['p50']:.2f} ms, p90 {summary['p90']:.2f} ms, p99 {summary['p99']:.2f} ms, "
             f"max {summary['max']:.2f} ms ({summary['count']:,} samples)")
+
+
+def _lag_line(lag: dict[str, float]) -> str:
+    """How late the loop's timers fired: a loop kept busy (or blocked) answers everything late."""
+    return (f"timers fired late by p50 {lag['recent_p50'] * 1000:.2f} ms, p99 {lag['recent_p99'] * 1000:.2f} ms "
+            f"(last {lag['recent_count']:,.0f} turns with timers), max {lag['max'] * 1000:.2f} ms")
 
 
 def _interval_line(intervals: dict[str, float]) -> str:

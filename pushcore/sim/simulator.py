@@ -899,7 +899,13 @@ class Simulator:
             online_at_end=self.online,
             failed_devices=self.failed,
             warnings=list(self.warnings),
+            loop_lag=self._loop_lag(),
         )
+
+    def _loop_lag(self) -> dict[str, float]:
+        """The loop's lag numbers (``loop.stats()["lag"]``) without the histogram."""
+        lag = self.loop.stats().get("lag") or {}
+        return {k: float(v) for k, v in lag.items() if k != "buckets"}
 
     def _heartbeat_summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mode": self.profile.heartbeat}
