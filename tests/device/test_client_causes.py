@@ -114,7 +114,8 @@ def test_a_drain_gives_the_client_the_shutting_down_cause(caplog):
     assert cause is not None and cause.kind is CauseKind.GOAWAY
     assert cause.reason is Reason.SHUTTING_DOWN
     assert cause.address == server.address
-    assert "SHUTTING_DOWN" in str(cause) and "24" not in str(cause)
+    where = f"{server.address[0]}:{server.address[1]}"  # the port may hold the digits 24 itself
+    assert "SHUTTING_DOWN" in str(cause) and str(int(Reason.SHUTTING_DOWN)) not in str(cause).replace(where, "")
     assert "server shutting down" in str(cause)  # the server's message
     # the BACKOFF that follows says why it waits, and the log says it by name
     assert states.causes(ClientState.BACKOFF)[0] == cause
