@@ -73,6 +73,7 @@ from .base import (
     Store,
     StoredMessage,
     StoreError,
+    StoreUnavailable,
     plan_keys,
 )
 
@@ -341,8 +342,14 @@ class SQLiteStore(Store):
         store unwritable and raises :class:`StoreUnavailable`; while it is
         unwritable the busy timeout is 0 (a write tries the lock once), and
         the first commit that works restores it and marks the store writable.
+        Inside a :meth:`~pushcore.store.Store.group` it is a savepoint of the
+        group's transaction instead: an error undoes this call alone, an
+        outage fails the whole group.
         """
         db = self._db
+        if self._group_depth:
+            yield from self._savepoint(db)
+            return
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -356,6 +363,60 @@ class SQLiteStore(Store):
         except BaseException:
             self._rollback()
             raise
+        self._commits += 1
+        if not self._health.writable:
+            self._db.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+            self._writable()
+
+    def _savepoint(self, db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """One call inside a group: a savepoint, released on success, rolled back to on error."""
+        try:
+            db.execute("SAVEPOINT pc_call")
+        except sqlite3.Error as exc:
+            error = self._write_failed(exc)
+            if isinstance(error, StoreUnavailable):
+                self._group_error = error
+            raise error from exc
+        try:
+            yield db
+        except BaseException as exc:
+            try:
+                db.execute("ROLLBACK TO pc_call")
+                db.execute("RELEASE pc_call")
+            except sqlite3.Error as undo:
+                if self._group_error is None:
+                    error = self._write_failed(undo)
+                    if isinstance(error, StoreUnavailable):
+                        self._group_error = error
+            if isinstance(exc, sqlite3.Error):
+                error = self._write_failed(exc)
+                if isinstance(error, StoreUnavailable):
+                    self._group_error = error
+                raise error from exc
+            raise
+        try:
+            db.execute("RELEASE pc_call")
+        except sqlite3.Error as exc:
+            error = self._write_failed(exc)
+            if isinstance(error, StoreUnavailable):
+                self._group_error = error
+            raise error from exc
+
+    def _group_begin(self) -> None:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._write_failed(exc) from exc
+
+    def _group_end(self, *, commit: bool) -> None:
+        if not commit:
+            self._rollback()
+            return
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise self._write_failed(exc) from exc
         if not self._health.writable:
             self._db.execute(f"PRAGMA busy_timeout={self._busy_ms}")
             self._writable()
