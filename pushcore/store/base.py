@@ -101,8 +101,13 @@ unwritable, so the state heals without traffic). :meth:`Store.health` reads
 the state without any I/O. The memory store is always writable.
 
 **Threads.** Each store has a lock held around every public call, so one
-store object may be used from several threads (the server's loop thread,
-an admin API thread). Calls are short; none blocks on the network.
+store object may be used from several threads (the server's store
+pipeline, an admin API thread). Calls are short; none blocks on the network.
+
+**Group commit.** :meth:`Store.group` runs many calls as one transaction
+(one commit; a call that raises changes nothing, an outage fails the whole
+group); :mod:`pushcore.store.pipeline` runs a server's store work that way,
+off the loop thread. :attr:`Store.commits` counts the commits.
 """
 from __future__ import annotations
 

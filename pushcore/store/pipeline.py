@@ -309,6 +309,11 @@ class StorePipeline:
             # Alone, the store's own call is already one transaction: no group needed.
             self._execute(ops)
             return
+        if all(op.message is not None for op in ops):
+            # Only appends (many push() calls): one store call is one transaction already,
+            # and it is all or nothing, so it needs no savepoint (each alone if it fails).
+            self._append(ops)
+            return
         try:
             with store.group():
                 self._execute(ops)

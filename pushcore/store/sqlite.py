@@ -40,8 +40,11 @@ several processes sharing the file agree on it.
 Each writing call is one transaction (``BEGIN IMMEDIATE``: it takes the
 write lock up front, so several processes may share one file and wait up to
 *timeout* seconds for each other instead of failing on a lock upgrade). The
-wait blocks the calling thread, which in a gateway is the loop thread of
-every connection, so *timeout* is short (1 s by default). A write that
+wait blocks the calling thread (in a gateway the store pipeline's writer,
+not the loop), and *timeout* is short (1 s by default).
+:meth:`~pushcore.store.Store.group` makes many calls one transaction (group
+commit: one ``BEGIN IMMEDIATE`` ... ``COMMIT``, a savepoint per call, so a
+call that fails undoes only itself); ``commits`` counts the commits. A write that
 still cannot take the lock, or that fails on I/O, a full disk or a
 read-only file, raises :class:`~pushcore.store.StoreUnavailable` and marks
 the store unwritable (:meth:`~pushcore.store.Store.health`); until a write

@@ -18,7 +18,7 @@ import pytest
 
 from pushcore.codec import reference as protocol
 from pushcore.store import SQLiteStore
-from serverkit import SECRET, RawDevice, make_server
+from serverkit import SECRET, RawDevice, make_server, token, wait_for
 
 THREADS = 8
 
@@ -192,3 +192,42 @@ def test_the_loop_answers_pings_while_a_large_publish_is_stored(tmp_path):
     # While the 50,000 rows were stored, the loop went on answering: many round trips, none slow.
     assert len(trips) >= 10, f"only {len(trips)} PING round trips completed while the publish was stored"
     assert max(trips) < 1.0, f"a PONG took {max(trips):.3f} s"
+
+
+def test_a_busy_store_stalls_no_connection_and_a_hello_closed_meanwhile_is_forgotten(tmp_path):
+    store = SQLiteStore(tmp_path / "s.db")
+    server = make_server(store=store)
+    server.start()
+    phone = RawDevice(server.address)
+    try:
+        assert phone.hello("phone").TYPE == protocol.WELCOME
+        gate = threading.Event()
+        server.pipeline.submit(lambda s: gate.wait(30))  # the writer is busy until the gate opens
+        pushed = {}
+        pusher = threading.Thread(target=lambda: pushed.setdefault("seq", server.push("phone", b"later")))
+        pusher.start()
+        wait_for(lambda: server.pipeline.pending() >= 1, what="the push to be submitted")
+        quitter = RawDevice(server.address)
+        quitter.send(protocol.Hello((1,), "quitter", token("quitter"), 0, 0))
+        quitter.sock.close()  # gone before the store answered its claim
+        late = RawDevice(server.address)
+        late.send(protocol.Hello((1,), "late", token("late"), 0, 0))
+        for _ in range(20):  # the loop answers while the store is busy
+            assert ping_round_trip(phone) < 5.0
+        phone.send(protocol.Fetch(0, 10))  # its answer waits for the store, the PINGs did not
+        assert "seq" not in pushed and server.device_count() == 1
+        gate.set()
+        pusher.join(10)
+        assert pushed["seq"] == 1
+        # The push (stored first) goes out live; the FETCH, read after it, answers it again and "you have it all".
+        frames = [phone.expect(protocol.PUSH, protocol.NOTIFY) for _ in range(3)]
+        assert [(f.TYPE, getattr(f, "seq", None) or getattr(f, "latest_seq", None)) for f in frames] == [
+            (protocol.PUSH, 1), (protocol.PUSH, 1), (protocol.NOTIFY, 1)]
+        assert late.expect(protocol.WELCOME)
+        wait_for(lambda: server.device_count() == 2, what="the late device's session")
+        assert not server.connected("quitter")
+        late.sock.close()
+    finally:
+        phone.sock.close()
+        server.stop(timeout=5.0)
+        store.close()
