@@ -114,7 +114,7 @@ from ..store import (
     StoredMessage,
     StoreUnavailable,
 )
-from ..store.base import MessageFields, check_device_id, check_message
+from ..store.base import check_device_id, check_message
 from ..store.pipeline import Op, StorePipeline
 from ..wire import MAX_COLLAPSE_KEY_BYTES, MAX_PAYLOAD_BYTES, MAX_TOPIC_BYTES
 from .deferred import DeferredWrites
@@ -602,11 +602,9 @@ class Delivery:
         one commit (the pipeline merges them).
         """
         device_id = check_device_id(device_id)
-        fields = check_message(0 if message_id is None else message_id, payload, priority, expiry,
-                               collapse_key, topic, idempotency_key)
-        if message_id is None:  # -1: the pipeline's writer gives it one, in store order
-            fields = MessageFields(-1, fields.payload, fields.priority, fields.expiry, fields.collapse_key,
-                                   fields.topic, fields.idempotency_key)
+        # -1 (checked as 0): the pipeline's writer gives it an id, in store order.
+        fields = check_message(-1 if message_id is None else message_id, payload, priority, expiry,
+                               collapse_key, topic, idempotency_key, unset_id=message_id is None)
         done = None
         if self.has_transport:
             def done(message: StoredMessage | None, error: BaseException | None) -> None:

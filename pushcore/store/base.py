@@ -563,10 +563,13 @@ def check_message(
     collapse_key: object,
     topic: object,
     idempotency_key: object = None,
+    *,
+    unset_id: bool = False,
 ) -> MessageFields:
+    """The checked fields of a message (``unset_id``: *message_id* is -1, to be given later)."""
     if not _is_int(message_id):
         raise TypeError(f"message_id must be int, not {type(message_id).__name__}")
-    if not 0 <= message_id <= MAX_MESSAGE_ID:
+    if not 0 <= message_id <= MAX_MESSAGE_ID and not (unset_id and message_id == -1):
         raise ValueError(f"message_id must be in 0..2**64-1 (u64), got {message_id}")
     if type(payload) is not bytes:
         if not isinstance(payload, (bytes, bytearray, memoryview)):

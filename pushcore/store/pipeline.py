@@ -147,7 +147,10 @@ class StorePipeline:
         self.groups = 0
         self.ops = 0
         self.largest_group = 0
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()  # guards the queue and the flags below
+        self._wake = _allocate_lock()  # released once to wake a sleeping writer
+        self._wake.acquire()
+        self._sleeping = False
         self._queue: list[Op[Any]] = []
         self._thread: threading.Thread | None = None
         self._writer_ident: int | None = None
@@ -202,14 +205,16 @@ class StorePipeline:
             else:
                 op.release()
             return op
-        with self._cond:
+        with self._mutex:
             if self._closed:
                 raise PipelineClosed("the store pipeline is closed")
             self._queue.append(op)
+            sleeping = self._sleeping
+            self._sleeping = False
             if self._thread is None:
                 self._start()
-            else:
-                self._cond.notify()
+        if sleeping:
+            self._wake.release()
         return op
 
     def call(self, fn: Callable[[Store], T], *, read: bool = False, timeout: float | None = None) -> T:
@@ -218,12 +223,15 @@ class StorePipeline:
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Run what is queued, then stop the writer. Later submits raise :class:`PipelineClosed`."""
-        with self._cond:
+        with self._mutex:
             if self._closed:
                 return
             self._closed = True
-            self._cond.notify()
+            sleeping = self._sleeping
+            self._sleeping = False
             thread = self._thread
+        if sleeping:
+            self._wake.release()
         if thread is not None and thread.ident != threading.get_ident():
             thread.join(timeout)
         # Completions handed to a loop that will not run them any more: wake their waiters
@@ -242,18 +250,21 @@ class StorePipeline:
 
     def _main(self) -> None:
         self._writer_ident = threading.get_ident()
-        cond = self._cond
+        mutex = self._mutex
         while True:
-            with cond:
-                while not self._queue and not self._closed:
-                    cond.wait()
+            with mutex:
                 queue = self._queue
                 if not queue:
-                    return  # closed, and everything ran
-                if len(queue) <= self.max_group:
+                    if self._closed:
+                        return  # closed, and everything ran
+                    self._sleeping = True
+                elif len(queue) <= self.max_group:
                     ops, self._queue = queue, []
                 else:
                     ops, self._queue = queue[: self.max_group], queue[self.max_group :]
+            if not queue:
+                self._wake.acquire()  # until a submit (or close) releases it
+                continue
             try:
                 self._run(ops)
             except BaseException as exc:  # never leave a submitter waiting
