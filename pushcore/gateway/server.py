@@ -1132,12 +1132,9 @@ class Server:
     def _verify_token(self, device_id: str, token: bytes, metadata: dict[str, Any]) -> bool:
         claims = self._signer.verify(device_id, token)
         # Checked after the MAC: only the holder of a genuine token learns it was revoked.
-        revoked = self.store.revoked_before(device_id)
-        if revoked is not None and (
-            claims.issued_at is None  # a version-1 token: its age is unknown, so any revocation covers it
-            or round(claims.issued_at * 1000) < math.floor(revoked * 1000)
-        ):
-            raise AuthError(Reason.AUTH_FAILED, "token revoked: mint a new one for this device")
+        refusal = _revocation(self.store.revoked_before(device_id), claims.issued_at)
+        if refusal is not None:
+            raise refusal
         return True
 
     def _metadata(self, cid: int, hello: Hello) -> dict[str, Any]:
@@ -1182,8 +1179,14 @@ class Server:
             self._refuse(cid, Reason.INVALID_VALUE, f"last_seq must be < 2**63, got {hello.last_seq}")
             return
         metadata = self._metadata(cid, hello) if (self._custom_auth or self.on_connect) else {}
+        check_revoked = False  # the default token check reads the revocation with the claim, off the loop
+        issued_at: float | None = None
         try:
-            accepted = self._authenticate(device_id, hello.token, metadata)
+            if self._custom_auth:
+                accepted = self._authenticate(device_id, hello.token, metadata)
+            else:
+                issued_at = self._signer.verify(device_id, hello.token).issued_at  # the MAC, here
+                accepted = check_revoked = True
         except AuthError as exc:
             self._refuse(cid, exc.reason, exc.message)
             return
@@ -1198,7 +1201,11 @@ class Server:
         # the HELLO goes on in the completion (_welcome), so the loop never waits for the store.
         last_seq = hello.last_seq
 
-        def claim(store: Store) -> str | None:
+        def claim(store: Store) -> str | AuthError | None:
+            if check_revoked:  # after the MAC: only the holder of a genuine token learns it was revoked
+                refusal = _revocation(store.revoked_before(device_id), issued_at)
+                if refusal is not None:
+                    return refusal
             counter = store.last_seq(device_id) if last_seq else 0
             problem = _claim_problem(last_seq, counter)
             if problem is None:
@@ -1206,7 +1213,7 @@ class Server:
                 delivery.claim_writes(device_id, last_seq, counter)
             return problem
 
-        def done(problem: str | None, error: BaseException | None) -> None:
+        def done(problem: str | AuthError | None, error: BaseException | None) -> None:
             self._hello_pending.discard(cid)
             self._welcome(cid, device_id, last_seq, max(common), metadata, problem, error)
 
@@ -1214,7 +1221,7 @@ class Server:
         self.pipeline.submit(claim, done=done)
 
     def _welcome(self, cid: int, device_id: str, last_seq: int, version: int, metadata: dict[str, Any],
-                 problem: str | None, error: BaseException | None) -> None:
+                 problem: str | AuthError | None, error: BaseException | None) -> None:
         """The rest of HELLO once the store answered its claim: refuse, or bind, WELCOME and catch up."""
         loop = self._running_loop()
         if self._stopped or not loop.is_open(cid):
@@ -1227,6 +1234,9 @@ class Server:
         if error is not None:
             log.error("pushcore server: the HELLO of %r failed in the store", device_id, exc_info=error)
             self._refuse(cid, Reason.INTERNAL_ERROR, "authentication failed on the server")
+            return
+        if isinstance(problem, AuthError):
+            self._refuse(cid, problem.reason, problem.message)
             return
         if problem is not None:
             self._refuse(cid, Reason.LAST_SEQ_AHEAD, problem)
@@ -1325,6 +1335,16 @@ class Server:
     def __repr__(self) -> str:
         where = f"{self._address[0]}:{self._address[1]}" if self._address else "not listening"
         return f"<pushcore.Server {where} devices={self.device_count()}>"
+
+
+def _revocation(revoked: float | None, issued_at: float | None) -> AuthError | None:
+    """The refusal of a token issued at *issued_at* when its device's tokens before *revoked* are revoked."""
+    if revoked is not None and (
+        issued_at is None  # a version-1 token: its age is unknown, so any revocation covers it
+        or round(issued_at * 1000) < math.floor(revoked * 1000)
+    ):
+        return AuthError(Reason.AUTH_FAILED, "token revoked: mint a new one for this device")
+    return None
 
 
 def _reason(code: int) -> Reason | int:

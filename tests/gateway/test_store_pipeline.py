@@ -201,8 +201,14 @@ def test_a_busy_store_stalls_no_connection_and_a_hello_closed_meanwhile_is_forgo
     phone = RawDevice(server.address)
     try:
         assert phone.hello("phone").TYPE == protocol.WELCOME
-        gate = threading.Event()
-        server.pipeline.submit(lambda s: gate.wait(30))  # the writer is busy until the gate opens
+        gate, inside = threading.Event(), threading.Event()
+
+        def busy(store):  # the writer is busy until the gate opens
+            inside.set()
+            gate.wait(30)
+
+        server.pipeline.submit(busy)
+        assert inside.wait(10)
         pushed = {}
         pusher = threading.Thread(target=lambda: pushed.setdefault("seq", server.push("phone", b"later")))
         pusher.start()
