@@ -30,3 +30,19 @@ def test_loop_example_broadcasts_to_every_connection():
     out = run_example("loop_broadcast.py")
     assert "50 connections, 150 frames delivered" in out
     assert "'in_use': 0" in out
+
+
+def test_safe_retries_example_stores_once_and_redelivers_a_failed_message():
+    out = run_example("safe_retries.py")
+    assert "Server.push twice with one key: seq 1 and seq 1" in out
+    assert "AdminClient.push twice with one key: seq 2 and seq 2" in out
+    assert "handler attempts by seq: [1, 1, 2]" in out
+    assert "still stored (unacked): 0" in out
+    assert out.rstrip().endswith("ok")
+
+
+def test_nowait_broadcast_example_delivers_every_call_in_order():
+    out = run_example("broadcast_nowait.py")
+    assert "every future says {10} device(s)" in out
+    assert "10 devices got 10000 messages, each in the order sent: True" in out
+    assert out.rstrip().endswith("ok")
