@@ -146,6 +146,17 @@ class RawDevice:
         self.close()
 
 
+def connect_raw_devices(server: Server, names) -> dict[str, RawDevice]:
+    """One RawDevice per name, each WELCOMEd, once the server counts them all attached."""
+    devices = {}
+    for name in names:
+        dev = RawDevice(server.address)
+        assert dev.hello(name).TYPE == protocol.WELCOME
+        devices[name] = dev
+    wait_for(lambda: server.device_count() == len(names), what="every device attached")
+    return devices
+
+
 class Collector:
     """``on_message`` that records ``(seq, payload)`` and lets a test wait for counts."""
 

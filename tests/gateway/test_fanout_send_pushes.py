@@ -46,20 +46,10 @@ def counted_server():
         yield server, loop
 
 
-def connect(server, names):
-    devices = {}
-    for name in names:
-        dev = kit.RawDevice(server.address)
-        assert dev.hello(name).TYPE == protocol.WELCOME
-        devices[name] = dev
-    kit.wait_for(lambda: server.device_count() == len(names), what="every device attached")
-    return devices
-
-
 def test_publish_to_caught_up_subscribers_is_one_c_call():
     names = [f"dev-{i:02d}" for i in range(12)]
     with counted_server() as (server, loop):
-        devices = connect(server, names)
+        devices = kit.connect_raw_devices(server, names)
         for name in names:
             server.subscribe(name, "news")
         server.push("dev-03", b"waiting", priority=PRIORITY_LOW)  # dev-03 is behind: seq 1 waits
@@ -83,7 +73,7 @@ def test_publish_to_caught_up_subscribers_is_one_c_call():
 def test_durable_broadcast_seqs_continue_per_device():
     names = [f"b-{i}" for i in range(5)]
     with counted_server() as (server, loop):
-        devices = connect(server, names)
+        devices = kit.connect_raw_devices(server, names)
         server.push("b-1", b"own")  # b-1 is at seq 1, the others at 0
         devices["b-1"].expect(protocol.PUSH)
         loop.calls.clear()

@@ -16,20 +16,10 @@ from pushcore.codec import reference as protocol
 from pushcore.store import IdempotencyConflict
 
 
-def connect(server, names):
-    devices = {}
-    for name in names:
-        dev = kit.RawDevice(server.address)
-        assert dev.hello(name).TYPE == protocol.WELCOME
-        devices[name] = dev
-    kit.wait_for(lambda: server.device_count() == len(names), what="every device attached")
-    return devices
-
-
 def test_back_to_back_broadcasts_resolve_with_counts_and_arrive_in_order():
     names = [f"nw-{i}" for i in range(6)]
     with kit.running_server() as server:
-        devices = connect(server, names)
+        devices = kit.connect_raw_devices(server, names)
         futures = [server.broadcast(b"b%03d" % i, wait=False) for i in range(200)]
         assert all(isinstance(f, concurrent.futures.Future) for f in futures)
         assert [f.result(timeout=kit.TIMEOUT) for f in futures] == [len(names)] * 200
@@ -41,7 +31,7 @@ def test_back_to_back_broadcasts_resolve_with_counts_and_arrive_in_order():
 
 def test_push_and_publish_without_waiting_keep_order_with_waiting_calls():
     with kit.running_server() as server:
-        devices = connect(server, ["p-1", "p-2"])
+        devices = kit.connect_raw_devices(server, ["p-1", "p-2"])
         server.subscribe("p-1", "t")
         server.subscribe("p-2", "t")
         f1 = server.push("p-1", b"one", wait=False)
@@ -60,7 +50,7 @@ def test_push_and_publish_without_waiting_keep_order_with_waiting_calls():
 
 def test_calls_arriving_in_one_turn_run_in_that_turn():
     with kit.running_server() as server:
-        devices = connect(server, ["c-1", "c-2"])
+        devices = kit.connect_raw_devices(server, ["c-1", "c-2"])
         gate = threading.Event()
         blocked = server.submit(gate.wait, kit.TIMEOUT)  # holds the loop inside one turn
         turns = server.loop.stats
