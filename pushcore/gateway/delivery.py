@@ -103,9 +103,10 @@ watermark in another.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from ..codec import frames as _frames
 from ..store import (
@@ -118,6 +119,8 @@ from ..store import (
     StoredMessage,
     StoreUnavailable,
 )
+from ..store.base import check_device_id, check_message
+from ..store.pipeline import Op, StorePipeline
 from ..wire import MAX_COLLAPSE_KEY_BYTES, MAX_PAYLOAD_BYTES, MAX_TOPIC_BYTES
 from .deferred import DeferredWrites
 from .results import FanOut
@@ -186,7 +189,7 @@ class MessageIds:
     following milliseconds, so ids never repeat within a process.
     """
 
-    __slots__ = ("_node", "_last", "_clock")
+    __slots__ = ("_node", "_last", "_clock", "_lock")
 
     def __init__(self, node: int | None = None, clock: Callable[[], float] = time.time) -> None:
         if node is None:
@@ -196,13 +199,15 @@ class MessageIds:
         self._node = node << 12
         self._last = 0
         self._clock = clock
+        self._lock = threading.Lock()  # the store's writer and the loop both take ids
 
     def next(self) -> int:
-        """A fresh id."""
+        """A fresh id (any thread)."""
         candidate = ((int(self._clock() * 1000) & ((1 << 42) - 1)) << 22) | self._node
-        if candidate <= self._last:
-            candidate = self._last + 1
-        self._last = candidate
+        with self._lock:
+            if candidate <= self._last:
+                candidate = self._last + 1
+            self._last = candidate
         return candidate & 0xFFFFFFFFFFFFFFFF
 
 
@@ -210,8 +215,14 @@ class Delivery:
     """The route table of one server and the seq-ordered delivery of stored messages.
 
     *store* is a :class:`pushcore.store.Store`; *transport* has the methods
-    listed in the module docstring (the server's Loop). Not thread-safe:
-    everything runs on the loop thread.
+    listed in the module docstring (the server's Loop). Store work goes
+    through *pipeline* (:class:`pushcore.store.pipeline.StorePipeline`):
+    the server gives one with a writer thread, so the loop never waits for
+    the store and each step continues in its completion; by default it has
+    none and every store call runs at once, in the caller's thread.
+    The route table and per-connection state are the loop thread's; the
+    ``push*`` methods may be called from any thread when the pipeline has
+    a writer thread (they wait only for their own write).
     """
 
     def __init__(
@@ -223,6 +234,7 @@ class Delivery:
         page_max: int = DEFAULT_PAGE_MAX,
         page_bytes: int = DEFAULT_PAGE_BYTES,
         message_ids: MessageIds | None = None,
+        pipeline: StorePipeline | None = None,
     ) -> None:
         if inline_max < 0:
             raise ValueError(f"inline_max must be >= 0, got {inline_max}")
@@ -246,7 +258,11 @@ class Delivery:
         self.fetching: set[int] = set()  # cids catching up a large backlog through FETCH
         self.held: set[int] = set()  # cids whose output is over the high watermark (on_pause)
         #: acks and counter advances an unwritable store refused, made when it heals
+        #: (touched only where store work runs: the pipeline's writer thread)
         self.deferred = DeferredWrites()
+        self.pipeline = pipeline if pipeline is not None else StorePipeline(store, threaded=False)
+        self.pipeline.message_ids = self.message_ids.next
+        self.pipeline.before_append = self._flush_advances
 
     # -- routes ---------------------------------------------------------------
 
@@ -280,19 +296,35 @@ class Delivery:
         cannot be kept, before anything changed.
         """
         if last_seq:
-            store = self.store
             if counter is None:
-                counter = store.last_seq(device_id)
-            try:
-                if last_seq > counter:
-                    store.advance_seq(device_id, last_seq)
-                store.ack(device_id, last_seq)
-            except StoreUnavailable:
-                # Kept for when the store heals; an advance that cannot be kept refuses
-                # the device (before any route changed), as a push would get a used seq.
-                if last_seq > counter and not self.deferred.advance(device_id, last_seq):
-                    raise
-                self.deferred.ack(device_id, last_seq)
+                counter = self.store.last_seq(device_id)
+            self.claim_writes(device_id, last_seq, counter)
+        return self.bind(cid, device_id, last_seq)
+
+    def claim_writes(self, device_id: str, last_seq: int, counter: int) -> None:
+        """The store part of :meth:`attach`: ACK *last_seq* (and raise a lost *counter* to it).
+
+        Runs where store work runs (the pipeline's writer). While the store
+        cannot write the writes are kept in :attr:`deferred`; raises
+        :class:`~pushcore.store.StoreUnavailable` only when an advance
+        cannot be kept (refuse the device: a push would get a used seq).
+        """
+        if not last_seq:
+            return
+        store = self.store
+        try:
+            if last_seq > counter:
+                store.advance_seq(device_id, last_seq)
+            store.ack(device_id, last_seq)
+        except StoreUnavailable:
+            # Kept for when the store heals; an advance that cannot be kept refuses
+            # the device (before any route changed), as a push would get a used seq.
+            if last_seq > counter and not self.deferred.advance(device_id, last_seq):
+                raise
+            self.deferred.ack(device_id, last_seq)
+
+    def bind(self, cid: int, device_id: str, last_seq: int) -> int | None:
+        """The route part of :meth:`attach` (loop thread): *cid* is now *device_id*; the older cid or None."""
         old = self.routes.get(device_id)
         if old is not None and old != cid:
             self.transport.set_label(old, None)
@@ -371,13 +403,29 @@ class Delivery:
 
         "Many" is more than ``inline_max`` messages or more than one page of bytes.
         """
-        messages, more = self._page(device_id, after_seq, self.inline_max, upto)
-        if more:
-            self.fetching.add(cid)
-            self.transport.send(cid, _encode_notify(self.store.last_seq(device_id)))
-            return
-        if messages:
-            self._send_messages(cid, messages)
+        inline_max = self.inline_max
+
+        def read(store: Store) -> tuple[list[StoredMessage], bool, int]:
+            messages, more = self._page(device_id, after_seq, inline_max, upto)
+            return messages, more, store.last_seq(device_id) if more else 0
+
+        def done(result: tuple[list[StoredMessage], bool, int] | None, error: BaseException | None) -> None:
+            if result is None:
+                return  # a read error (the store closed under the server): the next wake-up tries again
+            if self.transport.label(cid) != device_id or cid in self.fetching or cid in self.held:
+                return  # gone, replaced, fetching or held since: nothing to send now
+            messages, more, latest = result
+            if more:
+                self.fetching.add(cid)
+                self.transport.send(cid, _encode_notify(latest))
+                return
+            sent = self.transport.sent_seq(cid)
+            if sent > after_seq:  # something went out meanwhile: only what follows it
+                messages = [m for m in messages if m.seq > sent]
+            if messages:
+                self._send_messages(cid, messages)
+
+        self.pipeline.submit(read, done=done, read=True)
 
     def _offer(self, cid: int, device_id: str, fresh: Sequence[StoredMessage]) -> None:
         """Freshly stored messages of online *device_id* (on *cid*, not fetching), ascending seq.
@@ -501,36 +549,26 @@ class Delivery:
         for i in behind:
             self._catch_up(cids[i], devices[i], sent_seq(cids[i]))
 
-    def push_batch(self, messages: list[NewMessage]) -> list[StoredMessage | SeqExhausted]:
-        """Store *messages* in one store call (one transaction), then send what may go now.
+    # -- storing, then delivering (store part on the pipeline, delivery in its completion) --
 
-        A device may appear several times: its messages get consecutive seqs
-        in the order given and go out in that order, exactly as if each had
-        been pushed alone with :meth:`push` (priority, collapse and catching
-        up included), but with one transaction, each device's messages queued back to
-        back on its connection (the loop writes them with one writev per turn).
-        Returns the stored messages in the order given. When one device's
-        counter is exhausted the batch is stored again one device at a time,
-        so only that device's items fail: they come back as the
-        :class:`SeqExhausted` error instead of a message. Items repeating an
-        idempotency key come back as the store's :class:`ReplayedMessage` and
-        are not sent again; a conflicting key raises
-        :class:`IdempotencyConflict` and nothing is stored.
+    def _flush_advances(self, store: Store, device_ids: Iterable[str]) -> None:
+        """Before an append for *device_ids*: their counter advances kept during an outage come first.
+
+        The other devices' advances wait for the server's store tick (bounded steps).
         """
-        if self.deferred.advances:  # a kept counter advance must come before any new seq
-            self.deferred.flush_devices(self.store, {m.device_id for m in messages})
-        try:
-            stored = self.store.append_batch(messages)
-        except SeqExhausted:
-            return self._push_batch_per_device(messages)
-        if any(type(m) is ReplayedMessage for m in stored):
-            fresh = [(n.device_id, m) for n, m in zip(messages, stored) if type(m) is not ReplayedMessage]
-            self._deliver([d for d, _ in fresh], [m for _, m in fresh])
-        else:
-            self._deliver([m.device_id for m in messages], stored)
-        return cast("list[StoredMessage | SeqExhausted]", stored)  # no copy on the hot path
+        if self.deferred.advances:
+            self.deferred.flush_devices(store, device_ids)
 
-    def _push_batch_per_device(self, messages: list[NewMessage]) -> list[StoredMessage | SeqExhausted]:
+    def _store_batch(self, messages: list[NewMessage]) -> list[StoredMessage | SeqExhausted]:
+        """The store part of :meth:`push_batch` (where store work runs)."""
+        self._flush_advances(self.store, {m.device_id for m in messages})
+        try:
+            stored: list[StoredMessage | SeqExhausted] = list(self.store.append_batch(messages))
+        except SeqExhausted:
+            return self._store_batch_per_device(messages)
+        return stored
+
+    def _store_batch_per_device(self, messages: list[NewMessage]) -> list[StoredMessage | SeqExhausted]:
         # The slow path, taken only when a device's counter is exhausted: one
         # transaction per device, so a failure stays that device's own.
         by_device: dict[str, list[int]] = {}
@@ -546,10 +584,83 @@ class Delivery:
             else:
                 for i, stored in zip(indices, group):
                     outcomes[i] = stored
-        done = [(messages[i].device_id, m) for i, m in enumerate(outcomes)
-                if isinstance(m, StoredMessage) and type(m) is not ReplayedMessage]
-        self._deliver([d for d, _ in done], [m for _, m in done])
         return [m for m in outcomes if m is not None]
+
+    def _deliver_batch(self, messages: Sequence[NewMessage], outcomes: Sequence[object]) -> None:
+        """The delivery part of :meth:`push_batch` (loop thread): what was stored, not replayed."""
+        if all(type(m) is StoredMessage for m in outcomes):
+            self._deliver([n.device_id for n in messages], outcomes)  # type: ignore[arg-type]  # all stored
+            return
+        done = [(n.device_id, m) for n, m in zip(messages, outcomes) if isinstance(m, StoredMessage)
+                and type(m) is not ReplayedMessage]
+        self._deliver([d for d, _ in done], [m for _, m in done])
+
+    def submit_batch(
+        self, messages: list[NewMessage] | Callable[[], list[NewMessage]], *, wait: bool | str = True
+    ) -> Op[tuple[list[NewMessage], list[StoredMessage | SeqExhausted]]]:
+        """Queue :meth:`push_batch`'s work; the op's result is ``(messages, outcomes)``.
+
+        *messages* may be a function making them (called where store work
+        runs, so message ids it takes follow store order).
+        """
+        def run(store: Store) -> tuple[list[NewMessage], list[StoredMessage | SeqExhausted]]:
+            batch = messages() if callable(messages) else messages
+            return batch, self._store_batch(batch)
+
+        def done(result: tuple[list[NewMessage], list[object]] | None, error: BaseException | None) -> None:
+            if result is not None:
+                self._deliver_batch(*result)
+
+        return self.pipeline.submit(run, done=done if self.has_transport else None, wait=wait)
+
+    def push_batch(self, messages: list[NewMessage]) -> list[StoredMessage | SeqExhausted]:
+        """Store *messages* in one store call (one transaction), then send what may go now.
+
+        A device may appear several times: its messages get consecutive seqs
+        in the order given and go out in that order, exactly as if each had
+        been pushed alone with :meth:`push` (priority, collapse and catching
+        up included), but with one transaction, each device's messages queued back to
+        back on its connection (the loop writes them with one writev per turn).
+        Returns the stored messages in the order given. When one device's
+        counter is exhausted the batch is stored again one device at a time,
+        so only that device's items fail: they come back as the
+        :class:`SeqExhausted` error instead of a message. Items repeating an
+        idempotency key come back as the store's :class:`ReplayedMessage` and
+        are not sent again; a conflicting key raises
+        :class:`IdempotencyConflict` and nothing is stored. With a threaded
+        pipeline it returns once the write is durable; sending follows on the loop.
+        """
+        return self.submit_batch(messages).wait()[1]
+
+    def submit_push(
+        self,
+        device_id: str,
+        payload: bytes,
+        *,
+        priority: int = PRIORITY_HIGH,
+        expiry: int = 0,
+        collapse_key: str = "",
+        topic: str = "",
+        message_id: int | None = None,
+        idempotency_key: str | None = None,
+        wait: bool | str = True,
+    ) -> Op[StoredMessage]:
+        """Queue :meth:`push`'s work (checked here, in the caller's thread); the op's result is the message.
+
+        Appends queued together, from any threads, share one store call and
+        one commit (the pipeline merges them).
+        """
+        device_id = check_device_id(device_id)
+        # -1 (checked as 0): the pipeline's writer gives it an id, in store order.
+        fields = check_message(-1 if message_id is None else message_id, payload, priority, expiry,
+                               collapse_key, topic, idempotency_key, unset_id=message_id is None)
+        done = None
+        if self.has_transport:
+            def done(message: StoredMessage | None, error: BaseException | None) -> None:
+                if message is not None and type(message) is not ReplayedMessage:
+                    self._deliver((device_id,), (message,))
+
+        return self.pipeline.submit(message=(device_id, fields), done=done, wait=wait)
 
     def push(
         self,
@@ -565,28 +676,63 @@ class Delivery:
     ) -> StoredMessage:
         """Store a message for *device_id* and send it if the device is here and it may go now.
 
-        The delivery pass is :meth:`push_batch`'s; only the store call is the
-        one-message ``append`` (it skips building a :class:`NewMessage`). A
+        The delivery pass is :meth:`push_batch`'s; the store call is one
+        message's append (merged with others queued at the same time). A
         repeated *idempotency_key* returns the store's :class:`ReplayedMessage`
         and sends nothing.
         """
-        if message_id is None:
-            message_id = self.message_ids.next()
-        if self.deferred.advances:  # a kept counter advance must come before any new seq
-            self.deferred.flush_devices(self.store, (device_id,))
-        message = self.store.append(
-            device_id,
-            message_id=message_id,
-            payload=payload,
-            priority=priority,
-            expiry=expiry,
-            collapse_key=collapse_key,
-            topic=topic,
-            idempotency_key=idempotency_key,
+        return self.submit_push(
+            device_id, payload, priority=priority, expiry=expiry, collapse_key=collapse_key,
+            topic=topic, message_id=message_id, idempotency_key=idempotency_key,
+        ).wait()
+
+    def submit_many(
+        self,
+        device_ids: Iterable[str] | Callable[[Store], Iterable[str]],
+        payload: bytes,
+        *,
+        priority: int = PRIORITY_HIGH,
+        expiry: int = 0,
+        collapse_key: str = "",
+        topic: str = "",
+        message_id: int | None = None,
+        wait: bool | str = True,
+    ) -> Op[FanOut]:
+        """Queue :meth:`push_many`'s work; *device_ids* may be ``fn(store)`` (e.g. a topic's subscribers)."""
+        fields: dict[str, Any] = dict(
+            payload=payload, priority=priority, expiry=expiry, collapse_key=collapse_key, topic=topic,
         )
-        if type(message) is not ReplayedMessage:
-            self._deliver((device_id,), (message,))
-        return message
+        reached: list[tuple[list[str], list[StoredMessage]]] = []
+
+        def run(store: Store) -> FanOut:
+            devices = list(dict.fromkeys(device_ids(store) if callable(device_ids) else device_ids))
+            if not devices:
+                return FanOut(0)
+            fields["message_id"] = self.message_ids.next() if message_id is None else message_id
+            failed: dict[str, str] = {}
+            self._flush_advances(store, devices)
+            try:
+                stored = store.append_many(devices, **fields)
+            except SeqExhausted:
+                # The slow path: one transaction per device, so the failure stays its own.
+                stored = []
+                ok = []
+                for device_id in devices:
+                    try:
+                        stored += store.append_many((device_id,), **fields)
+                    except SeqExhausted as exc:
+                        failed[device_id] = str(exc)
+                    else:
+                        ok.append(device_id)
+                devices = ok
+            reached[:] = [(devices, stored)]  # a group run again after an outage keeps its last try
+            return FanOut(len(stored), failed)
+
+        def done(result: FanOut | None, error: BaseException | None) -> None:
+            if error is None and reached:
+                self._deliver_fanout(*reached.pop())
+
+        return self.pipeline.submit(run, done=done if self.has_transport else None, wait=wait)
 
     def push_many(
         self,
@@ -608,32 +754,10 @@ class Delivery:
         devices = list(dict.fromkeys(device_ids))
         if not devices:
             return FanOut(0)
-        if message_id is None:
-            message_id = self.message_ids.next()
-        store = self.store
-        fields: dict[str, Any] = dict(
-            message_id=message_id, payload=payload, priority=priority, expiry=expiry,
-            collapse_key=collapse_key, topic=topic,
-        )
-        failed: dict[str, str] = {}
-        if self.deferred.advances:  # a kept counter advance must come before any new seq
-            self.deferred.flush_devices(store, devices)
-        try:
-            stored = store.append_many(devices, **fields)
-        except SeqExhausted:
-            # The slow path: one transaction per device, so the failure stays its own.
-            stored = []
-            reached = []
-            for device_id in devices:
-                try:
-                    stored += store.append_many((device_id,), **fields)
-                except SeqExhausted as exc:
-                    failed[device_id] = str(exc)
-                else:
-                    reached.append(device_id)
-            devices = reached
-        self._deliver_fanout(devices, stored)
-        return FanOut(len(stored), failed)
+        return self.submit_many(
+            devices, payload, priority=priority, expiry=expiry, collapse_key=collapse_key,
+            topic=topic, message_id=message_id,
+        ).wait()
 
     def broadcast_ephemeral(
         self,
@@ -662,15 +786,12 @@ class Delivery:
         device_of = self.transport.label
         fetching = self.fetching
         held = self.held
-        store = self.store
         sent_seq = self.transport.sent_seq
         for cid in cids:
             device_id = device_of(cid)
             if device_id is None or cid in fetching or cid in held:
                 continue
-            sent = sent_seq(cid)
-            if store.last_seq(device_id) > sent:
-                self._catch_up(cid, device_id, sent)
+            self._catch_up(cid, device_id, sent_seq(cid))  # one page read: nothing waits, nothing sent
 
     def hold(self, cids: Iterable[int]) -> None:
         """These connections' output went over the high watermark: only store their new messages."""
@@ -709,12 +830,16 @@ class Delivery:
             if seq > 0:
                 trims.append((device_id, seq))
         if trims:
-            try:
-                self.store.ack_many(trims)  # one transaction for the whole turn
-            except StoreUnavailable:
-                deferred = self.deferred
-                for device_id, seq in trims:
-                    deferred.ack(device_id, seq)
+            self.pipeline.submit(lambda store: self._store_acks(trims))
+
+    def _store_acks(self, trims: list[tuple[str, int]]) -> None:
+        """The store part of :meth:`ack` (where store work runs): one call for the whole turn."""
+        try:
+            self.store.ack_many(trims)
+        except StoreUnavailable:
+            deferred = self.deferred
+            for device_id, seq in trims:
+                deferred.ack(device_id, seq)
 
     def flush_deferred(self) -> bool:
         """One bounded step of the writes kept during a store outage (advances, then acks).
@@ -740,20 +865,34 @@ class Delivery:
         device_id = self.device_of(cid)
         if device_id is None:
             return
-        store = self.store
-        if max_count <= 0:
+        count = min(max_count, self.page_max)
+
+        def read(store: Store) -> tuple[list[StoredMessage], bool, int]:
+            if count <= 0:
+                return [], False, store.last_seq(device_id)
+            messages, more = self._page(device_id, after_seq, count)
+            return messages, more, store.last_seq(device_id) if more else 0
+
+        def done(result: tuple[list[StoredMessage], bool, int] | None, error: BaseException | None) -> None:
+            if result is None or self.transport.label(cid) != device_id:
+                return  # a read error, or the connection is gone or someone else's now
+            self._answer_fetch(cid, after_seq, count, *result)
+
+        self.pipeline.submit(read, done=done, read=True)
+
+    def _answer_fetch(self, cid: int, after_seq: int, count: int, messages: list[StoredMessage],
+                      more: bool, latest: int) -> None:
+        transport = self.transport
+        if count <= 0:
             # "Up to 0 messages": none, only the NOTIFY saying what waits. While
             # something waits the device stays in fetch mode (new messages only
             # stored), as after a page with more to come.
-            latest = store.last_seq(device_id)
             if latest > after_seq:
                 self.fetching.add(cid)
             else:
                 self.fetching.discard(cid)
-            self.transport.send(cid, _encode_notify(max(latest, after_seq)))
+            transport.send(cid, _encode_notify(max(latest, after_seq)))
             return
-        messages, more = self._page(device_id, after_seq, min(max_count, self.page_max))
-        transport = self.transport
         if messages:
             self._send_messages(cid, messages)  # the sent seq only goes up (a re-fetch of older ones)
             last = messages[-1].seq
@@ -761,8 +900,7 @@ class Delivery:
             last = after_seq
         if more:
             self.fetching.add(cid)
-            transport.send(cid, _encode_notify(store.last_seq(device_id)))
+            transport.send(cid, _encode_notify(latest))
         else:
             self.fetching.discard(cid)
             transport.send(cid, _encode_notify(last))
-

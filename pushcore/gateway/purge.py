@@ -7,8 +7,9 @@ devices that hold nothing (``Store.drop_empty_devices``; the store keeps
 exactly-once through its seq floor, see :mod:`pushcore.store.base`). While
 a step finds a full batch, the next one comes soon (:data:`PURGE_SOON`
 seconds, so the loop serves its connections between steps); otherwise it
-comes after ``interval`` seconds. No step holds the loop for longer than one
-batch takes.
+comes after ``interval`` seconds. The steps run in the server's store
+pipeline (:mod:`pushcore.store.pipeline`), off the loop thread: the timer
+submits a step and its completion sets the next timer.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ..store import Store, StoreUnavailable
 
 if TYPE_CHECKING:
     from .._loop import Loop, TimerHandle
+    from ..store.pipeline import StorePipeline
 
 __all__ = ["Purger", "DEFAULT_PURGE_INTERVAL", "DEFAULT_PURGE_BATCH", "PURGE_SOON"]
 
@@ -34,9 +36,10 @@ class Purger:
     """Runs the purge steps of one store on one loop (everything on the loop thread)."""
 
     def __init__(self, store: Store, loop: Loop, *, interval: float = DEFAULT_PURGE_INTERVAL,
-                 batch: int = DEFAULT_PURGE_BATCH) -> None:
+                 batch: int = DEFAULT_PURGE_BATCH, pipeline: StorePipeline | None = None) -> None:
         check_purge_options(interval, batch)
         self.store = store
+        self.pipeline = pipeline  # the steps run there (off the loop thread) when given
         self.loop = loop
         self.interval = float(interval)
         self.batch = batch
@@ -71,19 +74,32 @@ class Purger:
         self._timer = None
         if self._stopped or self.store.closed:
             return
+        if self.pipeline is not None:
+            try:
+                self.pipeline.submit(lambda store: self.step(), done=self._stepped)
+            except Exception:  # the pipeline closed: the server is stopping
+                return
+            return
         try:
             more = self.step()
-        except StoreUnavailable as exc:
+        except Exception as exc:
+            self._stepped(None, exc)
+        else:
+            self._stepped(more, None)
+
+    def _stepped(self, more: bool | None, error: BaseException | None) -> None:
+        """A step ran (on the loop thread): schedule the next one."""
+        if isinstance(error, StoreUnavailable):
             # A store that cannot write now (locked by another process, disk full) is
             # tried again at the slow pace; the outage itself is logged by the store.
             log.info("pushcore server: the background purge waits for the store (%s); next try in %.0f s",
-                     exc.cause, self.interval)
+                     error.cause, self.interval)
             more = False
-        except Exception:
+        elif error is not None:
             log.warning("pushcore server: the background purge failed; trying again in %.0f s",
-                        self.interval, exc_info=True)
+                        self.interval, exc_info=error)
             more = False
-        if not self._stopped:
+        if not self._stopped and self._timer is None:
             self._timer = self.loop.call_later(PURGE_SOON if more else self.interval, self._step)
 
 

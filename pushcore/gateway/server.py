@@ -7,12 +7,17 @@ stored, seq-numbered messages (:mod:`pushcore.gateway.delivery`). The loop
 splitting frames, answering PING with PONG, the auth and idle timeouts,
 write coalescing. Python sees one batch of frames per loop turn.
 
-Threads. Everything runs on the loop's thread. :meth:`Server.run` blocks
+Threads. Connections run on the loop's thread. :meth:`Server.run` blocks
 the calling thread; :meth:`Server.start` runs it in a background thread.
-The methods marked *thread-safe* may be called from any thread: off the
-loop thread they hand the work to the loop (``call_soon_threadsafe``) and
-wait for its result. Hooks are called on the loop thread and must not
-block for long: every connection waits while they run.
+Store work runs on the store pipeline's writer thread
+(:mod:`pushcore.store.pipeline`): the loop submits it without waiting and
+goes on in its completion, so the loop never waits for the store; pushes
+from the application are submitted there directly (many threads share one
+commit) and wait only for their own write. The other methods marked
+*thread-safe* may be called from any thread: off the loop thread they hand
+the work to the loop (``call_soon_threadsafe``) and wait for its result.
+Hooks are called on the loop thread and must not block for long: every
+connection waits while they run.
 
 See docs/SERVER.md for a user guide.
 """
@@ -35,6 +40,7 @@ from ..loop.dispatch import LoopDispatch, dispatch_for
 from ..loop.handover import LoopTimeout, LoopUnavailable, call_on_loop, submit_to_loop
 from ..store import PRIORITY_HIGH, PRIORITY_LOW, Store, StoreError, StoreUnavailable, open_store
 from ..store.base import MAX_SEQ, NewMessage, StoredMessage, check_device_id, check_message, check_topic
+from ..store.pipeline import PipelineClosed, StorePipeline
 from ..tokens import AuthError, TokenSigner
 from ..wire import MAX_DEVICE_ID_BYTES, topic_problem
 from .delivery import DEFAULT_INLINE_MAX, DEFAULT_PAGE_BYTES, DEFAULT_PAGE_MAX, Delivery, MessageIds
@@ -155,6 +161,8 @@ def _servers_tuple(servers: Iterable[str | Iterable[Any]]) -> tuple[_Server, ...
 
 #: How far ahead of now Server.revoke(before=) may be (clock skew between machines).
 MAX_REVOKE_AHEAD = 300.0
+#: Seconds an application thread waits for its write to be durable (push, publish, subscribe, ...).
+_WRITE_TIMEOUT = 30.0
 #: Most topics one device may hold through SUBSCRIBE frames (Server(max_subscriptions=)).
 DEFAULT_MAX_SUBSCRIPTIONS = 1000
 #: Highest HELLO last_seq that may raise a lost counter: 2**53 leaves the
@@ -185,6 +193,34 @@ def _claim_problem(last_seq: int, counter: int) -> str | None:
     if last_seq > MAX_CLAIMED_SEQ:
         return f"last_seq {last_seq} is over {MAX_CLAIMED_SEQ} (2**53), the most a device may claim"
     return None
+
+
+
+_A = TypeVar("_A")
+_B = TypeVar("_B")
+
+
+def _chain(source: concurrent.futures.Future[_A], out: concurrent.futures.Future[_B],
+           convert: Callable[[_A], _B]) -> None:
+    """Complete *out* with ``convert(result)`` (or the error) once *source* completes."""
+    def copy(done: concurrent.futures.Future[_A]) -> None:
+        error = done.exception()
+        if error is not None:
+            out.set_exception(error)
+            return
+        try:
+            out.set_result(convert(done.result()))
+        except BaseException as exc:  # the conversion's own failure goes to the caller too
+            out.set_exception(exc)
+
+    source.add_done_callback(copy)
+
+
+def _mapped(source: concurrent.futures.Future[_A], convert: Callable[[_A], _B]) -> concurrent.futures.Future[_B]:
+    """A future of ``convert(source's result)``."""
+    out: concurrent.futures.Future[_B] = concurrent.futures.Future()
+    _chain(source, out, convert)
+    return out
 
 
 class Server:
@@ -361,6 +397,9 @@ class Server:
         self._purger: Purger | None = None
         self._watcher: threading.Thread | None = None
         self._unwatched = threading.Event()  # set: the store watcher stops
+        #: the store pipeline: one writer thread for the store, group commits (pushcore.store.pipeline)
+        self.pipeline = StorePipeline(self.store, name="pushcore-store-writer")
+        self._hello_pending: set[int] = set()  # cids whose HELLO waits for its claim check in the store
         self._message_ids = MessageIds(node_id)
         self._loop = loop
         self._owns_loop = loop is None
@@ -440,6 +479,7 @@ class Server:
         loop.set_limits(**self._limits)
         self._dispatch = dispatch_for(loop)
         self._dispatch.set_server(self)
+        self.pipeline.schedule = loop.call_soon_threadsafe  # completions: one wake-up per group
         self._delivery = Delivery(
             self.store,
             loop,
@@ -447,8 +487,10 @@ class Server:
             page_max=self._page_max,
             page_bytes=self._page_bytes,
             message_ids=self._message_ids,
+            pipeline=self.pipeline,
         )
-        self._purger = Purger(self.store, loop, interval=self._purge[0], batch=self._purge[1])
+        self._purger = Purger(self.store, loop, interval=self._purge[0], batch=self._purge[1],
+                              pipeline=self.pipeline)
         self._purger.start()
         self._watcher = threading.Thread(target=self._watch_store, name="pushcore-store-watch", daemon=True)
         self._watcher.start()
@@ -484,27 +526,41 @@ class Server:
         """On the loop, every ``store_probe_interval`` s: probe a store that cannot write; make the kept writes.
 
         While the store is writable and nothing is kept this is two attribute
-        reads. A probe fails at once while the store is unwritable (no wait
-        for a lock), so it never stalls the loop.
+        reads. Otherwise the probe and the kept writes go through the store
+        pipeline (a probe fails at once while the store is unwritable), and
+        the next tick is set in their completion.
         """
         if self._stopped:
             return
         store = self.store
+        delivery = self._delivery
         delay = self.store_probe_interval
-        try:
+        loop = self._running_loop()
+        if store.health().writable and not (delivery is not None and delivery.deferred):
+            loop.call_later(delay, self._store_tick)
+            return
+
+        def work(store: Store) -> bool:
             if not store.health().writable:
                 store.probe()
-            delivery = self._delivery
             if delivery is not None and delivery.deferred and store.health().writable:
-                if delivery.flush_deferred():
-                    delay = 0.0  # more kept acks: the next batch on the next turn
-        except StoreUnavailable:
-            pass  # still unwritable (or again): the next tick tries again
-        except StoreError:
-            return  # closed under the server: nothing to probe any more
-        except Exception:
-            log.exception("pushcore server: the store probe failed")
-        self._running_loop().call_later(delay, self._store_tick)
+                return delivery.flush_deferred()
+            return False
+
+        def done(more: bool | None, error: BaseException | None) -> None:
+            if self._stopped:
+                return
+            if error is not None and not isinstance(error, StoreUnavailable):
+                if isinstance(error, StoreError):
+                    return  # closed under the server: nothing to probe any more
+                log.error("pushcore server: the store probe failed", exc_info=error)
+            # More kept acks: the next batch on the next turn; still unwritable: the next tick tries again.
+            loop.call_later(0.0 if more else delay, self._store_tick)
+
+        try:
+            self.pipeline.submit(work, done=done)
+        except PipelineClosed:
+            return
 
     def run(self, on_ready: Callable[[], object] | None = None) -> None:
         """Listen and serve until :meth:`stop` or :meth:`drain` completes (blocking).
@@ -644,6 +700,7 @@ class Server:
         if self._purger is not None:
             self._purger.stop()
         self._unwatched.set()
+        self.pipeline.close()  # what is queued is written (its completions are not run any more)
         if self._owns_loop and self._loop is not None:
             self._loop.close()
         if self._owns_store:
@@ -762,7 +819,7 @@ class Server:
             # Not listening yet: messages are only stored (nobody is connected).
             self._delivery = Delivery(
                 self.store, None, inline_max=self._inline_max, page_max=self._page_max,
-                page_bytes=self._page_bytes, message_ids=self._message_ids,
+                page_bytes=self._page_bytes, message_ids=self._message_ids, pipeline=self.pipeline,
             )
         return self._delivery
 
@@ -825,14 +882,20 @@ class Server:
         """
         priority = parse_priority(priority)
         expiry = _expiry_from_ttl(ttl)
-        return self._hand_over(
-            lambda: self._ready_delivery().push(
+        # Straight to the store pipeline from this thread: pushes from many threads share one
+        # commit, and this call waits only for its own write (delivery follows on the loop).
+        try:
+            op = self._ready_delivery().submit_push(
                 device_id, payload, priority=priority, expiry=expiry,
                 collapse_key=collapse_key, topic=topic, message_id=message_id,
-                idempotency_key=idempotency_key,
-            ).seq,
-            wait,
-        )
+                idempotency_key=idempotency_key, wait=self._wait_kind() if wait else "future",
+            )
+        except PipelineClosed:
+            raise RuntimeError("the server is stopped") from None
+        if not wait:
+            assert op.future is not None
+            return _mapped(op.future, lambda message: message.seq)
+        return op.wait(_WRITE_TIMEOUT).seq
 
     def push_batch(self, messages: Iterable[_BatchItem], *, timeout: float | None = 30.0) -> BatchResult:
         """Store many messages in one store transaction, deliver them, return their seqs. Thread-safe.
@@ -865,25 +928,28 @@ class Server:
             return BatchResult([])
         message_ids = self._message_ids
 
-        def run() -> BatchResult:
-            # Message ids are made on the loop thread, in store order.
+        def build() -> list[NewMessage]:
+            # Message ids are made where the store work runs, in store order.
             next_id = message_ids.next
-            batch = [
+            return [
                 NewMessage(device_id, next_id() if message_id is None else message_id,
                            payload, priority, expiry, collapse_key, topic, key)
                 for device_id, payload, priority, expiry, collapse_key, topic, message_id, key in checked
             ]
-            seqs: list[int] = []
-            errors: dict[int, str] = {}
-            for i, outcome in enumerate(self._ready_delivery().push_batch(batch)):
-                if isinstance(outcome, StoredMessage):
-                    seqs.append(outcome.seq)
-                else:
-                    seqs.append(0)
-                    errors[i] = str(outcome)
-            return BatchResult(seqs, errors)
 
-        return self.call(run, timeout=timeout)
+        try:
+            op = self._ready_delivery().submit_batch(build, wait=self._wait_kind())
+        except PipelineClosed:
+            raise RuntimeError("the server is stopped") from None
+        seqs: list[int] = []
+        errors: dict[int, str] = {}
+        for i, outcome in enumerate(op.wait(timeout)[1]):
+            if isinstance(outcome, StoredMessage):
+                seqs.append(outcome.seq)
+            else:
+                seqs.append(0)
+                errors[i] = str(outcome)
+        return BatchResult(seqs, errors)
 
     @overload
     def publish(
@@ -935,14 +1001,20 @@ class Server:
         expiry = _expiry_from_ttl(ttl)
         check_message(0, payload, priority, expiry, collapse_key, check_topic(topic))
 
-        def run() -> FanOut:
-            devices = sorted(self.store.subscribers(topic))
-            return self._ready_delivery().push_many(
-                devices, payload, priority=priority, expiry=expiry,
-                collapse_key=collapse_key, topic=topic,
-            )
+        def subscribers(store: Store) -> list[str]:
+            return sorted(store.subscribers(topic))
 
-        return self._hand_over(run, wait)
+        try:
+            op = self._ready_delivery().submit_many(
+                subscribers, payload, priority=priority, expiry=expiry,
+                collapse_key=collapse_key, topic=topic, wait=self._wait_kind() if wait else "future",
+            )
+        except PipelineClosed:
+            raise RuntimeError("the server is stopped") from None
+        if not wait:
+            assert op.future is not None
+            return op.future
+        return op.wait(_WRITE_TIMEOUT)
 
     @overload
     def broadcast(
@@ -1001,13 +1073,23 @@ class Server:
         expiry = _expiry_from_ttl(ttl)
         check_message(0, payload, priority, expiry, collapse_key, topic)
 
+        if durable:
+            if not wait:
+                return self._durable_broadcast_later(payload, priority, expiry, collapse_key, topic)
+            devices = self.call(lambda: list(self._ready_delivery().routes))
+            if not devices:
+                return FanOut(0)
+            try:
+                op = self._ready_delivery().submit_many(
+                    devices, payload, priority=priority, expiry=expiry,
+                    collapse_key=collapse_key, topic=topic, wait=self._wait_kind(),
+                )
+            except PipelineClosed:
+                raise RuntimeError("the server is stopped") from None
+            return op.wait(_WRITE_TIMEOUT)
+
         def run() -> FanOut | int:
             delivery = self._ready_delivery()
-            if durable:
-                return delivery.push_many(
-                    list(delivery.routes), payload, priority=priority, expiry=expiry,
-                    collapse_key=collapse_key, topic=topic,
-                )
             if not delivery.has_transport:
                 return 0
             return delivery.broadcast_ephemeral(
@@ -1016,13 +1098,54 @@ class Server:
 
         return self._hand_over(run, wait)
 
+    def _durable_broadcast_later(self, payload: bytes, priority: int, expiry: int, collapse_key: str,
+                                 topic: str) -> concurrent.futures.Future[FanOut | int]:
+        """``broadcast(durable=True, wait=False)``: the connected devices are read on the loop, then
+        their messages go to the store pipeline; the future completes once they are delivered."""
+        out: concurrent.futures.Future[FanOut | int] = concurrent.futures.Future()
+
+        def on_loop() -> None:
+            devices = list(self._ready_delivery().routes)
+            if not devices:
+                out.set_result(FanOut(0))
+                return
+            op = self._ready_delivery().submit_many(
+                devices, payload, priority=priority, expiry=expiry,
+                collapse_key=collapse_key, topic=topic, wait="future",
+            )
+            assert op.future is not None
+            _chain(op.future, out, lambda fanout: fanout)
+
+        started = self.submit(on_loop)
+        started.add_done_callback(lambda f: out.set_exception(f.exception()) if f.exception() else None)
+        return out
+
     def subscribe(self, device_id: str, *topics: str) -> int:
         """Subscribe *device_id* to *topics* (stored); returns how many are new. Thread-safe."""
-        return self.call(self.store.subscribe, device_id, topics)
+        return self._store_call(lambda store: store.subscribe(device_id, topics))
 
     def unsubscribe(self, device_id: str, *topics: str) -> int:
         """Unsubscribe *device_id* from *topics*; returns how many ended. Thread-safe."""
-        return self.call(self.store.unsubscribe, device_id, topics)
+        return self._store_call(lambda store: store.unsubscribe(device_id, topics))
+
+    def _wait_kind(self) -> bool | str:
+        """How a push waits: for its delivery to be queued (another thread), or only for its write.
+
+        On the loop's own thread (a hook, a timer) or on a loop this server
+        does not run (it may be the caller's), waiting for the completion would
+        wait for itself: the push returns once its write is durable and is
+        delivered on a later turn.
+        """
+        if self._thread_id is None or threading.get_ident() == self._thread_id:
+            return "durable"
+        return True
+
+    def _store_call(self, fn: Callable[[Store], _T]) -> _T:
+        """Run ``fn(store)`` through the store pipeline and wait for it (not on the loop thread)."""
+        try:
+            return self.pipeline.call(fn, timeout=_WRITE_TIMEOUT)
+        except PipelineClosed:
+            raise RuntimeError("the server is stopped") from None
 
     def redirect(self, device_id: str, servers: Iterable[str | Iterable[Any]]) -> bool:
         """Send *device_id* a REDIRECT to *servers*, sorted by ascending load. Thread-safe.
@@ -1077,9 +1200,13 @@ class Server:
             )
         when = float(before)
 
+        def record(store: Store) -> None:
+            earlier = store.revoked_before(device_id)
+            store.set_revoked_before(device_id, when if earlier is None else max(earlier, when))
+
+        self._store_call(record)
+
         def run() -> bool:
-            earlier = self.store.revoked_before(device_id)
-            self.store.set_revoked_before(device_id, when if earlier is None else max(earlier, when))
             cid = self._delivery.connection_of(device_id) if self._delivery else None
             if cid is None:
                 return False
@@ -1167,7 +1294,7 @@ class Server:
                     elif kind == _SUBSCRIBE:
                         self._subscribe(cid, device_id, topics)
                     else:
-                        self.store.unsubscribe(device_id, topics)
+                        self._unsubscribe(cid, device_id, topics)
                 elif kind == _ERROR:
                     # The device reports an error and closes; close our side too.
                     self._running_loop().close_conn(cid, Reason.PEER_CLOSED)
@@ -1190,6 +1317,30 @@ class Server:
         if acks:
             delivery.ack(acks)
 
+    def _unsubscribe(self, cid: int, device_id: str, topics: tuple[str, ...]) -> None:
+        self._store_frame(cid, "Unsubscribe", lambda store: store.unsubscribe(device_id, topics))
+
+    def _store_frame(self, cid: int, what: str, fn: Callable[[Store], object],
+                     then: Callable[[Any], object] | None = None) -> None:
+        """A frame's store work through the pipeline; *then(result)* on the loop once it is done.
+
+        A write the store cannot make (StoreUnavailable) skips the frame and the
+        connection carries on, as before the pipeline (a Client sends its topics
+        again on its next connection): counted, logged, not the device's fault.
+        """
+        def done(result: Any, error: BaseException | None) -> None:
+            if isinstance(error, StoreUnavailable):
+                self.stats["store_unavailable"] += 1
+                log.info("pushcore server: %s on connection %#x skipped: %s", what, cid, error)
+            elif error is not None:
+                log.error("pushcore server: handling %s on connection %#x failed", what, cid, exc_info=error)
+                if self._running_loop().is_open(cid):
+                    self._refuse(cid, Reason.INTERNAL_ERROR, "the server failed to handle a frame")
+            elif then is not None:
+                then(result)
+
+        self.pipeline.submit(fn, done=done)
+
     def _refuse(self, cid: int, reason: int, message: str) -> None:
         """Send ERROR *reason* and close the connection after it."""
         self.stats["refused"] += 1
@@ -1200,12 +1351,9 @@ class Server:
     def _verify_token(self, device_id: str, token: bytes, metadata: dict[str, Any]) -> bool:
         claims = self._signer.verify(device_id, token)
         # Checked after the MAC: only the holder of a genuine token learns it was revoked.
-        revoked = self.store.revoked_before(device_id)
-        if revoked is not None and (
-            claims.issued_at is None  # a version-1 token: its age is unknown, so any revocation covers it
-            or round(claims.issued_at * 1000) < math.floor(revoked * 1000)
-        ):
-            raise AuthError(Reason.AUTH_FAILED, "token revoked: mint a new one for this device")
+        refusal = _revocation(self.store.revoked_before(device_id), claims.issued_at)
+        if refusal is not None:
+            raise refusal
         return True
 
     def _metadata(self, cid: int, hello: Hello) -> dict[str, Any]:
@@ -1223,7 +1371,7 @@ class Server:
     def _hello(self, cid: int, hello: Hello) -> None:
         self.stats["hello"] += 1
         delivery = self._live_delivery()
-        if delivery.device_of(cid) is not None:
+        if delivery.device_of(cid) is not None or cid in self._hello_pending:
             self._refuse(cid, Reason.INVALID_VALUE, "HELLO sent twice on one connection")
             return
         if self._draining:
@@ -1250,8 +1398,14 @@ class Server:
             self._refuse(cid, Reason.INVALID_VALUE, f"last_seq must be < 2**63, got {hello.last_seq}")
             return
         metadata = self._metadata(cid, hello) if (self._custom_auth or self.on_connect) else {}
+        check_revoked = False  # the default token check reads the revocation with the claim, off the loop
+        issued_at: float | None = None
         try:
-            accepted = self._authenticate(device_id, hello.token, metadata)
+            if self._custom_auth:
+                accepted = self._authenticate(device_id, hello.token, metadata)
+            else:
+                issued_at = self._signer.verify(device_id, hello.token).issued_at  # the MAC, here
+                accepted = check_revoked = True
         except AuthError as exc:
             self._refuse(cid, exc.reason, exc.message)
             return
@@ -1262,20 +1416,54 @@ class Server:
         if accepted is not True:
             self._refuse(cid, Reason.AUTH_FAILED, "device refused")
             return
-        # One store read for the claim check and attach's ACK/advance.
-        counter = self.store.last_seq(device_id) if hello.last_seq else 0
-        problem = _claim_problem(hello.last_seq, counter)
+        # The claim check (one store read) and its ACK/advance run in the store pipeline;
+        # the HELLO goes on in the completion (_welcome), so the loop never waits for the store.
+        last_seq = hello.last_seq
+
+        def claim(store: Store) -> str | AuthError | None:
+            if check_revoked:  # after the MAC: only the holder of a genuine token learns it was revoked
+                refusal = _revocation(store.revoked_before(device_id), issued_at)
+                if refusal is not None:
+                    return refusal
+            counter = store.last_seq(device_id) if last_seq else 0
+            problem = _claim_problem(last_seq, counter)
+            if problem is None:
+                # The ack of last_seq is kept for later when the store cannot write.
+                delivery.claim_writes(device_id, last_seq, counter)
+            return problem
+
+        def done(problem: str | AuthError | None, error: BaseException | None) -> None:
+            self._hello_pending.discard(cid)
+            self._welcome(cid, device_id, last_seq, max(common), metadata, problem, error)
+
+        self._hello_pending.add(cid)
+        self.pipeline.submit(claim, done=done)
+
+    def _welcome(self, cid: int, device_id: str, last_seq: int, version: int, metadata: dict[str, Any],
+                 problem: str | AuthError | None, error: BaseException | None) -> None:
+        """The rest of HELLO once the store answered its claim: refuse, or bind, WELCOME and catch up."""
+        loop = self._running_loop()
+        if self._stopped or not loop.is_open(cid):
+            return  # closed while the store answered (its ACK of last_seq stands: the device has those)
+        delivery = self._live_delivery()
+        if isinstance(error, StoreUnavailable):
+            self.stats["store_unavailable"] += 1
+            self._refuse(cid, Reason.OVERLOADED, f"the gateway's store cannot write ({error.cause}); try again later")
+            return
+        if error is not None:
+            log.error("pushcore server: the HELLO of %r failed in the store", device_id, exc_info=error)
+            self._refuse(cid, Reason.INTERNAL_ERROR, "authentication failed on the server")
+            return
+        if isinstance(problem, AuthError):
+            self._refuse(cid, problem.reason, problem.message)
+            return
         if problem is not None:
             self._refuse(cid, Reason.LAST_SEQ_AHEAD, problem)
             return
-        loop = self._running_loop()
-        try:
-            # The ack of last_seq is kept for later when the store cannot write (Delivery.attach).
-            old = delivery.attach(cid, device_id, hello.last_seq, counter)
-        except StoreUnavailable as exc:
-            self.stats["store_unavailable"] += 1
-            self._refuse(cid, Reason.OVERLOADED, f"the gateway's store cannot write ({exc.cause}); try again later")
+        if self._draining:
+            self._refuse(cid, Reason.SHUTTING_DOWN, "server shutting down")
             return
+        old = delivery.bind(cid, device_id, last_seq)
         if old is not None:
             self.stats["replaced"] += 1
             loop.send(old, _frames.Goaway(Reason.REPLACED, "a newer connection took over", ()).encode())
@@ -1286,7 +1474,7 @@ class Server:
         loop.send(
             cid,
             _frames.Welcome(
-                max(common), self._welcome_min, self._welcome_max, int(time.time() * 1000)
+                version, self._welcome_min, self._welcome_max, int(time.time() * 1000)
             ).encode(),
         )
         delivery.resume(cid)
@@ -1313,19 +1501,28 @@ class Server:
             topics = tuple(allowed)
         if not topics:
             return
-        store = self.store
-        held = store.topics(device_id)
-        new = [t for t in dict.fromkeys(topics) if t not in held]
-        room = self._max_subscriptions - len(held)
-        if len(new) > room:
-            self.stats["subscribe_over_cap"] += len(new) - max(room, 0)
-            log.warning(
-                "pushcore server: device %r is at its subscription cap (%d); %d topic(s) ignored",
-                device_id, self._max_subscriptions, len(new) - max(room, 0),
-            )
-            new = new[: max(room, 0)]
-        if new:
-            store.subscribe(device_id, new)
+        cap = self._max_subscriptions
+
+        def write(store: Store) -> int:
+            held = store.topics(device_id)
+            new = [t for t in dict.fromkeys(topics) if t not in held]
+            room = cap - len(held)
+            over = len(new) - max(room, 0) if len(new) > room else 0
+            if over:
+                new = new[: max(room, 0)]
+            if new:
+                store.subscribe(device_id, new)
+            return over
+
+        def counted(over: int) -> None:
+            if over:
+                self.stats["subscribe_over_cap"] += over
+                log.warning(
+                    "pushcore server: device %r is at its subscription cap (%d); %d topic(s) ignored",
+                    device_id, cap, over,
+                )
+
+        self._store_frame(cid, "Subscribe", write, counted)
 
     def _peer(self, cid: int) -> Any:
         try:
@@ -1357,6 +1554,16 @@ class Server:
     def __repr__(self) -> str:
         where = f"{self._address[0]}:{self._address[1]}" if self._address else "not listening"
         return f"<pushcore.Server {where} devices={self.device_count()}>"
+
+
+def _revocation(revoked: float | None, issued_at: float | None) -> AuthError | None:
+    """The refusal of a token issued at *issued_at* when its device's tokens before *revoked* are revoked."""
+    if revoked is not None and (
+        issued_at is None  # a version-1 token: its age is unknown, so any revocation covers it
+        or round(issued_at * 1000) < math.floor(revoked * 1000)
+    ):
+        return AuthError(Reason.AUTH_FAILED, "token revoked: mint a new one for this device")
+    return None
 
 
 def _reason(code: int) -> Reason | int:

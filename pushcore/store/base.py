@@ -101,8 +101,13 @@ unwritable, so the state heals without traffic). :meth:`Store.health` reads
 the state without any I/O. The memory store is always writable.
 
 **Threads.** Each store has a lock held around every public call, so one
-store object may be used from several threads (the server's loop thread,
-an admin API thread). Calls are short; none blocks on the network.
+store object may be used from several threads (the server's store
+pipeline, an admin API thread). Calls are short; none blocks on the network.
+
+**Group commit.** :meth:`Store.group` runs many calls as one transaction
+(one commit; a call that raises changes nothing, an outage fails the whole
+group); :mod:`pushcore.store.pipeline` runs a server's store work that way,
+off the loop thread. :attr:`Store.commits` counts the commits.
 """
 from __future__ import annotations
 
@@ -113,7 +118,8 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol, Self, TypeGuard
 
@@ -557,10 +563,13 @@ def check_message(
     collapse_key: object,
     topic: object,
     idempotency_key: object = None,
+    *,
+    unset_id: bool = False,
 ) -> MessageFields:
+    """The checked fields of a message (``unset_id``: *message_id* is -1, to be given later)."""
     if not _is_int(message_id):
         raise TypeError(f"message_id must be int, not {type(message_id).__name__}")
-    if not 0 <= message_id <= MAX_MESSAGE_ID:
+    if not 0 <= message_id <= MAX_MESSAGE_ID and not (unset_id and message_id == -1):
         raise ValueError(f"message_id must be in 0..2**64-1 (u64), got {message_id}")
     if type(payload) is not bytes:
         if not isinstance(payload, (bytes, bytearray, memoryview)):
@@ -625,6 +634,10 @@ class Store(abc.ABC):
         self._collapsed = 0
         self._expired = 0
         self._health = _HEALTHY
+        self._commits = 0
+        self._group_depth = 0  # > 0 while the thread holding the lock runs a group (one transaction)
+        self._group_error: StoreUnavailable | None = None  # an outage inside the group: it rolls back
+        self._group_notes: list[tuple[bool, list[tuple[str, int]]]] = []  # observer calls held to commit
 
     @property
     def max_messages(self) -> int:
@@ -711,6 +724,96 @@ class Store(abc.ABC):
                         self, time.time() - (self._health.since or 0.0))
             self._health = _HEALTHY
 
+    # -- group commit (pushcore.store.pipeline) --
+
+    @property
+    def commits(self) -> int:
+        """Write transactions committed since this store was opened; a :meth:`group` counts once.
+
+        The memory store has no transactions and counts only its groups.
+        """
+        return self._commits
+
+    @property
+    def in_group(self) -> bool:
+        """True while the calling thread runs a :meth:`group` (the lock is held for it)."""
+        return self._group_depth > 0
+
+    @contextmanager
+    def group(self) -> Iterator[Self]:
+        """Run several store calls as one transaction (group commit); yields the store.
+
+        Inside the block, every public call works as alone and sees what the
+        calls before it did, but nothing is durable until the block ends, with
+        one commit for all (SQLite: one ``BEGIN IMMEDIATE`` ... ``COMMIT``). A
+        call that raises (:class:`IdempotencyConflict`, :class:`SeqExhausted`,
+        a bad argument) changes nothing (SQLite: a savepoint per call) and the
+        others go on; the caller catches its error. An outage (a write the
+        store cannot make) fails the whole group: everything in it is rolled
+        back and :class:`StoreUnavailable` is raised when the block ends (or
+        at its start, when the transaction cannot begin), also when a call
+        inside caught it. The store's lock is held throughout, so other
+        threads wait for the group; keep groups short (the pipeline bounds
+        them). Nested groups join the outer one.
+        """
+        with self._lock:
+            self._check_open()
+            if self._group_depth:
+                self._group_depth += 1
+                try:
+                    yield self
+                finally:
+                    self._group_depth -= 1
+                return
+            self._group_begin()
+            self._group_depth = 1
+            self._group_error = None
+            self._group_notes = []
+            try:
+                yield self
+            except BaseException:
+                self._group_depth = 0
+                self._group_end(commit=False)
+                raise
+            self._group_depth = 0
+            error = self._group_error
+            if error is not None:
+                self._group_error = None
+                self._group_end(commit=False)
+                raise error
+            self._group_end(commit=True)
+            self._commits += 1
+            notes, self._group_notes = self._group_notes, []
+            for stored, items in notes:
+                for observer in self._observers:
+                    if stored:
+                        observer.on_stored(items)
+                    else:
+                        observer.on_acked(items)
+
+    def _group_begin(self) -> None:  # noqa: B027  # optional: the memory store has no transaction
+        """Start a group's transaction (lock held); a backend raises :class:`StoreUnavailable`."""
+
+    def _group_end(self, *, commit: bool) -> None:  # noqa: B027  # optional, as _group_begin
+        """Commit (or roll back) a group's transaction; a failed commit raises :class:`StoreUnavailable`.
+
+        The memory store applies every call at once and cannot fail, so it has nothing to do.
+        """
+
+    def append_checked(self, pairs: list[tuple[str, MessageFields]], now: float | None = None) -> list[StoredMessage]:
+        """:meth:`append_batch` of items already checked (:func:`check_device_id`, :func:`check_message`).
+
+        For the store pipeline, which checks each message on the thread that
+        submits it and merges the messages of many callers into this one call.
+        """
+        if not pairs:
+            return []
+        now = resolve_now(now)
+        with self._lock:
+            self._check_open()
+            self._check_keys(pairs)
+            return self._stored(pairs, self._append(pairs, now))
+
     # -- observers --
 
     def add_observer(self, observer: StoreObserver) -> None:
@@ -741,14 +844,20 @@ class Store(abc.ABC):
             items = [(device_id, message.seq) for (device_id, _fields), message in zip(pairs, stored)
                      if not isinstance(message, ReplayedMessage)]  # a replay stored nothing
             if items:
-                for observer in self._observers:
-                    observer.on_stored(items)
+                if self._group_depth:
+                    self._group_notes.append((True, items))  # told once the group commits
+                else:
+                    for observer in self._observers:
+                        observer.on_stored(items)
         return stored
 
     def _acked(self, acks: list[tuple[str, int]], removed: int) -> int:
         if self._observers:
-            for observer in self._observers:
-                observer.on_acked(acks)
+            if self._group_depth:
+                self._group_notes.append((False, list(acks)))
+            else:
+                for observer in self._observers:
+                    observer.on_acked(acks)
         return removed
 
     # -- messages --

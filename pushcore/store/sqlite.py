@@ -40,8 +40,11 @@ several processes sharing the file agree on it.
 Each writing call is one transaction (``BEGIN IMMEDIATE``: it takes the
 write lock up front, so several processes may share one file and wait up to
 *timeout* seconds for each other instead of failing on a lock upgrade). The
-wait blocks the calling thread, which in a gateway is the loop thread of
-every connection, so *timeout* is short (1 s by default). A write that
+wait blocks the calling thread (in a gateway the store pipeline's writer,
+not the loop), and *timeout* is short (1 s by default).
+:meth:`~pushcore.store.Store.group` makes many calls one transaction (group
+commit: one ``BEGIN IMMEDIATE`` ... ``COMMIT``, a savepoint per call, so a
+call that fails undoes only itself); ``commits`` counts the commits. A write that
 still cannot take the lock, or that fails on I/O, a full disk or a
 read-only file, raises :class:`~pushcore.store.StoreUnavailable` and marks
 the store unwritable (:meth:`~pushcore.store.Store.health`); until a write
@@ -344,8 +347,14 @@ class SQLiteStore(Store):
         store unwritable and raises :class:`StoreUnavailable`; while it is
         unwritable the busy timeout is 0 (a write tries the lock once), and
         the first commit that works restores it and marks the store writable.
+        Inside a :meth:`~pushcore.store.Store.group` it is a savepoint of the
+        group's transaction instead: an error undoes this call alone, an
+        outage fails the whole group.
         """
         db = self._db
+        if self._group_depth:
+            yield from self._savepoint(db)
+            return
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -359,6 +368,60 @@ class SQLiteStore(Store):
         except BaseException:
             self._rollback()
             raise
+        self._commits += 1
+        if not self._health.writable:
+            self._db.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+            self._writable()
+
+    def _savepoint(self, db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """One call inside a group: a savepoint, released on success, rolled back to on error."""
+        try:
+            db.execute("SAVEPOINT pc_call")
+        except sqlite3.Error as exc:
+            error = self._write_failed(exc)
+            if isinstance(error, StoreUnavailable):
+                self._group_error = error
+            raise error from exc
+        try:
+            yield db
+        except BaseException as exc:
+            try:
+                db.execute("ROLLBACK TO pc_call")
+                db.execute("RELEASE pc_call")
+            except sqlite3.Error as undo:
+                if self._group_error is None:
+                    error = self._write_failed(undo)
+                    if isinstance(error, StoreUnavailable):
+                        self._group_error = error
+            if isinstance(exc, sqlite3.Error):
+                error = self._write_failed(exc)
+                if isinstance(error, StoreUnavailable):
+                    self._group_error = error
+                raise error from exc
+            raise
+        try:
+            db.execute("RELEASE pc_call")
+        except sqlite3.Error as exc:
+            error = self._write_failed(exc)
+            if isinstance(error, StoreUnavailable):
+                self._group_error = error
+            raise error from exc
+
+    def _group_begin(self) -> None:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._write_failed(exc) from exc
+
+    def _group_end(self, *, commit: bool) -> None:
+        if not commit:
+            self._rollback()
+            return
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise self._write_failed(exc) from exc
         if not self._health.writable:
             self._db.execute(f"PRAGMA busy_timeout={self._busy_ms}")
             self._writable()

@@ -1,0 +1,172 @@
+"""Group commit: Store.group() and the store pipeline (one writer thread, one transaction per group).
+
+Real stores (memory and SQLite files in tmp dirs), real threads; nothing is mocked.
+"""
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+from pushcore.store import MemoryStore, SeqExhausted, SQLiteStore, StoreUnavailable
+from pushcore.store.base import MAX_SEQ, check_message
+from pushcore.store.pipeline import PipelineClosed, StorePipeline
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request, tmp_path):
+    s = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "s.db")
+    yield s
+    s.close()
+
+
+def fields(payload: bytes, message_id: int = 1):
+    return check_message(message_id, payload, 1, 0, "", "")
+
+
+class Observer:
+    def __init__(self) -> None:
+        self.stored: list[tuple[str, int]] = []
+
+    def on_stored(self, items):
+        self.stored += items
+
+    def on_acked(self, acks):
+        pass
+
+
+def test_a_group_is_one_commit_and_a_failing_call_changes_nothing(store):
+    store.advance_seq("full", MAX_SEQ)  # its next append raises SeqExhausted
+    observer = Observer()
+    store.add_observer(observer)
+    before = store.commits
+    with store.group():
+        assert store.append("a", message_id=1, payload=b"a1", priority=1).seq == 1
+        with pytest.raises(SeqExhausted):
+            store.append_many(["b", "full"], message_id=2, payload=b"x", priority=1)
+        assert store.append("a", message_id=3, payload=b"a2", priority=1).seq == 2
+        store.subscribe("a", ["t"])
+        assert observer.stored == []  # told only once the group commits
+    assert store.commits - before == 1
+    assert [m.payload for m in store.range("a")] == [b"a1", b"a2"]
+    assert store.last_seq("b") == 0 and store.range("b") == []  # the failed call left nothing
+    assert store.subscribers("t") == {"a"}
+    assert observer.stored == [("a", 1), ("a", 2)]
+
+
+def test_a_group_that_cannot_begin_raises_store_unavailable_and_writes_nothing(tmp_path):
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path, timeout=0.01)
+    lock = sqlite3.connect(path, isolation_level=None, timeout=0)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreUnavailable):
+            with store.group():
+                store.append("a", message_id=1, payload=b"x", priority=1)
+    finally:
+        lock.execute("COMMIT")
+        lock.close()
+    assert store.last_seq("a") == 0
+    with store.group():
+        store.append("a", message_id=1, payload=b"x", priority=1)
+    assert store.health().writable and store.last_seq("a") == 1
+    store.close()
+
+
+def test_the_pipeline_merges_appends_from_many_threads_into_few_commits(store):
+    completions: list[int] = []
+    batches: list[int] = []
+
+    def schedule(fn, ops):  # the completions' thread: here, the writer itself
+        batches.append(len(ops))
+        fn(ops)
+
+    pipeline = StorePipeline(store, schedule=schedule)
+    ids = iter(range(1, 10**6))
+    pipeline.message_ids = lambda: next(ids)
+    per_thread = 200
+    start = threading.Barrier(8)
+    seqs: dict[int, list[tuple[str, int]]] = {}
+    before = store.commits
+
+    def pusher(t: int) -> None:
+        start.wait()
+        out = seqs.setdefault(t, [])
+        for i in range(per_thread):
+            device = f"d{(t + i) % 3}"  # overlapping devices
+            op = pipeline.submit(message=(device, fields(b"%d:%d" % (t, i))),
+                                 done=lambda m, e: completions.append(m.seq), wait=True)
+            out.append((device, op.wait(10).seq))
+
+    threads = [threading.Thread(target=pusher, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    pipeline.close()
+    total = 8 * per_thread
+    assert len(completions) == total
+    for device in ("d0", "d1", "d2"):
+        stored = store.range(device, 0, 1000)
+        assert [m.seq for m in stored] == list(range(1, len(stored) + 1))  # contiguous, once
+    for pushed in seqs.values():
+        by_device: dict[str, list[int]] = {}
+        for device, seq in pushed:
+            by_device.setdefault(device, []).append(seq)
+        for device, got in by_device.items():
+            assert got == sorted(got)  # each thread's pushes in its order
+            payloads = {m.seq: m.payload for m in store.range(device, 0, 1000)}
+            assert [int(payloads[s].split(b":")[1]) for s in got] == sorted(
+                int(payloads[s].split(b":")[1]) for s in got)
+    if isinstance(store, SQLiteStore):
+        assert store.commits - before < total  # group commit: many pushes share one commit
+    assert pipeline.largest_group >= 2
+    assert len(batches) < total  # completions come back in batches (one hand-over per group)
+
+
+def test_one_failing_op_does_not_fail_its_group(store):
+    store.advance_seq("full", MAX_SEQ)
+    pipeline = StorePipeline(store)
+    pipeline.message_ids = iter(range(1, 1000)).__next__
+    gate = threading.Event()
+    blocker = pipeline.submit(lambda s: gate.wait(10), wait=True)  # the next ops queue up behind it
+    ops = [pipeline.submit(message=(d, fields(b"x")), wait=True) for d in ("a", "full", "b", "a")]
+    bad = pipeline.submit(lambda s: s.ack("", 1), wait=True)  # ValueError: empty device id
+    read = pipeline.submit(lambda s: s.last_seq("a"), wait=True)
+    gate.set()
+    blocker.wait(10)
+    assert [ops[0].wait(10).seq, ops[2].wait(10).seq, ops[3].wait(10).seq] == [1, 1, 2]
+    with pytest.raises(SeqExhausted):
+        ops[1].wait(10)
+    with pytest.raises(ValueError):
+        bad.wait(10)
+    assert read.wait(10) == 2  # sees the writes submitted before it
+    pipeline.close()
+    with pytest.raises(PipelineClosed):
+        pipeline.submit(lambda s: None)
+
+
+def test_while_the_store_cannot_write_reads_answer_and_each_write_fails_alone(tmp_path):
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path, timeout=0.01)
+    store.append("a", message_id=1, payload=b"kept", priority=1)
+    pipeline = StorePipeline(store)
+    pipeline.message_ids = iter(range(2, 1000)).__next__
+    lock = sqlite3.connect(path, isolation_level=None, timeout=0)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        gate = threading.Event()
+        pipeline.submit(lambda s: gate.wait(10))
+        write = pipeline.submit(message=("a", fields(b"new")), wait=True)
+        read = pipeline.submit(lambda s: [m.payload for m in s.range("a")], wait=True)
+        gate.set()
+        with pytest.raises(StoreUnavailable):
+            write.wait(10)
+        assert read.wait(10) == [b"kept"]  # WAL readers need no lock: reads go on
+    finally:
+        lock.execute("COMMIT")
+        lock.close()
+    assert pipeline.call(lambda s: [m.payload for m in s.range("a")], timeout=10) == [b"kept"]
+    pipeline.close()
+    store.close()
