@@ -23,6 +23,7 @@ Everything runs on the server's loop thread.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 from itertools import islice
 
 from ..store import Store
@@ -69,13 +70,28 @@ class DeferredWrites:
         return True
 
     def flush_devices(self, store: Store, device_ids: Iterable[str]) -> None:
-        """Make the kept advances of *device_ids* (before an append for them); the others wait."""
+        """Make the kept advances of *device_ids* (before an append for them); the others wait.
+
+        Inside a store group (the pipeline's writer) the advance is only
+        durable if the group commits: an advance the rollback undoes is kept
+        again (``store.on_rollback``), or the device's next message would get
+        a seq it already has and be dropped as a duplicate.
+        """
         advances = self.advances
         for device_id in device_ids:
             seq = advances.get(device_id)
             if seq is not None:
                 store.advance_seq(device_id, seq)
                 del advances[device_id]
+                store.on_rollback(partial(self._keep_again, device_id, seq))
+
+    def _ack_again(self, batch: list[tuple[str, int]]) -> None:
+        for device_id, seq in batch:
+            self.ack(device_id, seq)
+
+    def _keep_again(self, device_id: str, seq: int) -> None:
+        advances = self.advances
+        advances[device_id] = max(seq, advances.get(device_id, 0))  # past max_devices too: it was kept
 
     def flush(self, store: Store, max_acks: int = FLUSH_ACKS, max_advances: int = FLUSH_ADVANCES) -> bool:
         """One bounded step: at most *max_advances* advances, then at most *max_acks* acks; True when more remain.
@@ -90,6 +106,7 @@ class DeferredWrites:
         for device_id, seq in list(islice(advances.items(), max_advances)):
             store.advance_seq(device_id, seq)
             del advances[device_id]
+            store.on_rollback(partial(self._keep_again, device_id, seq))
         if advances:
             return True  # the acks wait for the advances (an ack never runs ahead of a counter)
         acks = self.acks
@@ -98,4 +115,5 @@ class DeferredWrites:
             store.ack_many(batch)  # one transaction
             for device_id, _seq in batch:
                 del acks[device_id]
+            store.on_rollback(lambda: self._ack_again(batch))
         return bool(acks)

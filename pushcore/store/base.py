@@ -638,6 +638,7 @@ class Store(abc.ABC):
         self._group_depth = 0  # > 0 while the thread holding the lock runs a group (one transaction)
         self._group_error: StoreUnavailable | None = None  # an outage inside the group: it rolls back
         self._group_notes: list[tuple[bool, list[tuple[str, int]]]] = []  # observer calls held to commit
+        self._group_undo: list[Callable[[], object]] = []  # on_rollback callbacks of the running group
 
     @property
     def max_messages(self) -> int:
@@ -769,19 +770,27 @@ class Store(abc.ABC):
             self._group_depth = 1
             self._group_error = None
             self._group_notes = []
+            self._group_undo = []
             try:
                 yield self
             except BaseException:
                 self._group_depth = 0
                 self._group_end(commit=False)
+                self._undo_group()
                 raise
             self._group_depth = 0
             error = self._group_error
             if error is not None:
                 self._group_error = None
                 self._group_end(commit=False)
+                self._undo_group()
                 raise error
-            self._group_end(commit=True)
+            try:
+                self._group_end(commit=True)
+            except BaseException:
+                self._undo_group()
+                raise
+            self._group_undo = []
             self._commits += 1
             notes, self._group_notes = self._group_notes, []
             for stored, items in notes:
@@ -790,6 +799,26 @@ class Store(abc.ABC):
                         observer.on_stored(items)
                     else:
                         observer.on_acked(items)
+
+    def on_rollback(self, undo: Callable[[], object]) -> None:
+        """Inside a :meth:`group` (on its thread): call *undo* if the group rolls back.
+
+        For state kept outside the store that a call in the group consumed
+        (the gateway's kept counter advances): the rollback undoes the
+        store's part, *undo* puts the rest back. Outside a group the call
+        already committed or failed on its own, so nothing is registered.
+        """
+        if self._group_depth:
+            self._group_undo.append(undo)
+
+    def _undo_group(self) -> None:
+        undo, self._group_undo = self._group_undo, []
+        self._group_notes = []
+        for fn in reversed(undo):
+            try:
+                fn()
+            except Exception:  # one failed undo must not keep the others from running
+                logging.getLogger("pushcore.store").exception("pushcore store: a group's undo failed")
 
     def _group_begin(self) -> None:  # noqa: B027  # optional: the memory store has no transaction
         """Start a group's transaction (lock held); a backend raises :class:`StoreUnavailable`."""

@@ -374,7 +374,20 @@ class SQLiteStore(Store):
             self._writable()
 
     def _savepoint(self, db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        """One call inside a group: a savepoint, released on success, rolled back to on error."""
+        """One call inside a group: a savepoint, released on success, rolled back to on error.
+
+        Once the group has failed, nothing more runs in it: some errors
+        (SQLITE_FULL, I/O errors) make SQLite roll back the group's whole
+        transaction, and a ``SAVEPOINT`` outside a transaction would begin a
+        new one that its ``RELEASE`` commits, so the calls after the failure
+        would commit one by one, and then run again when the pipeline retries
+        the failed group call by call (a push stored twice).
+        """
+        if self._group_error is not None:
+            raise self._group_error
+        if not db.in_transaction:
+            self._group_error = self._unwritable("the group's transaction was rolled back by SQLite")
+            raise self._group_error
         try:
             db.execute("SAVEPOINT pc_call")
         except sqlite3.Error as exc:

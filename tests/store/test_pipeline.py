@@ -170,3 +170,72 @@ def test_while_the_store_cannot_write_reads_answer_and_each_write_fails_alone(tm
     assert pipeline.call(lambda s: [m.payload for m in s.range("a")], timeout=10) == [b"kept"]
     pipeline.close()
     store.close()
+
+
+def _fill(store: SQLiteStore) -> None:
+    """Cap the file at its current size: the next write that needs a page fails with SQLITE_FULL."""
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count={pages + 2}")
+
+
+def test_a_disk_full_group_commits_nothing_of_itself(tmp_path):
+    """SQLITE_FULL rolls the whole transaction back: nothing after it may commit on its own."""
+    store = SQLiteStore(tmp_path / "s.db", timeout=0.05)
+    try:
+        store.append("seed", message_id=1, payload=b"s", priority=1)
+        _fill(store)
+        errors = []
+        with pytest.raises(StoreUnavailable):
+            with store.group():
+                for i in range(6):
+                    payload = b"x" * 20000 if i == 1 else b"small"  # the second call overflows the file
+                    try:
+                        store.append(f"d{i}", message_id=10 + i, payload=payload, priority=1)
+                    except StoreUnavailable as exc:
+                        errors.append((i, exc))
+        assert [i for i, _ in errors] == [1, 2, 3, 4, 5]  # nothing ran after the failure
+        for i in range(6):
+            assert store.range(f"d{i}") == [], i  # the group is all or nothing
+        assert store.last_seq("seed") == 1
+    finally:
+        store.close()
+
+
+def test_a_disk_full_group_retried_alone_stores_each_push_once(tmp_path):
+    """The pipeline's retry of a failed group, call by call, must not store a push twice."""
+    store = SQLiteStore(tmp_path / "s.db", timeout=0.05)
+    pipeline = StorePipeline(store)
+    try:
+        store.append("seed", message_id=1, payload=b"s", priority=1)
+        _fill(store)
+        inside, release = threading.Event(), threading.Event()
+
+        def hold(_store):
+            inside.set()
+            release.wait(10)
+
+        pipeline.submit(hold)
+        assert inside.wait(10)
+        ops = []
+        for i in range(6):
+            payload = b"x" * 20000 if i == 1 else b"small"
+
+            def append(s, i=i, payload=payload):
+                return s.append(f"d{i}", message_id=10 + i, payload=payload, priority=1)
+
+            ops.append(pipeline.submit(append, wait=True))
+        release.set()
+        outcomes = []
+        for op in ops:
+            try:
+                outcomes.append(op.wait(10).seq)
+            except StoreUnavailable:
+                outcomes.append(None)
+        assert outcomes[1] is None  # the push that did not fit failed to its caller
+        for i, seq in enumerate(outcomes):
+            seqs = [m.seq for m in store.range(f"d{i}")]
+            assert seqs == ([] if seq is None else [seq]), (i, seqs, outcomes)
+        assert any(seq == 1 for seq in outcomes)  # the small ones fit alone
+    finally:
+        pipeline.close()
+        store.close()
