@@ -62,6 +62,11 @@ the store before the device ACKs it.
   device's pace: the next page goes only when the device FETCHes again.
   An inline catch-up that would pass the budget is announced with NOTIFY
   instead, like one over ``inline_max``.
+* **One FETCH read in flight per connection**: a page read holds up to a
+  page of messages until its answer is queued, so later FETCH frames of the
+  same connection wait (in order, as two numbers each) until the one before
+  is answered; a device with more than ``MAX_WAITING_FETCHES`` waiting is
+  not reading its answers and is closed ``SLOW_CONSUMER`` by the server.
 * **A connection whose output is over the loop's high watermark is held**
   (:meth:`Delivery.hold`, from the loop's ``on_pause``): new messages are
   only stored until its queue drains (:meth:`Delivery.release`, from
@@ -105,6 +110,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -126,6 +132,7 @@ from .deferred import DeferredWrites
 from .results import FanOut
 
 __all__ = ["Delivery", "MessageIds", "DEFAULT_INLINE_MAX", "DEFAULT_PAGE_MAX", "DEFAULT_PAGE_BYTES",
+           "MAX_WAITING_FETCHES",
            "push_frame_bytes"]
 
 DEFAULT_INLINE_MAX = 16  # waiting messages pushed inline on HELLO / wake-up; more -> NOTIFY
@@ -137,6 +144,8 @@ DEFAULT_PAGE_BYTES = 1 << 20  # most encoded PUSH bytes in one page (inline or F
 _PUSH_OVERHEAD = 32
 # A page of this many messages can never pass the budget (largest payload, topic and key).
 _LARGEST_PUSH = MAX_PAYLOAD_BYTES + MAX_TOPIC_BYTES + MAX_COLLAPSE_KEY_BYTES * 4 + _PUSH_OVERHEAD
+#: FETCH frames of one connection that may wait behind the one being read (past it: SLOW_CONSUMER)
+MAX_WAITING_FETCHES = 16
 _READ_CHUNK = 64  # messages read from the store at a time while filling a page
 
 _encode_push = _frames.encode_push
@@ -257,6 +266,9 @@ class Delivery:
         # the C connection table: no Python table per connection mirrors it.
         self.fetching: set[int] = set()  # cids catching up a large backlog through FETCH
         self.held: set[int] = set()  # cids whose output is over the high watermark (on_pause)
+        # cid -> FETCHes (after_seq, count) waiting behind the one whose read is in flight;
+        # present only while a read is in flight
+        self._fetches: dict[int, deque[tuple[int, int]]] = {}
         #: acks and counter advances an unwritable store refused, made when it heals
         #: (touched only where store work runs: the pipeline's writer thread)
         self.deferred = DeferredWrites()
@@ -330,6 +342,7 @@ class Delivery:
             self.transport.set_label(old, None)
             self.fetching.discard(old)
             self.held.discard(old)
+            self._fetches.pop(old, None)
         else:
             old = None
         self.routes[device_id] = cid
@@ -351,6 +364,7 @@ class Delivery:
         self.transport.set_label(cid, None)
         self.fetching.discard(cid)
         self.held.discard(cid)
+        self._fetches.pop(cid, None)
         del self.routes[device_id]
         return device_id
 
@@ -415,11 +429,15 @@ class Delivery:
             if self.transport.label(cid) != device_id or cid in self.fetching or cid in self.held:
                 return  # gone, replaced, fetching or held since: nothing to send now
             messages, more, latest = result
+            sent = self.transport.sent_seq(cid)
             if more:
+                if sent >= latest:
+                    # A FETCH answered since this read was submitted sent it all (and said so):
+                    # fetch mode now would wait for a FETCH the device has no reason to send.
+                    return
                 self.fetching.add(cid)
                 self.transport.send(cid, _encode_notify(latest))
                 return
-            sent = self.transport.sent_seq(cid)
             if sent > after_seq:  # something went out meanwhile: only what follows it
                 messages = [m for m in messages if m.seq > sent]
             if messages:
@@ -852,7 +870,7 @@ class Delivery:
         """
         return self.deferred.flush(self.store)
 
-    def fetch(self, cid: int, after_seq: int, max_count: int) -> None:
+    def fetch(self, cid: int, after_seq: int, max_count: int) -> bool:
         """Answer FETCH: one page after *after_seq*, then NOTIFY.
 
         A page is up to *max_count* messages (at most ``page_max``) and at
@@ -861,12 +879,27 @@ class Delivery:
         The closing NOTIFY carries the store's latest seq when more is
         waiting, else the last seq this answer covers (the device then has
         everything and new messages stream again).
+
+        FETCHes of one connection are answered in order, one page read at a
+        time. Returns False, answering nothing, when ``MAX_WAITING_FETCHES``
+        already wait behind the one being read: the caller closes the
+        connection (``SLOW_CONSUMER``).
         """
         device_id = self.device_of(cid)
         if device_id is None:
-            return
+            return True
         count = min(max_count, self.page_max)
+        waiting = self._fetches.get(cid)
+        if waiting is not None:
+            if len(waiting) >= MAX_WAITING_FETCHES:
+                return False
+            waiting.append((after_seq, count))
+            return True
+        self._fetches[cid] = deque()
+        self._read_fetch(cid, device_id, after_seq, count)
+        return True
 
+    def _read_fetch(self, cid: int, device_id: str, after_seq: int, count: int) -> None:
         def read(store: Store) -> tuple[list[StoredMessage], bool, int]:
             if count <= 0:
                 return [], False, store.last_seq(device_id)
@@ -874,9 +907,15 @@ class Delivery:
             return messages, more, store.last_seq(device_id) if more else 0
 
         def done(result: tuple[list[StoredMessage], bool, int] | None, error: BaseException | None) -> None:
-            if result is None or self.transport.label(cid) != device_id:
-                return  # a read error, or the connection is gone or someone else's now
-            self._answer_fetch(cid, after_seq, count, *result)
+            waiting = self._fetches.get(cid)
+            if waiting is None or self.transport.label(cid) != device_id:
+                return  # the connection is gone or someone else's now (detach forgot its FETCHes)
+            if result is not None:  # None: a read error (the store closed under the server)
+                self._answer_fetch(cid, after_seq, count, *result)
+            if waiting:
+                self._read_fetch(cid, device_id, *waiting.popleft())
+            else:
+                del self._fetches[cid]
 
         self.pipeline.submit(read, done=done, read=True)
 

@@ -43,7 +43,14 @@ from ..store.base import MAX_SEQ, NewMessage, StoredMessage, check_device_id, ch
 from ..store.pipeline import PipelineClosed, StorePipeline
 from ..tokens import AuthError, TokenSigner
 from ..wire import MAX_DEVICE_ID_BYTES, topic_problem
-from .delivery import DEFAULT_INLINE_MAX, DEFAULT_PAGE_BYTES, DEFAULT_PAGE_MAX, Delivery, MessageIds
+from .delivery import (
+    DEFAULT_INLINE_MAX,
+    DEFAULT_PAGE_BYTES,
+    DEFAULT_PAGE_MAX,
+    MAX_WAITING_FETCHES,
+    Delivery,
+    MessageIds,
+)
 from .purge import DEFAULT_PURGE_BATCH, DEFAULT_PURGE_INTERVAL, Purger, check_purge_options
 from .results import BatchResult, FanOut
 
@@ -1280,7 +1287,9 @@ class Server:
                     self._hello(cid, frame)
                 elif kind == _FETCH:
                     fetch: Fetch = frame
-                    delivery.fetch(cid, fetch.after_seq, fetch.max_count)
+                    if not delivery.fetch(cid, fetch.after_seq, fetch.max_count):
+                        self._refuse(cid, Reason.SLOW_CONSUMER,
+                                     f"more than {MAX_WAITING_FETCHES} FETCH frames wait for their answers")
                 elif kind == _UPSTREAM:
                     self._upstream(cid, frame)
                 elif kind == _SUBSCRIBE or kind == _UNSUBSCRIBE:

@@ -367,3 +367,25 @@ def test_a_device_id_over_the_limit_is_refused_at_hello_even_with_a_custom_hook(
         assert error.TYPE == protocol.ERROR and error.code == Reason.INVALID_VALUE
         assert str(MAX_DEVICE_ID_BYTES) in error.message
         assert dev.until_closed() == []
+
+
+# ---- a device that floods FETCH cannot make the gateway hold a page per frame ----------------
+
+
+def test_a_fetch_flood_closes_only_that_device_slow_consumer(store):
+    """1,000 FETCH frames at once: one page read at a time, at most 16 waiting, then SLOW_CONSUMER."""
+    with running_server(store=store, inline_max=2) as server:
+        for _ in range(50):
+            server.push("flood", b"x" * 1000)
+        with RawDevice(server.address) as other, RawDevice(server.address) as flood:
+            welcomed(other, "other")
+            welcomed(flood, "flood")
+            flood.send(b"".join(protocol.Fetch(0, 256).encode() for _ in range(1000)))
+            frames = flood.until_closed()
+            assert frames[-1].TYPE == protocol.ERROR and frames[-1].code == Reason.SLOW_CONSUMER
+            assert "FETCH" in frames[-1].message
+            notifies = [f for f in frames if f.TYPE == protocol.NOTIFY]
+            assert len(notifies) <= 1 + 1 + 16  # the HELLO catch-up's, then at most the answered FETCHes (the close may come first)
+            assert server.push("other", b"still here") == 1
+            got = other.expect(protocol.PUSH)
+            assert got.payload == b"still here"
