@@ -443,7 +443,7 @@ class Delivery:
             if messages:
                 self._send_messages(cid, messages)
 
-        self.pipeline.submit(read, done=done, read=True)
+        self.pipeline.submit(read, done=done, read=True, urgent=True)
 
     def _offer(self, cid: int, device_id: str, fresh: Sequence[StoredMessage]) -> None:
         """Freshly stored messages of online *device_id* (on *cid*, not fetching), ascending seq.
@@ -848,7 +848,7 @@ class Delivery:
             if seq > 0:
                 trims.append((device_id, seq))
         if trims:
-            self.pipeline.submit(lambda store: self._store_acks(trims))
+            self.pipeline.submit(lambda store: self._store_acks(trims), urgent=True)
 
     def _store_acks(self, trims: list[tuple[str, int]]) -> None:
         """The store part of :meth:`ack` (where store work runs): one call for the whole turn."""
@@ -917,7 +917,7 @@ class Delivery:
             else:
                 del self._fetches[cid]
 
-        self.pipeline.submit(read, done=done, read=True)
+        self.pipeline.submit(read, done=done, read=True, urgent=True)
 
     def _answer_fetch(self, cid: int, after_seq: int, count: int, messages: list[StoredMessage],
                       more: bool, latest: int) -> None:

@@ -1348,7 +1348,7 @@ class Server:
             elif then is not None:
                 then(result)
 
-        self.pipeline.submit(fn, done=done)
+        self.pipeline.submit(fn, done=done, urgent=True)
 
     def _refuse(self, cid: int, reason: int, message: str) -> None:
         """Send ERROR *reason* and close the connection after it."""
@@ -1446,7 +1446,7 @@ class Server:
             self._welcome(cid, device_id, last_seq, max(common), metadata, problem, error)
 
         self._hello_pending.add(cid)
-        self.pipeline.submit(claim, done=done)
+        self.pipeline.submit(claim, done=done, urgent=True)
 
     def _welcome(self, cid: int, device_id: str, last_seq: int, version: int, metadata: dict[str, Any],
                  problem: str | AuthError | None, error: BaseException | None) -> None:

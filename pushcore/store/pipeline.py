@@ -9,6 +9,16 @@ submits an operation (:meth:`StorePipeline.submit`) without waiting for it:
 * a **call**, ``fn(store)``, for anything else (acks, page reads, claims,
   subscriptions, purge steps), or a read (``read=True``: no write lock).
 
+Operations arrive in two lanes. The **urgent** lane (``urgent=True``) is
+for the work of device frames on the loop (HELLO's claim, catch-up and
+FETCH page reads, ACKs, SUBSCRIBE): small, and a device waits on each. The
+other lane holds the application's pushes, publishes and housekeeping. The
+writer takes urgent work first, but never more than three quarters of a
+group while the other lane waits, so a million queued pushes cannot delay
+a HELLO by more than one group, and a storm of HELLOs cannot starve the
+pushes. Each lane keeps its submission order; between lanes there is no
+order (their submitters were concurrent).
+
 The writer takes everything that arrived while it was busy (at most
 ``max_group`` operations) and runs it as **one transaction**
 (:meth:`~pushcore.store.Store.group`: one ``BEGIN IMMEDIATE`` ... ``COMMIT``
@@ -163,6 +173,7 @@ class StorePipeline:
         self._wake.acquire()
         self._sleeping = False
         self._queue: list[Op[Any]] = []
+        self._urgent: list[Op[Any]] = []  # the urgent lane (device frames' work), taken first
         self._thread: threading.Thread | None = None
         self._writer_ident: int | None = None
         self._closed = False
@@ -176,8 +187,8 @@ class StorePipeline:
         return self._closed
 
     def pending(self) -> int:
-        """Operations submitted and not yet taken by the writer."""
-        return len(self._queue)
+        """Operations submitted and not yet taken by the writer (both lanes)."""
+        return len(self._queue) + len(self._urgent)
 
     # -- submitting (any thread) --
 
@@ -189,6 +200,7 @@ class StorePipeline:
         done: Callable[[Any, BaseException | None], object] | None = None,
         read: bool = False,
         wait: bool | str = False,
+        urgent: bool = False,
     ) -> Op[T]:
         """Queue ``fn(store)`` (or the append of *message*, a checked ``(device_id, fields)``).
 
@@ -222,7 +234,7 @@ class StorePipeline:
         with self._mutex:
             if self._closed:
                 raise PipelineClosed("the store pipeline is closed")
-            self._queue.append(op)
+            (self._urgent if urgent else self._queue).append(op)
             sleeping = self._sleeping
             self._sleeping = False
             if self._thread is None:
@@ -267,16 +279,12 @@ class StorePipeline:
         mutex = self._mutex
         while True:
             with mutex:
-                queue = self._queue
-                if not queue:
+                ops = self._take()
+                if not ops:
                     if self._closed:
                         return  # closed, and everything ran
                     self._sleeping = True
-                elif len(queue) <= self.max_group:
-                    ops, self._queue = queue, []
-                else:
-                    ops, self._queue = queue[: self.max_group], queue[self.max_group :]
-            if not queue:
+            if not ops:
                 self._wake.acquire()  # until a submit (or close) releases it
                 continue
             try:
@@ -292,6 +300,31 @@ class StorePipeline:
             for op in ops:
                 if op.done is None or op._early:
                     op.release()
+
+    def _take(self) -> list[Op[Any]]:
+        """The next group (mutex held): urgent work first, at most 3/4 of it while pushes wait."""
+        urgent, queue = self._urgent, self._queue
+        room = self.max_group
+        if urgent:
+            take = min(len(urgent), room if not queue else max(1, room * 3 // 4))
+            if take == len(urgent):
+                ops, self._urgent = urgent, []
+            else:
+                ops, self._urgent = urgent[:take], urgent[take:]
+            room -= take
+        else:
+            ops = []
+        if queue and room:
+            if len(queue) <= room:
+                if ops:
+                    ops += queue
+                else:
+                    ops = queue
+                self._queue = []
+            else:
+                ops += queue[:room]
+                self._queue = queue[room:]
+        return ops
 
     def _hand_over(self, ops: list[Op[Any]]) -> None:
         """One wake-up of the completions' thread for a whole group (they run in order there)."""

@@ -225,15 +225,48 @@ def test_a_busy_store_stalls_no_connection_and_a_hello_closed_meanwhile_is_forgo
         gate.set()
         pusher.join(10)
         assert pushed["seq"] == 1
-        # The push (stored first) goes out live; the FETCH, read after it, answers it again and "you have it all".
-        frames = [phone.expect(protocol.PUSH, protocol.NOTIFY) for _ in range(3)]
+        # The FETCH is a device's work (the urgent lane): read before the application's push,
+        # it answers "you have it all" (nothing yet); then the push, once stored, goes out live.
+        frames = [phone.expect(protocol.PUSH, protocol.NOTIFY) for _ in range(2)]
         assert [(f.TYPE, getattr(f, "seq", None) or getattr(f, "latest_seq", None)) for f in frames] == [
-            (protocol.PUSH, 1), (protocol.PUSH, 1), (protocol.NOTIFY, 1)]
+            (protocol.NOTIFY, 0), (protocol.PUSH, 1)]
         assert late.expect(protocol.WELCOME)
         wait_for(lambda: server.device_count() == 2, what="the late device's session")
         assert not server.connected("quitter")
         late.sock.close()
     finally:
         phone.sock.close()
+        server.stop(timeout=5.0)
+        store.close()
+
+
+def test_a_hello_is_welcomed_before_thousands_of_queued_pushes(tmp_path):
+    """The HELLO's claim takes the urgent lane: it does not wait behind the application's bulk pushes."""
+    store = SQLiteStore(tmp_path / "s.db")
+    seen: dict[str, int] = {}
+    futures: list = []
+    server = make_server(store=store, on_connect=lambda device, meta: seen.setdefault(
+        device, sum(f.done() for f in futures)))
+    server.start()
+    try:
+        gate, inside = threading.Event(), threading.Event()
+
+        def busy(store):
+            inside.set()
+            gate.wait(30)
+
+        server.pipeline.submit(busy)
+        assert inside.wait(10)
+        futures += [server.push(f"bulk{i % 50}", b"x", wait=False) for i in range(3000)]
+        phone = RawDevice(server.address)
+        phone.send(protocol.Hello((1,), "phone", token("phone"), 0, 0))
+        wait_for(lambda: server.pipeline.pending() >= 3001, what="the HELLO's claim to be queued")
+        gate.set()
+        assert phone.expect(protocol.WELCOME)
+        assert seen["phone"] == 0  # welcomed before any of the 3,000 pushes queued before it completed
+        assert [f.result(10) for f in futures[:50]] == [1] * 50
+        assert all(f.result(10) == 60 for f in futures[-50:])
+        phone.sock.close()
+    finally:
         server.stop(timeout=5.0)
         store.close()

@@ -239,3 +239,58 @@ def test_a_disk_full_group_retried_alone_stores_each_push_once(tmp_path):
     finally:
         pipeline.close()
         store.close()
+
+
+def _held_pipeline(store, **kwargs):
+    """A pipeline whose writer is inside a blocking op until the returned event is set."""
+    pipeline = StorePipeline(store, **kwargs)
+    inside, release = threading.Event(), threading.Event()
+
+    def hold(_store):
+        inside.set()
+        release.wait(10)
+
+    pipeline.submit(hold)
+    assert inside.wait(10)
+    return pipeline, release
+
+
+def test_urgent_work_goes_before_queued_pushes_and_each_lane_keeps_its_order(store):
+    pipeline, release = _held_pipeline(store, max_group=64)
+    order: list[tuple[str, int]] = []
+    try:
+        pushes = [pipeline.submit(message=("d", fields(b"p", i)), wait=True,
+                                  done=lambda r, e, i=i: order.append(("push", i)))
+                  for i in range(1000)]
+        claims = [pipeline.submit(lambda s: s.last_seq("d"), urgent=True, wait=True,
+                                  done=lambda r, e, i=i: order.append(("urgent", i)))
+                  for i in range(5)]
+        assert pipeline.pending() == 1005
+        release.set()
+        for op in claims + pushes:
+            op.wait(10)
+        assert order[:5] == [("urgent", i) for i in range(5)]  # the HELLOs did not wait for 1,000 pushes
+        assert [i for kind, i in order if kind == "push"] == list(range(1000))
+        assert [m.seq for m in store.range("d", limit=2000)] == list(range(1, 1001))
+    finally:
+        release.set()
+        pipeline.close()
+
+
+def test_urgent_work_never_takes_a_whole_group_while_pushes_wait(store):
+    pipeline, release = _held_pipeline(store, max_group=8)
+    order: list[str] = []
+    try:
+        ops = [pipeline.submit(lambda s: s.last_seq("d"), urgent=True, wait=True,
+                               done=lambda r, e: order.append("urgent")) for _ in range(60)]
+        ops += [pipeline.submit(message=("d", fields(b"p", i)), wait=True, done=lambda r, e: order.append("push"))
+                for i in range(20)]
+        release.set()
+        for op in ops:
+            op.wait(10)
+        # Each group of 8: 6 urgent, then 2 pushes, so pushes go on during a storm of HELLOs.
+        assert order[:8] == ["urgent"] * 6 + ["push"] * 2
+        assert order.count("push") == 20 and store.last_seq("d") == 20
+    finally:
+        release.set()
+        pipeline.close()
