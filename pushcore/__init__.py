@@ -21,6 +21,7 @@ from .device.cause import Cause, CauseKind
 from .device.client import Client, ClientState, ConnectError, NotConnected
 from .device.heartbeat import HeartbeatPolicy
 from .errors import MessageTooLarge, ProtocolError, PushcoreError, Reason
+from .gateway.awaiting import HookTimeout
 from .gateway.results import BatchResult, FanOut
 from .gateway.server import Server
 from .store import IdempotencyConflict, Store, StoreError, StoreUnavailable, open_store
@@ -83,7 +84,7 @@ __all__ = [
     "Decoder", "encode", "decode", "encode_push", "encode_ack",
     "AuthError", "TokenSigner", "mint_token", "verify_token", "Store", "open_store",
     "StoreError", "StoreUnavailable", "IdempotencyConflict",
-    "HeartbeatPolicy", "Server", "Client", "ClientState", "Cause", "CauseKind", "ConnectError", "NotConnected",
+    "HeartbeatPolicy", "Server", "HookTimeout", "Client", "ClientState", "Cause", "CauseKind", "ConnectError", "NotConnected",
     "Loop",
     "Simulator", "Profile", "AdminAPI",
 ]

@@ -23,6 +23,7 @@ See docs/SERVER.md for a user guide.
 """
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import logging
 import math
@@ -30,7 +31,9 @@ import os
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
+from functools import partial
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar, overload
 
@@ -43,6 +46,8 @@ from ..store.base import MAX_SEQ, NewMessage, StoredMessage, check_device_id, ch
 from ..store.pipeline import PipelineClosed, StorePipeline
 from ..tokens import AuthError, TokenSigner
 from ..wire import MAX_DEVICE_ID_BYTES, topic_problem
+from .aio import AsyncSends
+from .awaiting import DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_PENDING_HOOKS, HookTimeout, HookWaiter, is_pending
 from .delivery import (
     DEFAULT_INLINE_MAX,
     DEFAULT_PAGE_BYTES,
@@ -230,7 +235,7 @@ def _mapped(source: concurrent.futures.Future[_A], convert: Callable[[_A], _B]) 
     return out
 
 
-class Server:
+class Server(AsyncSends):
     """A push gateway: authenticated long connections, routing, offline store, delivery.
 
     Parameters
@@ -249,13 +254,17 @@ class Server:
         (``(host, port)`` of the device), ``versions`` (the protocol versions
         it speaks), ``last_seq`` and ``heartbeat`` (its HELLO fields). Any
         other exception refuses with ``INTERNAL_ERROR`` and is logged.
+        It may instead return an awaitable (an ``async def`` hook) or a
+        ``concurrent.futures.Future`` of that answer: that connection waits,
+        every other one goes on (:mod:`pushcore.gateway.awaiting`).
     on_connect(device_id, metadata), on_disconnect(device_id, reason)
         a device was welcomed / its connection closed (*reason* is a
         :class:`pushcore.Reason`: ``PEER_CLOSED``, ``IDLE_TIMEOUT``,
         ``REPLACED``, ``SHUTTING_DOWN``, …).
     on_upstream(device_id, payload, topic)
         an UPSTREAM frame. The device gets its UPSTREAM_ACK once the hook
-        returns; if it raises, no ack is sent (the device may retry).
+        returns (or its awaitable completes); if it raises, no ack is sent
+        (the device may retry).
     authorize_subscribe(device_id, topic, metadata)
         called for each topic of a device's SUBSCRIBE: return True to let it
         subscribe. Default (None): every device may subscribe to every valid
@@ -264,6 +273,18 @@ class Server:
         f"user/{d}"``). *metadata* is ``{"peer": (host, port)}``. A topic it
         refuses (False, or an exception, which is logged) is not subscribed
         and the connection stays open; SUBSCRIBE has no answer (PROTOCOL.md).
+        It may return an awaitable or a Future of its answer, as
+        *authenticate*; the connection's later SUBSCRIBE and UNSUBSCRIBE
+        frames wait for it, so they still apply in the order sent.
+    hook_loop, max_pending_hooks, hook_timeout
+        where awaitable hook results run: an asyncio loop the application
+        runs (default None: one the server starts on one background thread
+        when a hook first returns an awaitable); how many may be pending at
+        once (default 1,024: past it a HELLO is refused ``OVERLOADED`` and a
+        device whose SUBSCRIBE or UPSTREAM needs a hook is closed
+        ``OVERLOADED``, to come back later); and the seconds each may take
+        (default 10: past it the frame is refused ``OVERLOADED`` and a
+        coroutine is cancelled).
     max_subscriptions
         most topics one device may hold through SUBSCRIBE frames (default
         1,000; topics past it are ignored and counted in ``stats``).
@@ -344,6 +365,9 @@ class Server:
         backlog: int = 1024,
         loop: Loop | None = None,
         node_id: int | None = None,
+        hook_loop: asyncio.AbstractEventLoop | None = None,
+        max_pending_hooks: int = DEFAULT_MAX_PENDING_HOOKS,
+        hook_timeout: float = DEFAULT_HOOK_TIMEOUT,
     ) -> None:
         if authenticate is None:
             if secret is None:
@@ -406,7 +430,12 @@ class Server:
         self._unwatched = threading.Event()  # set: the store watcher stops
         #: the store pipeline: one writer thread for the store, group commits (pushcore.store.pipeline)
         self.pipeline = StorePipeline(self.store, name="pushcore-store-writer")
-        self._hello_pending: set[int] = set()  # cids whose HELLO waits for its claim check in the store
+        self._hello_pending: set[int] = set()  # cids whose HELLO waits for its hook or its claim check
+        # hook results to wait for (authenticate, authorize_subscribe, on_upstream returning awaitables)
+        self._hooks = HookWaiter(self._call_soon, max_pending=max_pending_hooks, timeout=hook_timeout,
+                                 hook_loop=hook_loop)
+        # cid -> SUBSCRIBE/UNSUBSCRIBE frames waiting behind a SUBSCRIBE whose hook is pending
+        self._topic_frames: dict[int, deque[tuple[bool, tuple[str, ...]]]] = {}
         self._message_ids = MessageIds(node_id)
         self._loop = loop
         self._owns_loop = loop is None
@@ -426,6 +455,7 @@ class Server:
         self.stats = {
             "hello": 0, "welcome": 0, "refused": 0, "replaced": 0, "upstream": 0,
             "subscribe_refused": 0, "subscribe_over_cap": 0, "store_unavailable": 0,
+            "hooks_overloaded": 0, "hook_timeouts": 0,
         }
 
     # -- public properties ----------------------------------------------------
@@ -707,6 +737,7 @@ class Server:
         if self._purger is not None:
             self._purger.stop()
         self._unwatched.set()
+        self._hooks.close()
         self.pipeline.close()  # what is queued is written (its completions are not run any more)
         if self._owns_loop and self._loop is not None:
             self._loop.close()
@@ -904,7 +935,15 @@ class Server:
             return _mapped(op.future, lambda message: message.seq)
         return op.wait(_WRITE_TIMEOUT).seq
 
-    def push_batch(self, messages: Iterable[_BatchItem], *, timeout: float | None = 30.0) -> BatchResult:
+    @overload
+    def push_batch(self, messages: Iterable[_BatchItem], *, timeout: float | None = ...,
+                   wait: Literal[True] = ...) -> BatchResult: ...
+    @overload
+    def push_batch(self, messages: Iterable[_BatchItem], *, timeout: float | None = ...,
+                   wait: Literal[False]) -> concurrent.futures.Future[BatchResult]: ...
+
+    def push_batch(self, messages: Iterable[_BatchItem], *, timeout: float | None = 30.0,
+                   wait: bool = True) -> BatchResult | concurrent.futures.Future[BatchResult]:
         """Store many messages in one store transaction, deliver them, return their seqs. Thread-safe.
 
         Each item is ``(device_id, payload)`` or ``(device_id, payload,
@@ -926,12 +965,18 @@ class Server:
         there and explained in ``result.errors``; every other item is stored
         and delivered as usual. While the store cannot write the whole call
         raises :class:`pushcore.StoreUnavailable` and nothing is stored (an
-        outage is not one device's failure).
+        outage is not one device's failure). ``wait=False`` returns a
+        ``concurrent.futures.Future`` of the result at once (bad items still
+        raise here; *timeout* is then the caller's own).
         """
         if isinstance(messages, (str, bytes, tuple)):
             raise TypeError("messages must be a list of (device_id, payload[, options]) tuples")
         checked = [_checked_message(i, item) for i, item in enumerate(messages)]
         if not checked:
+            if not wait:
+                empty: concurrent.futures.Future[BatchResult] = concurrent.futures.Future()
+                empty.set_result(BatchResult([]))
+                return empty
             return BatchResult([])
         message_ids = self._message_ids
 
@@ -945,18 +990,13 @@ class Server:
             ]
 
         try:
-            op = self._ready_delivery().submit_batch(build, wait=self._wait_kind())
+            op = self._ready_delivery().submit_batch(build, wait=self._wait_kind() if wait else "future")
         except PipelineClosed:
             raise RuntimeError("the server is stopped") from None
-        seqs: list[int] = []
-        errors: dict[int, str] = {}
-        for i, outcome in enumerate(op.wait(timeout)[1]):
-            if isinstance(outcome, StoredMessage):
-                seqs.append(outcome.seq)
-            else:
-                seqs.append(0)
-                errors[i] = str(outcome)
-        return BatchResult(seqs, errors)
+        if not wait:
+            assert op.future is not None
+            return _mapped(op.future, lambda done: _batch_result(done[1]))
+        return _batch_result(op.wait(timeout)[1])
 
     @overload
     def publish(
@@ -1253,6 +1293,11 @@ class Server:
     def _on_close(self, batch: list[tuple[int, int]]) -> None:
         detach = self._live_delivery().detach
         hook = self.on_disconnect
+        if len(self._hooks) or self._topic_frames:
+            for cid, _code in batch:
+                self._hooks.cancel(cid)  # a pending hook's answer is not wanted any more
+                self._topic_frames.pop(cid, None)
+                self._hello_pending.discard(cid)
         for cid, reason in batch:
             device_id = detach(cid)
             if device_id is not None and hook is not None:
@@ -1300,10 +1345,8 @@ class Server:
                     problem = next((p for p in map(topic_problem, topics) if p is not None), None)
                     if problem is not None:
                         self._refuse(cid, Reason.INVALID_VALUE, problem)
-                    elif kind == _SUBSCRIBE:
-                        self._subscribe(cid, device_id, topics)
                     else:
-                        self._unsubscribe(cid, device_id, topics)
+                        self._topic_frame(cid, device_id, kind == _SUBSCRIBE, topics)
                 elif kind == _ERROR:
                     # The device reports an error and closes; close our side too.
                     self._running_loop().close_conn(cid, Reason.PEER_CLOSED)
@@ -1407,24 +1450,64 @@ class Server:
             self._refuse(cid, Reason.INVALID_VALUE, f"last_seq must be < 2**63, got {hello.last_seq}")
             return
         metadata = self._metadata(cid, hello) if (self._custom_auth or self.on_connect) else {}
-        check_revoked = False  # the default token check reads the revocation with the claim, off the loop
-        issued_at: float | None = None
-        try:
-            if self._custom_auth:
+        version = max(common)
+        if self._custom_auth:
+            hooks = self._hooks
+            if hooks.full():
+                self.stats["hooks_overloaded"] += 1
+                self._refuse(cid, Reason.OVERLOADED,
+                             f"{hooks.max_pending} authentications are in progress; try again later")
+                return
+            try:
                 accepted = self._authenticate(device_id, hello.token, metadata)
-            else:
-                issued_at = self._signer.verify(device_id, hello.token).issued_at  # the MAC, here
-                accepted = check_revoked = True
+            except Exception as exc:
+                self._authenticated(cid, hello, version, metadata, None, exc)
+                return
+            if is_pending(accepted):
+                # That connection waits for the hook's answer (off the loop); the others go on.
+                self._hello_pending.add(cid)
+                hooks.wait(cid, accepted, lambda answer, error: self._authenticated(
+                    cid, hello, version, metadata, answer, error))
+                return
+            self._authenticated(cid, hello, version, metadata, accepted, None)
+            return
+        try:
+            issued_at = self._signer.verify(device_id, hello.token).issued_at  # the MAC, here
         except AuthError as exc:
             self._refuse(cid, exc.reason, exc.message)
             return
-        except Exception:
-            log.exception("pushcore server: authenticate hook failed for %r", device_id)
+        self._claim(cid, hello, version, metadata, True, issued_at)
+
+    def _authenticated(self, cid: int, hello: Hello, version: int, metadata: dict[str, Any],
+                       accepted: object, error: BaseException | None) -> None:
+        """The answer of a custom ``authenticate`` hook (at once, or once its awaitable completed)."""
+        self._hello_pending.discard(cid)
+        device_id = hello.device_id
+        if isinstance(error, AuthError):
+            self._refuse(cid, error.reason, error.message)
+            return
+        if isinstance(error, HookTimeout):
+            self.stats["hook_timeouts"] += 1
+            log.warning("pushcore server: authenticate hook for %r: %s", device_id, error)
+            self._refuse(cid, Reason.OVERLOADED, "authentication took too long on the server; try again later")
+            return
+        if error is not None:
+            log.error("pushcore server: authenticate hook failed for %r", device_id, exc_info=error)
             self._refuse(cid, Reason.INTERNAL_ERROR, "authentication failed on the server")
             return
         if accepted is not True:
             self._refuse(cid, Reason.AUTH_FAILED, "device refused")
             return
+        if self._draining:
+            self._refuse(cid, Reason.SHUTTING_DOWN, "server shutting down")
+            return
+        self._claim(cid, hello, version, metadata, False, None)
+
+    def _claim(self, cid: int, hello: Hello, version: int, metadata: dict[str, Any],
+               check_revoked: bool, issued_at: float | None) -> None:
+        """An accepted HELLO's claim check (its ``last_seq``) in the store, then :meth:`_welcome`."""
+        delivery = self._live_delivery()
+        device_id = hello.device_id
         # The claim check (one store read) and its ACK/advance run in the store pipeline;
         # the HELLO goes on in the completion (_welcome), so the loop never waits for the store.
         last_seq = hello.last_seq
@@ -1443,7 +1526,7 @@ class Server:
 
         def done(problem: str | AuthError | None, error: BaseException | None) -> None:
             self._hello_pending.discard(cid)
-            self._welcome(cid, device_id, last_seq, max(common), metadata, problem, error)
+            self._welcome(cid, device_id, last_seq, version, metadata, problem, error)
 
         self._hello_pending.add(cid)
         self.pipeline.submit(claim, done=done, urgent=True)
@@ -1491,23 +1574,84 @@ class Server:
         if self.on_connect is not None:
             self._call_hook(self.on_connect, device_id, metadata)
 
+    def _topic_frame(self, cid: int, device_id: str, subscribe: bool, topics: tuple[str, ...]) -> None:
+        """A SUBSCRIBE or UNSUBSCRIBE, in the order sent: behind a SUBSCRIBE whose hook is pending, it waits."""
+        waiting = self._topic_frames.get(cid)
+        if waiting is not None:
+            if len(waiting) >= _MAX_WAITING_TOPIC_FRAMES:
+                self.stats["hooks_overloaded"] += 1
+                self._refuse(cid, Reason.OVERLOADED, "too many SUBSCRIBE frames wait for the server's hook")
+                return
+            waiting.append((subscribe, topics))
+            return
+        if subscribe:
+            self._subscribe(cid, device_id, topics)
+        else:
+            self._unsubscribe(cid, device_id, topics)
+
+    def _next_topic_frames(self, cid: int, device_id: str) -> None:
+        """The frames that waited behind a SUBSCRIBE's hook, in order, until one waits again."""
+        waiting = self._topic_frames.pop(cid, None)
+        while waiting:
+            subscribe, topics = waiting.popleft()
+            self._topic_frame(cid, device_id, subscribe, topics)
+            again = self._topic_frames.get(cid)
+            if again is not None:  # that one waits for its hook too: the rest go behind it
+                again.extend(waiting)
+                return
+
     def _subscribe(self, cid: int, device_id: str, topics: tuple[str, ...]) -> None:
         """A device's SUBSCRIBE: the topics the hook allows, up to the per-device cap."""
         hook = self.authorize_subscribe
-        if hook is not None:
-            metadata = {"peer": self._peer(cid)}
-            allowed = []
-            for topic in topics:
-                try:
-                    ok = hook(device_id, topic, metadata) is True
-                except Exception:
-                    log.exception("pushcore server: authorize_subscribe hook failed for %r", device_id)
-                    ok = False
-                if ok:
-                    allowed.append(topic)
-                else:
-                    self.stats["subscribe_refused"] += 1
-            topics = tuple(allowed)
+        if hook is None:
+            self._subscribe_allowed(cid, device_id, topics)
+            return
+        hooks = self._hooks
+        if hooks.full():
+            self.stats["hooks_overloaded"] += 1
+            self._refuse(cid, Reason.OVERLOADED, "the server's hooks are busy; try again later")
+            return
+        metadata = {"peer": self._peer(cid)}
+        answers: list[object] = []
+        for topic in topics:
+            try:
+                answers.append(hook(device_id, topic, metadata))
+            except Exception:
+                log.exception("pushcore server: authorize_subscribe hook failed for %r", device_id)
+                answers.append(False)
+        pending = [i for i, answer in enumerate(answers) if is_pending(answer)]
+        if not pending:
+            self._subscribe_answered(cid, device_id, topics, answers)
+            return
+        # Wait for every pending answer; the connection's later topic frames wait behind this one.
+        self._topic_frames[cid] = deque()
+        left = [len(pending)]
+
+        def answered(i: int, answer: object, error: BaseException | None) -> None:
+            if isinstance(error, HookTimeout):
+                self.stats["hook_timeouts"] += 1
+            if error is not None:
+                log.warning("pushcore server: authorize_subscribe hook for %r, topic %r: %r",
+                            device_id, topics[i], error)
+            answers[i] = answer if error is None else False
+            left[0] -= 1
+            if left[0] == 0:
+                self._subscribe_answered(cid, device_id, topics, answers)
+                self._next_topic_frames(cid, device_id)
+
+        for i in pending:
+            hooks.wait(cid, answers[i], partial(answered, i))
+
+    def _subscribe_answered(self, cid: int, device_id: str, topics: tuple[str, ...], answers: list[object]) -> None:
+        allowed = []
+        for topic, answer in zip(topics, answers):
+            if answer is True:
+                allowed.append(topic)
+            else:
+                self.stats["subscribe_refused"] += 1
+        self._subscribe_allowed(cid, device_id, tuple(allowed))
+
+    def _subscribe_allowed(self, cid: int, device_id: str, topics: tuple[str, ...]) -> None:
         if not topics:
             return
         cap = self._max_subscriptions
@@ -1545,13 +1689,34 @@ class Server:
             return
         self.stats["upstream"] += 1
         hook = self.on_upstream
+        upstream_id = frame.upstream_id
         if hook is not None:
+            hooks = self._hooks
+            if hooks.full():
+                self.stats["hooks_overloaded"] += 1
+                self._refuse(cid, Reason.OVERLOADED, "the server's hooks are busy; send it again later")
+                return
             try:
-                hook(device_id, frame.payload, frame.topic)
+                answer = hook(device_id, frame.payload, frame.topic)
             except Exception:
                 log.exception("pushcore server: on_upstream hook failed for %r", device_id)
                 return
-        self._running_loop().send(cid, _frames.UpstreamAck(frame.upstream_id).encode())
+            if is_pending(answer):
+                def handled(_result: object, error: BaseException | None) -> None:
+                    if error is not None:  # no ack: the device may send it again
+                        if isinstance(error, HookTimeout):
+                            self.stats["hook_timeouts"] += 1
+                        log.error("pushcore server: on_upstream hook failed for %r", device_id, exc_info=error)
+                        return
+                    self._running_loop().send(cid, _frames.UpstreamAck(upstream_id).encode())
+
+                hooks.wait(cid, answer, handled)
+                return
+        self._running_loop().send(cid, _frames.UpstreamAck(upstream_id).encode())
+
+    def _call_soon(self, fn: Callable[..., object], *args: Any) -> None:
+        """Run ``fn(*args)`` on the loop thread, from any thread (the hooks' answers come back so)."""
+        self._running_loop().call_soon_threadsafe(fn, *args)
 
     @staticmethod
     def _call_hook(hook: Callable[..., object], *args: Any) -> None:
@@ -1563,6 +1728,23 @@ class Server:
     def __repr__(self) -> str:
         where = f"{self._address[0]}:{self._address[1]}" if self._address else "not listening"
         return f"<pushcore.Server {where} devices={self.device_count()}>"
+
+
+def _batch_result(outcomes: Iterable[object]) -> BatchResult:
+    """:meth:`Server.push_batch`'s answer from the store's outcome per item."""
+    seqs: list[int] = []
+    errors: dict[int, str] = {}
+    for i, outcome in enumerate(outcomes):
+        if isinstance(outcome, StoredMessage):
+            seqs.append(outcome.seq)
+        else:
+            seqs.append(0)
+            errors[i] = str(outcome)
+    return BatchResult(seqs, errors)
+
+
+#: SUBSCRIBE/UNSUBSCRIBE frames of one connection that may wait behind a SUBSCRIBE's pending hook
+_MAX_WAITING_TOPIC_FRAMES = 64
 
 
 def _revocation(revoked: float | None, issued_at: float | None) -> AuthError | None:

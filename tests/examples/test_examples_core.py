@@ -46,3 +46,12 @@ def test_nowait_broadcast_example_delivers_every_call_in_order():
     assert "every future says {10} device(s)" in out
     assert "10 devices got 10000 messages, each in the order sent: True" in out
     assert out.rstrip().endswith("ok")
+
+
+def test_asyncio_gateway_example_awaits_hooks_and_pushes_on_the_apps_loop():
+    out = run_example("asyncio_gateway.py")
+    assert "mallory refused: AUTH_FAILED" in out
+    assert "looked up: ['alice', 'bob', 'mallory']" in out
+    assert "alice got ['msg 0', 'msg 1', 'msg 2', 'msg 3', 'msg 4']" in out
+    assert "connected: ['alice', 'bob']" in out
+    assert out.rstrip().endswith("ok")
