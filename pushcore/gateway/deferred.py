@@ -18,7 +18,9 @@ claim. :class:`DeferredWrites` keeps them, per device, until the store heals:
   first); a device whose advance cannot be kept (the table is full) is
   refused at HELLO, to come back later.
 
-Everything runs on the server's loop thread.
+The table is changed only where store work runs (the store pipeline's
+writer thread: HELLO's claim, the acks of a turn, the appends, the
+server's store tick); the loop only asks whether anything is kept.
 """
 from __future__ import annotations
 

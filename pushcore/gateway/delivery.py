@@ -107,6 +107,7 @@ watermark in another.
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -144,6 +145,8 @@ DEFAULT_PAGE_BYTES = 1 << 20  # most encoded PUSH bytes in one page (inline or F
 _PUSH_OVERHEAD = 32
 # A page of this many messages can never pass the budget (largest payload, topic and key).
 _LARGEST_PUSH = MAX_PAYLOAD_BYTES + MAX_TOPIC_BYTES + MAX_COLLAPSE_KEY_BYTES * 4 + _PUSH_OVERHEAD
+log = logging.getLogger("pushcore.gateway.delivery")
+
 #: FETCH frames of one connection that may wait behind the one being read (past it: SLOW_CONSUMER)
 MAX_WAITING_FETCHES = 16
 _READ_CHUNK = 64  # messages read from the store at a time while filling a page
@@ -269,6 +272,12 @@ class Delivery:
         # cid -> FETCHes (after_seq, count) waiting behind the one whose read is in flight;
         # present only while a read is in flight
         self._fetches: dict[int, deque[tuple[int, int]]] = {}
+        # cid -> [read again?, its upto] while a catch-up read is in flight: one read per
+        # connection at a time (a burst of pushes to a device that is behind would read a page each)
+        self._catching: dict[int, list[Any]] = {}
+        #: called with a cid whose store read failed (the server refuses it INTERNAL_ERROR,
+        #: so the device reconnects and resumes instead of waiting for an answer)
+        self.on_read_error: Callable[[int, BaseException], object] | None = None
         #: acks and counter advances an unwritable store refused, made when it heals
         #: (touched only where store work runs: the pipeline's writer thread)
         self.deferred = DeferredWrites()
@@ -343,6 +352,7 @@ class Delivery:
             self.fetching.discard(old)
             self.held.discard(old)
             self._fetches.pop(old, None)
+            self._catching.pop(old, None)
         else:
             old = None
         self.routes[device_id] = cid
@@ -365,6 +375,7 @@ class Delivery:
         self.fetching.discard(cid)
         self.held.discard(cid)
         self._fetches.pop(cid, None)
+        self._catching.pop(cid, None)
         del self.routes[device_id]
         return device_id
 
@@ -416,7 +427,16 @@ class Delivery:
         """Send every waiting message after *after_seq* (up to seq *upto*), or NOTIFY when there are many.
 
         "Many" is more than ``inline_max`` messages or more than one page of bytes.
+        One read per connection is in flight: a catch-up asked for meanwhile
+        is one more read once it completed, from the sent seq then.
         """
+        catching = self._catching.get(cid)
+        if catching is not None:
+            catching[0] = True
+            if catching[1] is not None and (upto is None or upto > catching[1]):
+                catching[1] = upto
+            return
+        self._catching[cid] = [False, upto]
         inline_max = self.inline_max
 
         def read(store: Store) -> tuple[list[StoredMessage], bool, int]:
@@ -424,26 +444,42 @@ class Delivery:
             return messages, more, store.last_seq(device_id) if more else 0
 
         def done(result: tuple[list[StoredMessage], bool, int] | None, error: BaseException | None) -> None:
+            catching = self._catching.pop(cid, None)
+            if catching is None or self.transport.label(cid) != device_id:
+                return  # gone or replaced since (detach forgot it)
             if result is None:
-                return  # a read error (the store closed under the server): the next wake-up tries again
-            if self.transport.label(cid) != device_id or cid in self.fetching or cid in self.held:
-                return  # gone, replaced, fetching or held since: nothing to send now
-            messages, more, latest = result
-            sent = self.transport.sent_seq(cid)
-            if more:
-                if sent >= latest:
-                    # A FETCH answered since this read was submitted sent it all (and said so):
-                    # fetch mode now would wait for a FETCH the device has no reason to send.
-                    return
-                self.fetching.add(cid)
-                self.transport.send(cid, _encode_notify(latest))
+                self._read_failed(cid, error)
                 return
-            if sent > after_seq:  # something went out meanwhile: only what follows it
-                messages = [m for m in messages if m.seq > sent]
-            if messages:
-                self._send_messages(cid, messages)
+            if cid in self.fetching or cid in self.held:
+                return  # fetching or held since: the FETCH or the release sends what waits
+            self._caught_up(cid, after_seq, result)
+            if catching[0] and cid not in self.fetching:
+                self._catch_up(cid, device_id, self.transport.sent_seq(cid), catching[1])
 
         self.pipeline.submit(read, done=done, read=True, urgent=True)
+
+    def _read_failed(self, cid: int, error: BaseException | None) -> None:
+        """A page read for *cid* failed (the store closed, an I/O error): nothing answers it now."""
+        log.error("pushcore delivery: a store read for connection %#x failed", cid, exc_info=error)
+        if self.on_read_error is not None and error is not None:
+            self.on_read_error(cid, error)
+
+    def _caught_up(self, cid: int, after_seq: int, result: tuple[list[StoredMessage], bool, int]) -> None:
+        """Send a catch-up read's page (only what follows the sent seq now), or NOTIFY when much waits."""
+        messages, more, latest = result
+        sent = self.transport.sent_seq(cid)
+        if more:
+            if sent >= latest:
+                # A FETCH answered since this read was submitted sent it all (and said so):
+                # fetch mode now would wait for a FETCH the device has no reason to send.
+                return
+            self.fetching.add(cid)
+            self.transport.send(cid, _encode_notify(latest))
+            return
+        if sent > after_seq:  # something went out meanwhile: only what follows it
+            messages = [m for m in messages if m.seq > sent]
+        if messages:
+            self._send_messages(cid, messages)
 
     def _offer(self, cid: int, device_id: str, fresh: Sequence[StoredMessage]) -> None:
         """Freshly stored messages of online *device_id* (on *cid*, not fetching), ascending seq.
@@ -910,8 +946,11 @@ class Delivery:
             waiting = self._fetches.get(cid)
             if waiting is None or self.transport.label(cid) != device_id:
                 return  # the connection is gone or someone else's now (detach forgot its FETCHes)
-            if result is not None:  # None: a read error (the store closed under the server)
-                self._answer_fetch(cid, after_seq, count, *result)
+            if result is None:  # a read error: this FETCH gets no answer, so the device must not wait
+                del self._fetches[cid]
+                self._read_failed(cid, error)
+                return
+            self._answer_fetch(cid, after_seq, count, *result)
             if waiting:
                 self._read_fetch(cid, device_id, *waiting.popleft())
             else:

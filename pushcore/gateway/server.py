@@ -526,6 +526,7 @@ class Server(AsyncSends):
             message_ids=self._message_ids,
             pipeline=self.pipeline,
         )
+        self._delivery.on_read_error = self._read_failed
         self._purger = Purger(self.store, loop, interval=self._purge[0], batch=self._purge[1],
                               pipeline=self.pipeline)
         self._purger.start()
@@ -1188,9 +1189,15 @@ class Server(AsyncSends):
         return True
 
     def _store_call(self, fn: Callable[[Store], _T]) -> _T:
-        """Run ``fn(store)`` through the store pipeline and wait for it (not on the loop thread)."""
+        """Run ``fn(store)`` through the store pipeline and wait for it.
+
+        Called on the loop thread (from a hook), the wait holds every
+        connection: it takes the urgent lane, so it waits for at most the
+        group being written, not for every push queued before it.
+        """
+        on_loop = self._thread_id is not None and threading.get_ident() == self._thread_id
         try:
-            return self.pipeline.call(fn, timeout=_WRITE_TIMEOUT)
+            return self.pipeline.submit(fn, wait=True, urgent=on_loop).wait(_WRITE_TIMEOUT)
         except PipelineClosed:
             raise RuntimeError("the server is stopped") from None
 
@@ -1713,6 +1720,12 @@ class Server(AsyncSends):
                 hooks.wait(cid, answer, handled)
                 return
         self._running_loop().send(cid, _frames.UpstreamAck(upstream_id).encode())
+
+    def _read_failed(self, cid: int, error: BaseException) -> None:
+        """A catch-up or FETCH read of *cid* failed in the store: close it, so it reconnects and resumes
+        (as when the read ran on the loop), rather than wait for an answer that will not come."""
+        if self._running_loop().is_open(cid):
+            self._refuse(cid, Reason.INTERNAL_ERROR, "the server failed to read its store; reconnect")
 
     def _call_soon(self, fn: Callable[..., object], *args: Any) -> None:
         """Run ``fn(*args)`` on the loop thread, from any thread (the hooks' answers come back so)."""

@@ -174,6 +174,7 @@ class StorePipeline:
         self._sleeping = False
         self._queue: list[Op[Any]] = []
         self._urgent: list[Op[Any]] = []  # the urgent lane (device frames' work), taken first
+        self._push_turn = False  # max_group 1: whose turn it is
         self._thread: threading.Thread | None = None
         self._writer_ident: int | None = None
         self._closed = False
@@ -306,11 +307,20 @@ class StorePipeline:
         urgent, queue = self._urgent, self._queue
         room = self.max_group
         if urgent:
-            take = min(len(urgent), room if not queue else max(1, room * 3 // 4))
+            if not queue:
+                share = room
+            elif room >= 2:
+                share = max(1, min(room * 3 // 4, room - 1))  # always room for one push
+            else:  # groups of one: urgent and pushes take turns
+                self._push_turn = not self._push_turn
+                share = 0 if self._push_turn else 1
+            take = min(len(urgent), share)
             if take == len(urgent):
                 ops, self._urgent = urgent, []
-            else:
+            elif take:
                 ops, self._urgent = urgent[:take], urgent[take:]
+            else:
+                ops = []
             room -= take
         else:
             ops = []

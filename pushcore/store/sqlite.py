@@ -399,8 +399,9 @@ class SQLiteStore(Store):
             yield db
         except BaseException as exc:
             try:
-                db.execute("ROLLBACK TO pc_call")
-                db.execute("RELEASE pc_call")
+                if db.in_transaction:  # else SQLite already rolled the whole group back (disk full)
+                    db.execute("ROLLBACK TO pc_call")
+                    db.execute("RELEASE pc_call")
             except sqlite3.Error as undo:
                 if self._group_error is None:
                     error = self._write_failed(undo)
@@ -763,8 +764,13 @@ class SQLiteStore(Store):
                     return False
                 with self._write() as db:
                     db.execute(_REVOCATIONS_SCHEMA)
+                # Inside a group the table exists only if the group commits.
+                self.on_rollback(self._forget_revocations_table)
             self._revocations_ready = True
         return True
+
+    def _forget_revocations_table(self) -> None:
+        self._revocations_ready = False
 
     def _set_revoked_before(self, device_id: str, ts: float) -> None:
         self._revocations_table(create=True)
@@ -774,7 +780,14 @@ class SQLiteStore(Store):
     def _revoked_before(self, device_id: str) -> float | None:
         if not self._revocations_table(create=False):
             return None  # no revocation was ever recorded in this file
-        row = self._db.execute(_REVOKED, (device_id,)).fetchone()
+        try:
+            row = self._db.execute(_REVOKED, (device_id,)).fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            # Another connection's rollback (or a restore of an older file) took the table away.
+            self._revocations_ready = False
+            return None
         return None if row is None else float(row[0])
 
 

@@ -14,7 +14,7 @@ from test_delivery_unit import RecordingTransport, seqs
 
 from pushcore.codec import reference as protocol
 from pushcore.gateway.delivery import Delivery
-from pushcore.store import MemoryStore, SQLiteStore
+from pushcore.store import PRIORITY_LOW, MemoryStore, SQLiteStore
 from pushcore.store.pipeline import StorePipeline
 
 
@@ -34,9 +34,16 @@ class HeldReads:
             return None
         return self.inner.submit(fn, done=done, read=read, **kwargs)
 
-    def run(self) -> None:
-        """Run every held read, then every completion, in submission order (one writer group)."""
+    def run(self, error: BaseException | None = None) -> None:
+        """Run every held read, then every completion, in submission order (one writer group).
+
+        With *error*, every held read fails with it instead (a store I/O error).
+        """
         held, self.held = self.held, []
+        if error is not None:
+            for _fn, done in held:
+                done(None, error)
+            return
         results = [(fn(self.inner.store), done) for fn, done in held]
         for result, done in results:
             done(result, None)
@@ -135,3 +142,51 @@ def test_a_detached_connection_forgets_its_waiting_fetches(store, wire):
     assert delivery.fetch(8, 0, 10) is True
     held.run()
     assert seqs(wire.take(8)) == [1]
+
+
+def test_a_burst_of_pushes_to_a_device_that_is_behind_reads_the_store_once_at_a_time(store, wire):
+    """Each high push behind a waiting low one asks for a catch-up; one read is in flight, then
+    one more from the sent seq then, not one page read per push."""
+    delivery, held = held_delivery(store, wire, inline_max=100, page_max=100)
+    delivery.attach(7, "d", 0)
+    delivery.push("d", b"low", priority=PRIORITY_LOW)  # waits for activity: the device is behind
+    for i in range(50):
+        delivery.push("d", b"high %d" % i)
+    assert len(held.held) == 1  # 50 catch-ups asked for, one read
+    held.run()
+    assert seqs(wire.take(7)) == list(range(1, 52)) and len(held.held) == 1  # the "read again"
+    held.run()
+    assert wire.take(7) == [] and held.held == []  # nothing new: nothing sent twice
+    delivery.push("d", b"live")
+    assert seqs(wire.take(7)) == [52]  # caught up: pushes stream again, no read
+
+
+def test_a_failed_fetch_read_is_reported_and_the_connection_can_fetch_again(store, wire):
+    failed = []
+    delivery, held = held_delivery(store, wire, inline_max=2, page_max=100)
+    delivery.on_read_error = lambda cid, error: failed.append((cid, str(error)))
+    for i in range(10):
+        delivery.push("d", bytes([i]))
+    delivery.attach(7, "d", 0)
+    delivery.fetch(7, 0, 100)
+    delivery.fetch(7, 5, 100)  # waits behind the first
+    held.run(error=OSError("disk I/O error"))
+    assert failed == [(7, "disk I/O error")]  # the server closes it: the device resumes elsewhere
+    assert wire.take(7) == [] and held.held == []
+    delivery.fetch(7, 0, 100)  # nothing stuck: a new read
+    held.run()
+    assert seqs(wire.take(7)) == list(range(1, 11))
+
+
+def test_a_failed_catch_up_read_is_reported(store, wire):
+    failed = []
+    delivery, held = held_delivery(store, wire, inline_max=2, page_max=100)
+    delivery.on_read_error = lambda cid, error: failed.append(cid)
+    delivery.push("d", b"x")
+    delivery.attach(7, "d", 0)
+    delivery.resume(7)
+    held.run(error=OSError("disk I/O error"))
+    assert failed == [7] and wire.take(7) == []
+    delivery.awake([7])  # and the next catch-up reads again
+    held.run()
+    assert seqs(wire.take(7)) == [1]

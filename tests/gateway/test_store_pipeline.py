@@ -17,6 +17,7 @@ import time
 import pytest
 
 from pushcore.codec import reference as protocol
+from pushcore.errors import Reason
 from pushcore.store import SQLiteStore
 from serverkit import SECRET, RawDevice, make_server, token, wait_for
 
@@ -276,6 +277,41 @@ def test_a_hello_is_welcomed_before_thousands_of_queued_pushes(tmp_path):
         assert [f.result(10) for f in futures[:50]] == [1] * 50
         assert all(f.result(10) == 60 for f in futures[-50:])
         phone.sock.close()
+    finally:
+        server.stop(timeout=5.0)
+        store.close()
+
+
+def test_a_failed_store_read_closes_only_that_device_which_then_resumes(tmp_path):
+    """A page read that fails (here: an I/O error for one device) must not leave the device waiting."""
+    store = SQLiteStore(tmp_path / "s.db")
+    real_range = store.range
+    broken = {"on": True}
+
+    def range_(device_id, *args, **kwargs):
+        if device_id == "broken" and broken["on"]:
+            raise sqlite3.OperationalError("disk I/O error")
+        return real_range(device_id, *args, **kwargs)
+
+    store.range = range_
+    server = make_server(store=store)
+    server.start()
+    try:
+        for i in range(3):
+            server.push("broken", b"m%d" % i)
+        dev = RawDevice(server.address)
+        assert dev.hello("broken").TYPE == protocol.WELCOME
+        error = dev.expect(protocol.ERROR)  # its catch-up read failed: told, and closed
+        assert error.code == Reason.INTERNAL_ERROR
+        assert dev.until_closed() == []
+        with RawDevice(server.address) as fine:
+            assert fine.hello("fine").TYPE == protocol.WELCOME
+            assert server.push("fine", b"ok") == 1
+            assert fine.expect(protocol.PUSH).payload == b"ok"
+        broken["on"] = False
+        with RawDevice(server.address) as again:  # reconnects and resumes: every message, once
+            assert again.hello("broken").TYPE == protocol.WELCOME
+            assert [again.expect(protocol.PUSH).seq for _ in range(3)] == [1, 2, 3]
     finally:
         server.stop(timeout=5.0)
         store.close()

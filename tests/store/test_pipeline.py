@@ -294,3 +294,41 @@ def test_urgent_work_never_takes_a_whole_group_while_pushes_wait(store):
     finally:
         release.set()
         pipeline.close()
+
+
+def test_a_rolled_back_group_does_not_leave_the_revocations_table_marked_as_made(tmp_path):
+    """The first revocation creates its table inside the group; a rollback takes the table away again."""
+    store = SQLiteStore(tmp_path / "s.db", timeout=0.05)
+    try:
+        store.append("seed", message_id=1, payload=b"s", priority=1)
+        _fill(store)
+        with pytest.raises(StoreUnavailable):
+            with store.group():
+                store.set_revoked_before("victim", 1000.0)
+                store.append("d", message_id=2, payload=b"x" * 60000, priority=1)
+        store._db.execute("PRAGMA max_page_count=1073741823")
+        assert store.revoked_before("victim") is None and store.revoked_before("other") is None
+        store.set_revoked_before("victim", 2000.0)  # makes the table again
+        assert store.revoked_before("victim") == 2000.0
+        assert store.health().writable
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("max_group", [1, 2, 3])
+def test_small_groups_still_let_pushes_through_a_stream_of_urgent_work(store, max_group):
+    pipeline, release = _held_pipeline(store, max_group=max_group)
+    order: list[str] = []
+    try:
+        ops = [pipeline.submit(lambda s: s.last_seq("d"), urgent=True, wait=True,
+                               done=lambda r, e: order.append("urgent")) for _ in range(30)]
+        ops += [pipeline.submit(message=("d", fields(b"p", i)), wait=True, done=lambda r, e: order.append("push"))
+                for i in range(3)]
+        release.set()
+        for op in ops:
+            op.wait(10)
+        assert order.index("push") <= 2  # a push goes within the first groups, not after all 30
+        assert order.count("push") == 3 and store.last_seq("d") == 3
+    finally:
+        release.set()
+        pipeline.close()
