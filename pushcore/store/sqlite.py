@@ -60,6 +60,7 @@ bits, since SQLite integers are signed.
 """
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -155,6 +156,18 @@ _NEXT_SEQ = (  # counts the row about to be inserted in `stored` already; ?2 is 
     f"WHERE last_seq < {_I64_MAX} RETURNING last_seq, stored"
 )
 _SET_STORED = "UPDATE devices SET stored = ? WHERE device = ?"
+# The set-based fan-out (SQLiteStore._append_fanout): ?1 is a JSON array of distinct device ids.
+_FANOUT_CHUNK = 20_000  # devices per statement pair (bounds the JSON text and the answer)
+_FANOUT_MIN = 8  # fewer devices: the row path is as fast
+_FANOUT_NEXT_SEQS = (  # "WHERE true": an upsert's SELECT needs a WHERE to parse
+    "INSERT INTO devices (device, last_seq, stored) SELECT value, ?2 + 1, 1 FROM json_each(?1) WHERE true "
+    "ON CONFLICT (device) DO UPDATE SET last_seq = last_seq + 1, stored = stored + 1 "
+    f"WHERE last_seq < {_I64_MAX} RETURNING device, last_seq, stored"
+)
+_FANOUT_INSERT = (
+    "INSERT INTO messages SELECT d.device, d.last_seq, ?2, ?3, ?4, ?5, ?6, ?7, ?8 "
+    "FROM json_each(?1) AS j JOIN devices AS d ON d.device = j.value"
+)
 _SUBTRACT_STORED = "UPDATE devices SET stored = stored - ? WHERE device = ?"
 _COLLAPSE = "DELETE FROM messages WHERE device = ? AND collapse_key = ? AND collapse_key != ''"
 _INSERT = "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -215,6 +228,27 @@ _TOPICS = "SELECT topic FROM subscriptions WHERE device = ?"
 
 def _signed(message_id: int) -> int:
     return message_id - _U64 if message_id > _I64_MAX else message_id
+
+
+def _fanout_fields(pairs: list[tuple[str, MessageFields]]) -> MessageFields | None:
+    """The one message of an append that may take the set-based fan-out, else None.
+
+    That is: enough pairs, every one the same message (one ``MessageFields``),
+    no collapse key or idempotency key (they need per-device steps), distinct
+    devices, and no NUL in an id (SQLite's text comparisons stop there).
+    """
+    if len(pairs) < _FANOUT_MIN:
+        return None
+    fields = pairs[0][1]
+    if fields.collapse_key or fields.idempotency_key:
+        return None
+    for _device, other in pairs:
+        if other is not fields:
+            return None
+    devices = {device for device, _fields in pairs}
+    if len(devices) != len(pairs) or any("\x00" in device for device in devices):
+        return None
+    return fields
 
 
 def _message(row: tuple[Any, ...]) -> StoredMessage:
@@ -524,9 +558,12 @@ class SQLiteStore(Store):
         cap = self._max_messages
         collapsed = dropped = expired = 0
         out: list[StoredMessage] = []
+        fanout = _fanout_fields(pairs)
         with self._write() as db:
             execute = db.execute
             floor = execute(_FLOOR).fetchone()[0]  # once per transaction: a new record starts above it
+            if fanout is not None:
+                return self._append_fanout(db, pairs, fanout, floor, now)
             keys = plan_keys(pairs, self._lookup_keys(db, pairs, now).get)
             replays = keys.replays if keys is not None else None
             for i, (device_id, fields) in enumerate(pairs):
@@ -586,6 +623,49 @@ class SQLiteStore(Store):
         self._dropped_by_cap += dropped
         self._expired += expired
         return out
+
+    def _append_fanout(self, db: sqlite3.Connection, pairs: list[tuple[str, MessageFields]],
+                       fields: MessageFields, floor: int, now: float) -> list[StoredMessage]:
+        """One message for many distinct devices, set-based: two statements per chunk, not two per device.
+
+        The counters of a chunk are raised in one upsert (``RETURNING`` the
+        new seqs), and the rows are inserted by one ``INSERT ... SELECT``
+        joining the chunk's ids to their raised counters, so SQLite does the
+        per-device work in C. A device at the last seq is left out of the
+        upsert's answer: the call then raises :class:`SeqExhausted` and the
+        transaction rolls back (the caller's per-device path follows). The
+        cap is applied to the devices the upsert says are over it.
+        """
+        execute = db.execute
+        seqs: dict[str, int] = {}
+        over: list[tuple[str, int]] = []
+        cap = self._max_messages
+        message_id = _signed(fields.message_id)
+        for start in range(0, len(pairs), _FANOUT_CHUNK):
+            chunk = [device for device, _fields in pairs[start:start + _FANOUT_CHUNK]]
+            ids = json.dumps(chunk)
+            rows = execute(_FANOUT_NEXT_SEQS, (ids, floor)).fetchall()
+            if len(rows) != len(chunk):
+                raised = {device for device, _seq, _stored in rows}
+                raise SeqExhausted(next(device for device in chunk if device not in raised))
+            for device, seq, stored in rows:
+                seqs[device] = seq
+                if stored > cap:
+                    over.append((device, stored))
+            execute(_FANOUT_INSERT, (ids, message_id, fields.payload, fields.priority, fields.expiry,
+                                     fields.collapse_key, fields.topic, now))
+        expired = dropped = 0
+        for device, stored in over:
+            e, d = self._make_room(db, device, stored, now)
+            expired += e
+            dropped += d
+            execute(_SET_STORED, (stored - e - d, device))
+        self._dropped_by_cap += dropped
+        self._expired += expired
+        payload, priority, expiry, key, topic = (
+            fields.payload, fields.priority, fields.expiry, fields.collapse_key, fields.topic)
+        return [StoredMessage(seqs[device], fields.message_id, payload, priority, expiry, key, topic, now)
+                for device, _fields in pairs]
 
     @staticmethod
     def _lookup_keys(db: sqlite3.Connection, pairs: list[tuple[str, MessageFields]],
