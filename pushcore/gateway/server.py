@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar, overload
 from ..codec import frames as _frames
 from ..errors import MessageTooLarge, Reason
 from ..loop.dispatch import LoopDispatch, dispatch_for
-from ..loop.handover import LoopTimeout, LoopUnavailable, call_on_loop, submit_to_loop
+from ..loop.handover import LoopTimeout, LoopUnavailable, call_on_loop, fail_pending, submit_to_loop
 from ..store import PRIORITY_HIGH, PRIORITY_LOW, Store, StoreError, StoreUnavailable, open_store
 from ..store.base import MAX_SEQ, NewMessage, StoredMessage, check_device_id, check_message, check_topic
 from ..store.pipeline import PipelineClosed, StorePipeline
@@ -742,6 +742,7 @@ class Server(AsyncSends):
         self.pipeline.close()  # what is queued is written (its completions are not run any more)
         if self._owns_loop and self._loop is not None:
             self._loop.close()
+            fail_pending(self._loop, "the server stopped")  # callers waiting for the loop hear it now
         if self._owns_store:
             self.store.close()
         self._done.set()

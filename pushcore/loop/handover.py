@@ -24,7 +24,7 @@ from ..errors import PushcoreError
 if TYPE_CHECKING:
     from .._loop import Loop
 
-__all__ = ["LoopUnavailable", "LoopTimeout", "call_on_loop", "submit_to_loop", "run_until"]
+__all__ = ["LoopUnavailable", "LoopTimeout", "call_on_loop", "submit_to_loop", "run_until", "fail_pending"]
 
 T = TypeVar("T")
 
@@ -66,7 +66,21 @@ class _Handover:
                 loop.call_soon_threadsafe(self.drain)
             except Exception as exc:
                 self.scheduled = False
+                self.fail("the loop is closed")
                 raise LoopUnavailable(f"the loop is closed ({exc})") from None
+        if loop.closed:  # closed while this was queued: nothing will drain it
+            self.fail("the loop closed")
+
+    def fail(self, why: str) -> None:
+        """Fail every queued item with :class:`LoopUnavailable` (the loop will not run them)."""
+        queue = self.queue
+        while queue:
+            try:
+                _fn, _args, future = queue.popleft()
+            except IndexError:
+                return
+            if future.set_running_or_notify_cancel():
+                future.set_exception(LoopUnavailable(why))
 
     def drain(self) -> None:
         """On the loop thread: run what is queued now, in order (later items: the next drain)."""
@@ -94,6 +108,14 @@ def _handover(loop: Loop) -> _Handover:
             if handover is None:
                 handover = _handovers[loop] = _Handover()
     return handover
+
+
+def fail_pending(loop: Loop, why: str = "the loop stopped before running it") -> None:
+    """Fail the work still queued for *loop* (it stopped for good): its callers get
+    :class:`LoopUnavailable` now instead of waiting for their timeout."""
+    handover = _handovers.get(loop)
+    if handover is not None:
+        handover.fail(why)
 
 
 def submit_to_loop(loop: Loop, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
