@@ -113,6 +113,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 from ..codec import frames as _frames
@@ -567,37 +568,47 @@ class Delivery:
 
     def _deliver_fanout(self, device_ids: Sequence[str], stored: Sequence[StoredMessage]) -> None:
         """:meth:`_deliver` for one message stored once per device (``stored[i]`` for the distinct
-        ``device_ids[i]``, the same fields, each its own seq): the same outcome per device, in C.
+        ``device_ids[i]``, the same fields, each its own seq): the same outcome per device, in C."""
+        if stored:
+            self._deliver_fanout_seqs(device_ids, [m.seq for m in stored], stored[0], stored)
+
+    def _deliver_fanout_seqs(self, device_ids: Sequence[str], seqs: Sequence[int], first: StoredMessage,
+                             stored: Sequence[StoredMessage] | None = None) -> None:
+        """One message (the fields of *first*) stored for each of *device_ids* with ``seqs[i]``.
 
         Every caught-up connection (sent seq = seq - 1) gets its PUSH in one
         ``send_pushes`` call; one that is behind catches up from its sent seq,
         as :meth:`_offer` does. Low priority, a single device, or a transport
-        without ``send_pushes`` take :meth:`_deliver` itself.
+        without ``send_pushes`` take :meth:`_deliver` (with *stored*, or
+        messages made from *first* for the devices here).
         """
         routes = self.routes
-        if not routes:
+        if not routes or not seqs:
             return
         send_pushes = getattr(self.transport, "send_pushes", None)
-        first = stored[0] if stored else None
-        if first is None or len(stored) == 1 or send_pushes is None or first.priority != PRIORITY_HIGH:
+        if len(seqs) == 1 or send_pushes is None or first.priority != PRIORITY_HIGH:
+            if stored is None:
+                here = [i for i, device_id in enumerate(device_ids) if device_id in routes]
+                device_ids = [device_ids[i] for i in here]
+                stored = [replace(first, seq=seqs[i]) for i in here]
             self._deliver(device_ids, stored)
             return
         fetching = self.fetching
         held = self.held
         cids: list[int] = []
-        seqs: list[int] = []
+        out_seqs: list[int] = []
         devices: list[str] = []
         route = routes.get
-        for device_id, message in zip(device_ids, stored):
+        for device_id, seq in zip(device_ids, seqs):
             cid = route(device_id)
             if cid is not None and cid not in fetching and cid not in held:
                 cids.append(cid)
-                seqs.append(message.seq)
+                out_seqs.append(seq)
                 devices.append(device_id)
         if not cids:
             return
         behind: list[int] = []
-        send_pushes(cids, seqs, first.message_id, first.payload, first.priority, first.expiry,
+        send_pushes(cids, out_seqs, first.message_id, first.payload, first.priority, first.expiry,
                     first.collapse_key, first.topic, behind=behind)
         sent_seq = self.transport.sent_seq
         for i in behind:
@@ -763,28 +774,89 @@ class Delivery:
             if not devices:
                 return FanOut(0)
             fields["message_id"] = self.message_ids.next() if message_id is None else message_id
-            failed: dict[str, str] = {}
-            self._flush_advances(store, devices)
-            try:
-                stored = store.append_many(devices, **fields)
-            except SeqExhausted:
-                # The slow path: one transaction per device, so the failure stays its own.
-                stored = []
-                ok = []
-                for device_id in devices:
-                    try:
-                        stored += store.append_many((device_id,), **fields)
-                    except SeqExhausted as exc:
-                        failed[device_id] = str(exc)
-                    else:
-                        ok.append(device_id)
-                devices = ok
+            fanout, devices, stored = self._store_many(store, devices, fields)
             reached[:] = [(devices, stored)]  # a group run again after an outage keeps its last try
-            return FanOut(len(stored), failed)
+            return fanout
 
         def done(result: FanOut | None, error: BaseException | None) -> None:
             if error is None and reached:
                 self._deliver_fanout(*reached.pop())
+
+        return self.pipeline.submit(run, done=done if self.has_transport else None, wait=wait)
+
+    def _store_many(self, store: Store, devices: list[str], fields: dict[str, Any]
+                    ) -> tuple[FanOut, list[str], list[StoredMessage]]:
+        """Store one message for distinct *devices* (where store work runs): the devices it was
+        stored for and their messages; an exhausted counter fails only its own device."""
+        failed: dict[str, str] = {}
+        self._flush_advances(store, devices)
+        try:
+            stored = store.append_many(devices, **fields)
+        except SeqExhausted:
+            # The slow path: one transaction per device, so the failure stays its own.
+            stored = []
+            ok = []
+            for device_id in devices:
+                try:
+                    stored += store.append_many((device_id,), **fields)
+                except SeqExhausted as exc:
+                    failed[device_id] = str(exc)
+                else:
+                    ok.append(device_id)
+            devices = ok
+        return FanOut(len(stored), failed), devices, stored
+
+    def submit_topic(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        priority: int = PRIORITY_HIGH,
+        expiry: int = 0,
+        collapse_key: str = "",
+        wait: bool | str = True,
+    ) -> Op[FanOut]:
+        """Queue a publish: one message for every subscriber of *topic* (``Store.append_topic``).
+
+        The store is asked only for the seqs of the devices connected here
+        (the routes, read where the store work runs): a device that connects
+        meanwhile catches up from the store on its own (its catch-up read is
+        submitted after it is routed, so after this write). While counter
+        advances are kept from an outage, or when a subscriber's counter is
+        exhausted, the subscribers are listed and :meth:`submit_many`'s path
+        stores it.
+        """
+        routes = self.routes
+        fields: dict[str, Any] = dict(payload=payload, priority=priority, expiry=expiry, collapse_key=collapse_key)
+        reached: list[tuple[list[str], list[int], StoredMessage, list[StoredMessage] | None]] = []
+
+        def run(store: Store) -> FanOut:
+            message_id = self.message_ids.next()
+            if not self.deferred.advances:
+                try:
+                    count, devices, seqs = store.append_topic(
+                        topic, message_id=message_id, keep=routes.__contains__, **fields)
+                except SeqExhausted:
+                    pass
+                else:
+                    reached[:] = []
+                    if count:
+                        first = StoredMessage(0, message_id, payload, priority, expiry, collapse_key, topic,
+                                              time.time())
+                        reached[:] = [(devices, seqs, first, None)]
+                    return FanOut(count)
+            # The per-device path: kept advances first, one device at a time if a counter is exhausted.
+            listing = sorted(store.subscribers(topic))
+            if not listing:
+                return FanOut(0)
+            fanout, stored_for, stored = self._store_many(
+                store, listing, dict(fields, topic=topic, message_id=message_id))
+            reached[:] = [(stored_for, [m.seq for m in stored], stored[0], stored)] if stored else []
+            return fanout
+
+        def done(result: FanOut | None, error: BaseException | None) -> None:
+            if error is None and reached:
+                self._deliver_fanout_seqs(*reached.pop())
 
         return self.pipeline.submit(run, done=done if self.has_transport else None, wait=wait)
 

@@ -1050,13 +1050,10 @@ class Server(AsyncSends):
         expiry = _expiry_from_ttl(ttl)
         check_message(0, payload, priority, expiry, collapse_key, check_topic(topic))
 
-        def subscribers(store: Store) -> list[str]:
-            return sorted(store.subscribers(topic))
-
         try:
-            op = self._ready_delivery().submit_many(
-                subscribers, payload, priority=priority, expiry=expiry,
-                collapse_key=collapse_key, topic=topic, wait=self._wait_kind() if wait else "future",
+            op = self._ready_delivery().submit_topic(
+                topic, payload, priority=priority, expiry=expiry,
+                collapse_key=collapse_key, wait=self._wait_kind() if wait else "future",
             )
         except PipelineClosed:
             raise RuntimeError("the server is stopped") from None

@@ -956,6 +956,35 @@ class Store(abc.ABC):
             pairs = [(device, fields) for device in devices]
             return self._stored(pairs, self._append(pairs, now))
 
+    def append_topic(
+        self,
+        topic: str,
+        *,
+        message_id: int,
+        payload: bytes,
+        priority: int,
+        expiry: int = 0,
+        collapse_key: str = "",
+        now: float | None = None,
+        keep: Callable[[str], bool] | None = None,
+    ) -> tuple[int, list[str], list[int]]:
+        """Store one message for every subscriber of *topic* (a publish), all or nothing.
+
+        Returns ``(how many devices it was stored for, devices, their seqs)``
+        where the last two list only the devices ``keep(device_id)`` is true
+        for (all when *keep* is None): the caller names the few it will send
+        to now (the connected ones), so a topic of millions costs no list of
+        millions here. The message's ``topic`` field is *topic*. Raises
+        :class:`SeqExhausted` (nothing stored) when a subscriber's counter
+        is exhausted, as :meth:`append_many` does.
+        """
+        topic = check_topic(topic)
+        fields = check_message(message_id, payload, priority, expiry, collapse_key, topic)
+        now = resolve_now(now)
+        with self._lock:
+            self._check_open()
+            return self._append_topic(topic, fields, now, keep)
+
     def append_batch(
         self, messages: Iterable[NewMessage], *, now: float | None = None
     ) -> list[StoredMessage]:
@@ -1217,6 +1246,20 @@ class Store(abc.ABC):
         Must add to ``self._collapsed``, ``self._dropped_by_cap`` and
         ``self._expired`` only once the whole batch has succeeded.
         """
+
+    def _append_topic(self, topic: str, fields: MessageFields, now: float,
+                      keep: Callable[[str], bool] | None) -> tuple[int, list[str], list[int]]:
+        """:meth:`append_topic` (lock held): the subscribers listed, then one :meth:`append_many`.
+
+        A store that can do it without listing them (SQLite) overrides this.
+        """
+        devices = sorted(self._subscribers(topic))
+        if not devices:
+            return 0, [], []
+        pairs = [(device, fields) for device in devices]
+        stored = self._stored(pairs, self._append(pairs, now))
+        kept = [(device, message.seq) for device, message in zip(devices, stored) if keep is None or keep(device)]
+        return len(stored), [device for device, _seq in kept], [seq for _device, seq in kept]
 
     @abc.abstractmethod
     def _range(self, device_id: str, after_seq: int, limit: int, now: float) -> list[StoredMessage]: ...

@@ -63,7 +63,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -163,6 +163,28 @@ _FANOUT_NEXT_SEQS = (  # "WHERE true": an upsert's SELECT needs a WHERE to parse
     "INSERT INTO devices (device, last_seq, stored) SELECT value, ?2 + 1, 1 FROM json_each(?1) WHERE true "
     "ON CONFLICT (device) DO UPDATE SET last_seq = last_seq + 1, stored = stored + 1 "
     f"WHERE last_seq < {_I64_MAX} RETURNING device, last_seq, stored"
+)
+# A publish walked in pages of the subscriptions index (SQLiteStore._append_topic); ?2 is the
+# last device of the page before (NULL: from the start).
+_TOPIC_NEXT_SEQS = (
+    "INSERT INTO devices (device, last_seq, stored) "
+    "SELECT device, ?4 + 1, 1 FROM subscriptions WHERE topic = ?1 AND (?2 IS NULL OR device > ?2) "
+    "ORDER BY device LIMIT ?3 "
+    "ON CONFLICT (device) DO UPDATE SET last_seq = last_seq + 1, stored = stored + 1 "
+    f"WHERE last_seq < {_I64_MAX} RETURNING device, last_seq, stored"
+)
+_TOPIC_COUNT_AFTER = "SELECT count(*) FROM subscriptions WHERE topic = ?1 AND (?2 IS NULL OR device > ?2)"
+_TOPIC_COUNT_RANGE = (
+    "SELECT count(*) FROM subscriptions WHERE topic = ?1 AND (?2 IS NULL OR device > ?2) AND device <= ?3"
+)
+_TOPIC_EXHAUSTED = (
+    "SELECT s.device FROM subscriptions AS s JOIN devices AS d ON d.device = s.device "
+    f"WHERE s.topic = ?1 AND d.last_seq >= {_I64_MAX} ORDER BY s.device LIMIT 1"
+)
+_TOPIC_INSERT = (
+    "INSERT INTO messages SELECT s.device, d.last_seq, ?4, ?5, ?6, ?7, '', ?1, ?8 "
+    "FROM subscriptions AS s JOIN devices AS d ON d.device = s.device "
+    "WHERE s.topic = ?1 AND (?2 IS NULL OR s.device > ?2) AND s.device <= ?3"
 )
 _FANOUT_INSERT = (
     "INSERT INTO messages SELECT d.device, d.last_seq, ?2, ?3, ?4, ?5, ?6, ?7, ?8 "
@@ -666,6 +688,61 @@ class SQLiteStore(Store):
             fields.payload, fields.priority, fields.expiry, fields.collapse_key, fields.topic)
         return [StoredMessage(seqs[device], fields.message_id, payload, priority, expiry, key, topic, now)
                 for device, _fields in pairs]
+
+    def _append_topic(self, topic: str, fields: MessageFields, now: float,
+                      keep: Callable[[str], bool] | None) -> tuple[int, list[str], list[int]]:
+        """A publish without listing the subscribers in Python: SQLite walks them in pages.
+
+        Per page of ``_FANOUT_CHUNK`` subscribers (keyset order of the
+        subscriptions index): one upsert raises their counters straight from
+        the subscriptions table (``RETURNING`` the new seqs, of which only the
+        kept devices' are held), and one ``INSERT ... SELECT`` joins the same
+        range to the raised counters. So memory is one page plus the kept
+        devices, whatever the topic's size. A collapse key (a per-device
+        delete) or observers (told per stored message) take the listing path.
+        """
+        if fields.collapse_key or self._observers:
+            return super()._append_topic(topic, fields, now, keep)
+        cap = self._max_messages
+        message_id = _signed(fields.message_id)
+        count = expired = dropped = 0
+        kept_devices: list[str] = []
+        kept_seqs: list[int] = []
+        with self._write() as db:
+            execute = db.execute
+            floor = execute(_FLOOR).fetchone()[0]
+            after: str | None = None
+            while True:
+                rows = execute(_TOPIC_NEXT_SEQS, (topic, after, _FANOUT_CHUNK, floor)).fetchall()
+                if len(rows) < _FANOUT_CHUNK:  # the last page: every subscriber left must be in it
+                    left = execute(_TOPIC_COUNT_AFTER, (topic, after)).fetchone()[0]
+                    if left != len(rows):
+                        raise SeqExhausted(execute(_TOPIC_EXHAUSTED, (topic,)).fetchone()[0])
+                if not rows:
+                    break
+                last = max(device for device, _seq, _stored in rows)
+                if len(rows) == _FANOUT_CHUNK:
+                    within = execute(_TOPIC_COUNT_RANGE, (topic, after, last)).fetchone()[0]
+                    if within != len(rows):
+                        raise SeqExhausted(execute(_TOPIC_EXHAUSTED, (topic,)).fetchone()[0])
+                execute(_TOPIC_INSERT, (topic, after, last, message_id, fields.payload, fields.priority,
+                                        fields.expiry, now))
+                count += len(rows)
+                for device, seq, stored in rows:
+                    if stored > cap:
+                        e, d = self._make_room(db, device, stored, now)
+                        expired += e
+                        dropped += d
+                        execute(_SET_STORED, (stored - e - d, device))
+                    if keep is None or keep(device):
+                        kept_devices.append(device)
+                        kept_seqs.append(seq)
+                if len(rows) < _FANOUT_CHUNK:
+                    break
+                after = last
+        self._dropped_by_cap += dropped
+        self._expired += expired
+        return count, kept_devices, kept_seqs
 
     @staticmethod
     def _lookup_keys(db: sqlite3.Connection, pairs: list[tuple[str, MessageFields]],

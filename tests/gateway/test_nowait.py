@@ -51,8 +51,16 @@ def test_push_and_publish_without_waiting_keep_order_with_waiting_calls():
 def test_calls_arriving_in_one_turn_run_in_that_turn():
     with kit.running_server() as server:
         devices = kit.connect_raw_devices(server, ["c-1", "c-2"])
-        gate = threading.Event()
-        blocked = server.submit(gate.wait, kit.TIMEOUT)  # holds the loop inside one turn
+        gate, inside = threading.Event(), threading.Event()
+
+        def hold() -> bool:
+            inside.set()
+            return gate.wait(kit.TIMEOUT)
+
+        blocked = server.submit(hold)  # holds the loop inside one turn
+        # Only once the loop is inside it: calls queued before would run in the same drain as
+        # the gate, and the rest (queued after that drain began) in the next turn.
+        assert inside.wait(kit.TIMEOUT)
         turns = server.loop.stats
         probes = []
         for i in range(50):

@@ -315,3 +315,44 @@ def test_a_failed_store_read_closes_only_that_device_which_then_resumes(tmp_path
     finally:
         server.stop(timeout=5.0)
         store.close()
+
+
+def test_a_device_that_connects_while_its_topic_is_stored_gets_the_message_once(tmp_path):
+    """The publish asks the store only for the connected devices' seqs; one routed just after
+    must still get the message, from its catch-up, and only once."""
+    store = SQLiteStore(tmp_path / "s.db")
+    for i in range(3000):
+        store.subscribe(f"offline{i}", ["news"])
+    for name in ("early", "late"):
+        store.subscribe(name, ["news"])
+    server = make_server(store=store)
+    server.start()
+    try:
+        early = RawDevice(server.address)
+        assert early.hello("early").TYPE == protocol.WELCOME
+        wait_for(lambda: server.connected("early"), what="early's session")
+        gate, inside = threading.Event(), threading.Event()
+
+        def busy(store):
+            inside.set()
+            gate.wait(30)
+
+        server.pipeline.submit(busy)
+        assert inside.wait(10)
+        published = server.publish("news", b"headline", wait=False)
+        late = RawDevice(server.address)
+        late.send(protocol.Hello((1,), "late", token("late"), 0, 0))
+        wait_for(lambda: server.pipeline.pending() >= 2, what="the publish and the HELLO's claim queued")
+        gate.set()
+        assert published.result(10) == 3002
+        assert late.expect(protocol.WELCOME)
+        for dev in (early, late):
+            push = dev.expect(protocol.PUSH)
+            assert (push.seq, push.payload) == (1, b"headline")
+            assert dev.silent_for(0.3)  # once
+        assert store.last_seq("offline2999") == 1
+        early.sock.close()
+        late.sock.close()
+    finally:
+        server.stop(timeout=5.0)
+        store.close()

@@ -92,3 +92,63 @@ def test_ids_the_set_path_does_not_take_still_store_correctly(stores, set_calls)
     both(stores, lambda s: s.append_many(rest, message_id=2, payload=b"b", priority=1))
     assert set_calls == [len(rest)]  # escapes and non-ASCII ids go through JSON intact
     assert view(stores[0], odd) == view(stores[1], odd)
+
+
+def topic_view(store, devices):
+    return {d: (store.last_seq(d), [(m.seq, m.payload, m.topic, m.expiry) for m in store.range(d)])
+            for d in devices}
+
+
+@pytest.mark.parametrize("chunk", [7, 10, 20_000])
+def test_append_topic_matches_the_memory_store(stores, monkeypatch, chunk):
+    monkeypatch.setattr(sqlite_module, "_FANOUT_CHUNK", chunk)
+    subscribers = [f"s{i:02d}" for i in range(50)] + ["nul\x00id", "caf\u00e9", "\U0001f600"]
+    for s in stores:
+        for d in subscribers:
+            s.subscribe(d, ["news"])
+        s.subscribe("other", ["sports"])
+        s.advance_seq("s07", 40)
+    for i in range(7):  # past the cap of 5 for everyone
+        answers = both(stores, lambda s, i=i: s.append_topic(
+            "news", message_id=i + 1, payload=b"n%d" % i, priority=1, expiry=9000 if i % 2 else 0,
+            now=1000.0, keep=lambda dev: dev.endswith("3") or "\x00" in dev))
+        assert answers[0] == answers[1]
+        count, devices, seqs = answers[1]
+        assert count == len(subscribers)
+        assert set(devices) == {d for d in subscribers if d.endswith("3") or "\x00" in d}
+    everyone = [*subscribers, "other"]
+    assert topic_view(stores[0], everyone) == topic_view(stores[1], everyone)
+    assert stores[1].range("s07")[-1].seq == 47 and stores[1].last_seq("other") == 0
+    assert stores[1].stats() == stores[0].stats()
+
+
+def test_append_topic_with_no_subscribers_and_with_an_exhausted_one(stores, monkeypatch):
+    monkeypatch.setattr(sqlite_module, "_FANOUT_CHUNK", 4)
+    assert both(stores, lambda s: s.append_topic("empty", message_id=1, payload=b"x", priority=1)) == [(0, [], [])] * 2
+    subscribers = [f"t{i}" for i in range(10)]
+    for s in stores:
+        for d in subscribers:
+            s.subscribe(d, ["t"])
+    for exhausted in ("t2", "t9"):  # in a full page, and in the last one
+        for s in stores:
+            s.advance_seq(exhausted, MAX_SEQ)
+            with pytest.raises(SeqExhausted) as info:
+                s.append_topic("t", message_id=2, payload=b"y", priority=1)
+            assert info.value.device_id == "t2"
+            assert s.last_seq("t0") == 0 and s.range("t0") == []  # all or nothing
+    assert topic_view(stores[0], subscribers) == topic_view(stores[1], subscribers)
+
+
+def test_append_topic_seqs_of_dropped_devices_stay_above_the_floor(stores):
+    for s in stores:
+        s.subscribe("a", ["t"])
+        s.subscribe("b", ["t"])
+    both(stores, lambda s: s.append_topic("t", message_id=1, payload=b"1", priority=1))
+    for s in stores:
+        s.ack("a", 1)
+        s.ack("b", 1)
+        s.drop_empty_devices()  # forgets their counters (the floor keeps seqs from repeating)
+    answers = both(stores, lambda s: s.append_topic("t", message_id=2, payload=b"2", priority=1))
+    assert answers[0][0] == answers[1][0] == 2
+    for s in stores:
+        assert all(m.seq > 1 for d in "ab" for m in s.range(d))
