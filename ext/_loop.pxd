@@ -100,6 +100,9 @@ cdef enum:
     WHEEL_SLOTS = 4096        # 41 s per revolution; longer deadlines wait rounds
     WHEEL_MASK = WHEEL_SLOTS - 1
     IOV_BATCH = 1024          # Linux IOV_MAX
+    # A turn writes for at most this long (µs) before it lets the next turn read: a fan-out
+    # to many connections then leaves gaps in which a PING is read and answered.
+    FLUSH_SLICE_US = 1000
     LISTENER_RETRY_MS = 100   # back-off after accept() ran out of fds/memory
     POOL_DECAY_MS = 1000      # give back pool slabs unused for this long
     MAX_TIMEOUT_MS = 1000000000   # ~11.6 days: keeps wrap-safe 32-bit ms arithmetic valid
@@ -227,6 +230,7 @@ ctypedef struct Counters:
     uint64_t recv_partial_bytes  # sum of every conn's buffered partial frame
     uint64_t callback_errors
     uint64_t turns
+    uint64_t flush_slices     # turns whose writes ran out of their slice (the rest went next turn)
     uint64_t stale_ops          # operations on a cid that is gone or closing
     uint64_t accept_errors
     uint64_t accept_paused

@@ -27,7 +27,7 @@ from libc.errno cimport (
 )
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort, realloc
-from libc.string cimport memcmp, memcpy, memset
+from libc.string cimport memcmp, memcpy, memmove, memset
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from posix.fcntl cimport O_CLOEXEC, O_NONBLOCK
 from posix.unistd cimport close as c_close, read as c_read, write as c_write
@@ -720,6 +720,7 @@ cdef class Loop:
             "frames_in": self.st.frames_in,
             "frames_out": self.st.frames_out,
             "pings_answered": self.st.pings_answered,
+            "flush_slices": self.st.flush_slices,
             "pongs_received": self.st.pongs_received,
             "pings_sent": self.st.pings_sent,
             "send_queue_bytes": self.st.send_queue_bytes,

@@ -12,7 +12,8 @@ cumulative ACK per read) connect 1,000 first, then the rest. At each size:
 one stored message and one seq per subscriber), then ``--rounds`` ×
 ``Server.broadcast`` (ephemeral: seq 0, nothing stored; it reaches every
 connected device), and, where ``Server.broadcast`` takes ``wait=`` (issue
-11 item 3), the same with ``wait=False``. Rate = deliveries / (first call → last PUSH received by
+11 item 3), both again with ``wait=False`` (the calls do not wait; their
+futures are waited for after the last call). Rate = deliveries / (first call → last PUSH received by
 the subscribers); "calls" = deliveries / the calls' own time (what the
 application thread waited). The ratio column is memory / SQLite at the
 same size; each measurement starts after ``--settle`` seconds of quiet,
@@ -76,6 +77,11 @@ def run_store(store: str, sizes: list[int], rounds: int, size_bytes: int, ack: b
                               size=size_bytes)
             rows.append({"store": store, "what": "publish (durable)", "subscribers": n, "rounds": rounds,
                          "load": load, **durable})
+            if no_wait:
+                durable = measure(gateway, devices, "publish", n * rounds, settle, topic=topic_of(n),
+                                  count=rounds, size=size_bytes, wait=False)
+                rows.append({"store": store, "what": "publish (durable, wait=False)", "subscribers": n,
+                             "rounds": rounds, "load": load, **durable})
             ephemeral = measure(gateway, devices, "broadcast", n * rounds, settle, count=rounds, size=size_bytes)
             rows.append({"store": store, "what": "broadcast (ephemeral)", "subscribers": n, "rounds": rounds,
                          "load": load, **ephemeral})

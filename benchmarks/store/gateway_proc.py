@@ -9,8 +9,8 @@ the server on a free port of 127.0.0.1, prints
 line (``harness.serve_commands``); every call goes through the public
 ``Server`` API from this process's main thread, as an application would:
 
-* ``{"op": "publish", "topic": T, "count": R, "size": B}``: R ×
-  ``Server.publish`` back to back; answers the monotonic start / end, each
+* ``{"op": "publish", "topic": T, "count": R, "size": B[, "wait": false]}``: R ×
+  ``Server.publish`` back to back (``wait=False``: calls that do not wait); answers the monotonic start / end, each
   call's seconds, the sum of the returned ``FanOut`` counts and the CPU
   seconds this process used meanwhile;
 * ``{"op": "broadcast", "count": R, "size": B[, "wait": false]}``: the same
@@ -72,9 +72,11 @@ def main() -> None:
         return {"start": start, "end": end, "calls": calls, "deliveries": total,
                 "cpu_s": time.process_time() - cpu0}
 
-    def publish(topic: str, count: int, size: int) -> dict[str, Any]:
+    def publish(topic: str, count: int, size: int, wait: bool = True) -> dict[str, Any]:
         payload = b"p" * size
-        return fan_out(lambda: server.publish(topic, payload), count)
+        if wait:
+            return fan_out(lambda: server.publish(topic, payload), count)
+        return fan_out(lambda: server.publish(topic, payload, wait=False), count)  # type: ignore[call-overload]
 
     def broadcast(count: int, size: int, wait: bool = True) -> dict[str, Any]:
         payload = b"b" * size

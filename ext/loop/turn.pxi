@@ -177,7 +177,7 @@ cdef int _turn(Loop self, double timeout) except -1:
         _deliver(self, 0)    # on_open before the first frames of a new connection
         _deliver(self, 1)    # on_frames
         _deliver(self, 2)    # on_awake
-        _flush_dirty(self)
+        _flush_dirty(self, True)
         _deliver(self, 3)    # on_pause
         _deliver(self, 4)    # on_resume
         # slots are freed only after on_close ran, so the handler can still

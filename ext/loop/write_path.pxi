@@ -186,11 +186,25 @@ cdef int _flush(Loop self, int32_t fd) except -1:
     return 0
 
 
-cdef int _flush_dirty(Loop self) except -1:
-    cdef uint32_t i = 0
+cdef int _flush_dirty(Loop self, bint sliced=False) except -1:
+    """Write every dirty connection's output; *sliced*: for at most FLUSH_SLICE_US.
+
+    A sliced flush that runs out of time keeps the rest of the list (their
+    F_DIRTY flags stay set) for the next turn, which then does not block
+    in epoll_wait: reads, PINGs among them, are handled in between. Each
+    connection's own output keeps its order; only when it goes out moves.
+    """
+    cdef uint32_t i = 0, rest
     cdef int32_t fd
     cdef Conn* c
+    cdef uint64_t deadline = monotonic_us() + FLUSH_SLICE_US if sliced else 0
     while i < self.dirty.n:
+        if sliced and (i & 63) == 63 and monotonic_us() >= deadline:
+            rest = self.dirty.n - i
+            memmove(self.dirty.v, self.dirty.v + i, rest * sizeof(int32_t))
+            self.dirty.n = rest
+            self.st.flush_slices += 1
+            return 0
         fd = self.dirty.v[i]
         i += 1
         c = &self.conns[fd]
