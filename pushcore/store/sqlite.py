@@ -164,27 +164,31 @@ _FANOUT_NEXT_SEQS = (  # "WHERE true": an upsert's SELECT needs a WHERE to parse
     "ON CONFLICT (device) DO UPDATE SET last_seq = last_seq + 1, stored = stored + 1 "
     f"WHERE last_seq < {_I64_MAX} RETURNING device, last_seq, stored"
 )
-# A publish walked in pages of the subscriptions index (SQLiteStore._append_topic); ?2 is the
-# last device of the page before (NULL: from the start).
-_TOPIC_NEXT_SEQS = (
-    "INSERT INTO devices (device, last_seq, stored) "
-    "SELECT device, ?4 + 1, 1 FROM subscriptions WHERE topic = ?1 AND (?2 IS NULL OR device > ?2) "
-    "ORDER BY device LIMIT ?3 "
-    "ON CONFLICT (device) DO UPDATE SET last_seq = last_seq + 1, stored = stored + 1 "
-    f"WHERE last_seq < {_I64_MAX} RETURNING device, last_seq, stored"
-)
-_TOPIC_COUNT_AFTER = "SELECT count(*) FROM subscriptions WHERE topic = ?1 AND (?2 IS NULL OR device > ?2)"
-_TOPIC_COUNT_RANGE = (
-    "SELECT count(*) FROM subscriptions WHERE topic = ?1 AND (?2 IS NULL OR device > ?2) AND device <= ?3"
-)
+# A publish walked in pages of the subscriptions index (SQLiteStore._append_topic). Each
+# statement has a first-page form and a "after device ?2" form: one WHERE with "?2 IS NULL OR"
+# would make SQLite search the index from the topic's first row on every page (quadratic).
+def _topic_statements(after: bool) -> tuple[str, str, str, str]:
+    lower = "AND device > ?2 " if after else "AND ?2 IS NULL "
+    s_lower = "AND s.device > ?2 " if after else "AND ?2 IS NULL "
+    return (
+        "INSERT INTO devices (device, last_seq, stored) "
+        f"SELECT device, ?4 + 1, 1 FROM subscriptions WHERE topic = ?1 {lower}"
+        "ORDER BY device LIMIT ?3 "
+        "ON CONFLICT (device) DO UPDATE SET last_seq = last_seq + 1, stored = stored + 1 "
+        f"WHERE last_seq < {_I64_MAX} RETURNING device, last_seq, stored",
+        f"SELECT count(*) FROM subscriptions WHERE topic = ?1 {lower}",
+        f"SELECT count(*) FROM subscriptions WHERE topic = ?1 {lower}AND device <= ?3",
+        "INSERT INTO messages SELECT s.device, d.last_seq, ?4, ?5, ?6, ?7, '', ?1, ?8 "
+        "FROM subscriptions AS s JOIN devices AS d ON d.device = s.device "
+        f"WHERE s.topic = ?1 {s_lower}AND s.device <= ?3",
+    )
+
+
+_TOPIC_FIRST = _topic_statements(after=False)
+_TOPIC_NEXT = _topic_statements(after=True)
 _TOPIC_EXHAUSTED = (
     "SELECT s.device FROM subscriptions AS s JOIN devices AS d ON d.device = s.device "
     f"WHERE s.topic = ?1 AND d.last_seq >= {_I64_MAX} ORDER BY s.device LIMIT 1"
-)
-_TOPIC_INSERT = (
-    "INSERT INTO messages SELECT s.device, d.last_seq, ?4, ?5, ?6, ?7, '', ?1, ?8 "
-    "FROM subscriptions AS s JOIN devices AS d ON d.device = s.device "
-    "WHERE s.topic = ?1 AND (?2 IS NULL OR s.device > ?2) AND s.device <= ?3"
 )
 _FANOUT_INSERT = (
     "INSERT INTO messages SELECT d.device, d.last_seq, ?2, ?3, ?4, ?5, ?6, ?7, ?8 "
@@ -713,19 +717,20 @@ class SQLiteStore(Store):
             floor = execute(_FLOOR).fetchone()[0]
             after: str | None = None
             while True:
-                rows = execute(_TOPIC_NEXT_SEQS, (topic, after, _FANOUT_CHUNK, floor)).fetchall()
+                next_seqs, count_after, count_range, insert = _TOPIC_FIRST if after is None else _TOPIC_NEXT
+                rows = execute(next_seqs, (topic, after, _FANOUT_CHUNK, floor)).fetchall()
                 if len(rows) < _FANOUT_CHUNK:  # the last page: every subscriber left must be in it
-                    left = execute(_TOPIC_COUNT_AFTER, (topic, after)).fetchone()[0]
+                    left = execute(count_after, (topic, after)).fetchone()[0]
                     if left != len(rows):
                         raise SeqExhausted(execute(_TOPIC_EXHAUSTED, (topic,)).fetchone()[0])
                 if not rows:
                     break
                 last = max(device for device, _seq, _stored in rows)
                 if len(rows) == _FANOUT_CHUNK:
-                    within = execute(_TOPIC_COUNT_RANGE, (topic, after, last)).fetchone()[0]
+                    within = execute(count_range, (topic, after, last)).fetchone()[0]
                     if within != len(rows):
                         raise SeqExhausted(execute(_TOPIC_EXHAUSTED, (topic,)).fetchone()[0])
-                execute(_TOPIC_INSERT, (topic, after, last, message_id, fields.payload, fields.priority,
+                execute(insert, (topic, after, last, message_id, fields.payload, fields.priority,
                                         fields.expiry, now))
                 count += len(rows)
                 for device, seq, stored in rows:
