@@ -64,3 +64,11 @@ def test_threaded_push_quick(tmp_path):
     rows = run_quick("threaded_push", tmp_path, "--stores", "sqlite")["rows"]
     assert {(r["threads"], r["devices"]) for r in rows} == {(1, "distinct"), (8, "distinct"), (8, "overlapping")}
     assert all(r["pushes"] == r["threads"] * 300 for r in rows)
+
+
+@pytest.mark.slow
+def test_fanout_store_quick(tmp_path):
+    rows = run_quick("fanout_store", tmp_path)["rows"]
+    assert {(r["store"], r["what"].split()[0]) for r in rows} == {
+        (s, w) for s in ("sqlite", "memory") for w in ("per", "append_many", "append_topic")}
+    assert all(r["devices"] == 2000 and r["best µs/device"] > 0 for r in rows)
