@@ -27,7 +27,7 @@ def run_quick(name: str, tmp_path: Path, *extra: str) -> dict:
     proc = subprocess.run([sys.executable, "-m", f"benchmarks.store.{name}", "--quick", "--json", str(out), *extra],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    assert "| store" in proc.stdout or "| case" in proc.stdout, proc.stdout
+    assert "\n| " in proc.stdout and "|---" in proc.stdout, proc.stdout  # a table was printed
     result: dict = json.loads(out.read_text())
     assert result["rows"] and result["machine"]["cpus"] >= 1
     return result
@@ -72,3 +72,11 @@ def test_fanout_store_quick(tmp_path):
     assert {(r["store"], r["what"].split()[0]) for r in rows} == {
         (s, w) for s in ("sqlite", "memory") for w in ("per", "append_many", "append_topic")}
     assert all(r["devices"] == 2000 and r["best µs/device"] > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_push_groups_quick(tmp_path):
+    rows = run_quick("push_groups", tmp_path)["rows"]
+    assert [r["threads"] for r in rows] == [1, 8]
+    assert rows[0]["pushes per group"] == 1.0 and rows[1]["pushes"] == 1600
+    assert rows[1]["groups"] == rows[1]["commits"] <= 1600
