@@ -60,6 +60,23 @@ def running_server(**kw):
         server.stop(timeout=5.0)
 
 
+def hold_writer(pipeline, timeout: float = 30.0) -> threading.Event:
+    """Keep a store pipeline's writer inside one blocking operation until the returned event is set.
+
+    Returns once the writer is inside it, so everything submitted afterwards
+    is queued (and runs in the next group, together, once the event is set).
+    """
+    gate, inside = threading.Event(), threading.Event()
+
+    def busy(_store) -> None:
+        inside.set()
+        gate.wait(timeout)
+
+    pipeline.submit(busy)
+    assert inside.wait(TIMEOUT), "the store writer did not start the blocking operation"
+    return gate
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -19,7 +19,7 @@ import pytest
 from pushcore.codec import reference as protocol
 from pushcore.errors import Reason
 from pushcore.store import SQLiteStore
-from serverkit import SECRET, RawDevice, make_server, token, wait_for
+from serverkit import SECRET, RawDevice, hold_writer, make_server, token, wait_for
 
 THREADS = 8
 
@@ -202,14 +202,7 @@ def test_a_busy_store_stalls_no_connection_and_a_hello_closed_meanwhile_is_forgo
     phone = RawDevice(server.address)
     try:
         assert phone.hello("phone").TYPE == protocol.WELCOME
-        gate, inside = threading.Event(), threading.Event()
-
-        def busy(store):  # the writer is busy until the gate opens
-            inside.set()
-            gate.wait(30)
-
-        server.pipeline.submit(busy)
-        assert inside.wait(10)
+        gate = hold_writer(server.pipeline)  # the writer is busy until the gate opens
         pushed = {}
         pusher = threading.Thread(target=lambda: pushed.setdefault("seq", server.push("phone", b"later")))
         pusher.start()
@@ -259,14 +252,7 @@ def test_a_hello_is_welcomed_before_thousands_of_queued_pushes(tmp_path):
         device, sum(f.done() for f in futures)))
     server.start()
     try:
-        gate, inside = threading.Event(), threading.Event()
-
-        def busy(store):
-            inside.set()
-            gate.wait(30)
-
-        server.pipeline.submit(busy)
-        assert inside.wait(10)
+        gate = hold_writer(server.pipeline)  # the writer is busy until the gate opens
         futures += [server.push(f"bulk{i % 50}", b"x", wait=False) for i in range(3000)]
         phone = RawDevice(server.address)
         phone.send(protocol.Hello((1,), "phone", token("phone"), 0, 0))
@@ -331,14 +317,7 @@ def test_a_device_that_connects_while_its_topic_is_stored_gets_the_message_once(
         early = RawDevice(server.address)
         assert early.hello("early").TYPE == protocol.WELCOME
         wait_for(lambda: server.connected("early"), what="early's session")
-        gate, inside = threading.Event(), threading.Event()
-
-        def busy(store):
-            inside.set()
-            gate.wait(30)
-
-        server.pipeline.submit(busy)
-        assert inside.wait(10)
+        gate = hold_writer(server.pipeline)  # the writer is busy until the gate opens
         published = server.publish("news", b"headline", wait=False)
         late = RawDevice(server.address)
         late.send(protocol.Hello((1,), "late", token("late"), 0, 0))

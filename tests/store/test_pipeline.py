@@ -12,6 +12,7 @@ import pytest
 from pushcore.store import MemoryStore, SeqExhausted, SQLiteStore, StoreUnavailable
 from pushcore.store.base import MAX_SEQ, check_message
 from pushcore.store.pipeline import PipelineClosed, StorePipeline
+from serverkit import hold_writer
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -208,14 +209,7 @@ def test_a_disk_full_group_retried_alone_stores_each_push_once(tmp_path):
     try:
         store.append("seed", message_id=1, payload=b"s", priority=1)
         _fill(store)
-        inside, release = threading.Event(), threading.Event()
-
-        def hold(_store):
-            inside.set()
-            release.wait(10)
-
-        pipeline.submit(hold)
-        assert inside.wait(10)
+        release = hold_writer(pipeline)
         ops = []
         for i in range(6):
             payload = b"x" * 20000 if i == 1 else b"small"
@@ -244,15 +238,7 @@ def test_a_disk_full_group_retried_alone_stores_each_push_once(tmp_path):
 def _held_pipeline(store, **kwargs):
     """A pipeline whose writer is inside a blocking op until the returned event is set."""
     pipeline = StorePipeline(store, **kwargs)
-    inside, release = threading.Event(), threading.Event()
-
-    def hold(_store):
-        inside.set()
-        release.wait(10)
-
-    pipeline.submit(hold)
-    assert inside.wait(10)
-    return pipeline, release
+    return pipeline, hold_writer(pipeline)
 
 
 def test_urgent_work_goes_before_queued_pushes_and_each_lane_keeps_its_order(store):
