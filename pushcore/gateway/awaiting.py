@@ -103,7 +103,6 @@ class HookWaiter:
         self._pending: dict[tuple[int, int], concurrent.futures.Future[Any]] = {}
         self._by_cid: dict[int, set[tuple[int, int]]] = {}
         self._next = 0
-        self.timeouts = 0  # hooks that did not answer in time
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -166,15 +165,12 @@ class HookWaiter:
             keys.discard(key)
             if not keys:
                 del self._by_cid[key[0]]
-        if done.cancelled():
-            error: BaseException | None = HookTimeout(f"the hook did not answer within {self.timeout} s")
-            self.timeouts += 1
+        if done.cancelled():  # the hook's own future was cancelled: it gave no answer
+            error: BaseException | None = HookTimeout("the hook's future was cancelled before it answered")
             result = None
         else:
             error = done.exception()
             result = None if error is not None else done.result()
-            if isinstance(error, HookTimeout):
-                self.timeouts += 1
         then(result, error)
 
     def _asyncio_loop(self) -> asyncio.AbstractEventLoop:
