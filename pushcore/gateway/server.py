@@ -1195,7 +1195,7 @@ class Server(AsyncSends):
         """
         on_loop = self._thread_id is not None and threading.get_ident() == self._thread_id
         try:
-            return self.pipeline.submit(fn, wait=True, urgent=on_loop).wait(_WRITE_TIMEOUT)
+            return self.pipeline.call(fn, urgent=on_loop, timeout=_WRITE_TIMEOUT)
         except PipelineClosed:
             raise RuntimeError("the server is stopped") from None
 

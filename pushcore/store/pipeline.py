@@ -244,9 +244,10 @@ class StorePipeline:
             self._wake.release()
         return op
 
-    def call(self, fn: Callable[[Store], T], *, read: bool = False, timeout: float | None = None) -> T:
+    def call(self, fn: Callable[[Store], T], *, read: bool = False, urgent: bool = False,
+             timeout: float | None = None) -> T:
         """Run ``fn(store)`` through the pipeline and wait for it: its result, or its error raised."""
-        return self.submit(fn, read=read, wait=True).wait(timeout)
+        return self.submit(fn, read=read, wait=True, urgent=urgent).wait(timeout)
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Run what is queued, then stop the writer. Later submits raise :class:`PipelineClosed`."""
