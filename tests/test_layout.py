@@ -19,6 +19,7 @@ LAYER = {
     "_frame": 1, "_pool": 1, "_loop": 1, "native": 1,
     "codec": 2, "loop": 2, "store": 2, "tokens": 2,
     "gateway": 3, "device": 3, "bench": 3,
+    "cluster": 3.5,  # over the gateway: the worker supervisor, routing between gateways
     "sim": 4, "admin": 4,
     "cli": 5,
     "__init__": 6, "__main__": 7,

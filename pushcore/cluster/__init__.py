@@ -1,0 +1,29 @@
+"""Several gateway processes: the supervisor of workers on one machine (``supervisor``).
+
+Names load on first use, so importing a module of this package does not
+load the others.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .supervisor import Supervisor, SupervisorError, WorkerInfo, WorkerState
+
+__all__ = ["Supervisor", "SupervisorError", "WorkerInfo", "WorkerState"]
+
+_LAZY = {name: "supervisor" for name in ("Supervisor", "SupervisorError", "WorkerInfo", "WorkerState")}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
