@@ -4,6 +4,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+from store_kinds import STORE_KINDS
 
 from pushcore.errors import MessageTooLarge
 from pushcore.store import (
@@ -23,21 +24,16 @@ from pushcore.store import (
 T0 = 1_700_000_000.0
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def make_store(request, tmp_path):
-    made: list[Store] = []
+@pytest.fixture(params=STORE_KINDS)
+def make_store(request, new_store):
+    made = 0
 
     def make(**options) -> Store:
-        if request.param == "memory":
-            store: Store = MemoryStore(**options)
-        else:
-            store = SQLiteStore(tmp_path / f"store{len(made)}.db", **options)
-        made.append(store)
-        return store
+        nonlocal made
+        made += 1
+        return new_store(request.param, f"store{made}", **options)
 
-    yield make
-    for store in made:
-        store.close()
+    return make
 
 
 @pytest.fixture

@@ -8,18 +8,17 @@ import sqlite3
 import threading
 
 import pytest
+from store_kinds import STORE_KINDS
 
-from pushcore.store import MemoryStore, SeqExhausted, SQLiteStore, StoreUnavailable
+from pushcore.store import SeqExhausted, SQLiteStore, StoreUnavailable
 from pushcore.store.base import MAX_SEQ, check_message
 from pushcore.store.pipeline import PipelineClosed, StorePipeline
 from serverkit import hold_writer
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request, tmp_path):
-    s = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "s.db")
-    yield s
-    s.close()
+@pytest.fixture(params=STORE_KINDS)
+def store(request, new_store):
+    return new_store(request.param)
 
 
 def fields(payload: bytes, message_id: int = 1):

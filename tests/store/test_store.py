@@ -6,6 +6,7 @@ import sqlite3
 import threading
 
 import pytest
+from store_kinds import STORE_KINDS
 
 from pushcore.store import (
     PRIORITY_HIGH,
@@ -23,22 +24,17 @@ from pushcore.store import (
 T0 = 1_700_000_000.0
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def make_store(request, tmp_path):
+@pytest.fixture(params=STORE_KINDS)
+def make_store(request, new_store):
     """A factory of fresh stores of the parametrized kind (closed after the test)."""
-    made: list[Store] = []
+    made = 0
 
     def make(**options) -> Store:
-        if request.param == "memory":
-            store = MemoryStore(**options)
-        else:
-            store = SQLiteStore(tmp_path / f"store{len(made)}.db", **options)
-        made.append(store)
-        return store
+        nonlocal made
+        made += 1
+        return new_store(request.param, f"store{made}", **options)
 
-    yield make
-    for store in made:
-        store.close()
+    return make
 
 
 @pytest.fixture
@@ -592,7 +588,12 @@ def test_open_store_targets(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "target, error, match",
     [
-        ("redis://localhost/0", ValueError, "unsupported"),
+        ("mongodb://localhost/0", ValueError, "unsupported"),
+        ("redis://", ValueError, "names no host"),
+        ("redis://localhost:x/0", ValueError, "bad port"),
+        ("redis://localhost/zero", ValueError, "must be a number"),
+        ("redis://a:1,b:2/0", ValueError, "several hosts"),
+        ("redis+cluster://a:1/3", ValueError, "only database 0"),
         ("sqlite://nothing", ValueError, "unsupported"),
         ("sqlite:///", ValueError, "names no file"),
         ("", ValueError, "empty"),

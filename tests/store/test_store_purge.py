@@ -11,17 +11,16 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+from store_kinds import STORE_KINDS
 
-from pushcore.store import PRIORITY_HIGH, MemoryStore, SQLiteStore, Store
+from pushcore.store import PRIORITY_HIGH, SQLiteStore, Store
 
 T0 = 1_700_000_000.0
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request, tmp_path):
-    s: Store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "s.db")
-    yield s
-    s.close()
+@pytest.fixture(params=STORE_KINDS)
+def store(request, new_store):
+    return new_store(request.param)
 
 
 def put(store: Store, device: str, n: int = 1, **fields) -> list[int]:

@@ -1,0 +1,75 @@
+"""Store fixtures: one real redis-server and one 3-master Redis Cluster per test session.
+
+The contract suites run every test against each kind in :data:`STORE_KINDS`.
+A Redis store gets a keyspace of its own (a fresh key *prefix*), so tests
+never see each other's keys and the servers start once (a cluster takes
+about two seconds). Nothing here fakes Redis (tests/redisd.py).
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from pushcore.store import MemoryStore, SQLiteStore, Store
+from redisd import RedisCluster, RedisServer
+
+STORE_KINDS = ["memory", "sqlite", "redis", "redis-cluster"]
+REDIS_KINDS = ["redis", "redis-cluster"]
+
+_prefixes = itertools.count()
+
+
+def fresh_prefix() -> str:
+    """A key prefix no other store of this session used."""
+    return f"t{next(_prefixes)}"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """One standalone redis-server (AOF on) for the session."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """One 3-master Redis Cluster for the session."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def new_store(request, tmp_path):
+    """``new_store(kind, name="store", **options)``: a fresh store of *kind*, closed after the test.
+
+    The same *name* reopens the same SQLite file or Redis keyspace (a
+    restart, or a second process on the same data).
+    """
+    made: list[Store] = []
+    prefixes: dict[str, str] = {}
+
+    def make(kind: str, name: str = "store", **options: Any) -> Store:
+        store: Store
+        if kind == "memory":
+            store = MemoryStore(**options)
+        elif kind == "sqlite":
+            store = SQLiteStore(tmp_path / f"{name}.db", **options)
+        elif kind in REDIS_KINDS:
+            from pushcore.store.redis import RedisStore
+
+            fixture = "redis_server" if kind == "redis" else "redis_cluster"
+            url = request.getfixturevalue(fixture).url
+            prefix = prefixes.setdefault(name, fresh_prefix())
+            store = RedisStore(url, prefix=prefix, **options)
+        else:
+            raise AssertionError(f"unknown store kind {kind!r}")
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.close()
