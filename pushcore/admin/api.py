@@ -367,6 +367,10 @@ class AdminAPI:
     max_header_bytes
         request line and headers together, in bytes (default 16 KiB); more
         is 431 and close.
+    reuse_port
+        bind with ``SO_REUSEPORT``, so several gateway processes (the workers
+        of ``pushcore serve --workers``) share one admin port; the kernel
+        picks the process that answers each connection.
     """
 
     def __init__(
@@ -384,6 +388,7 @@ class AdminAPI:
         max_connections: int = MAX_CONNECTIONS,
         workers: int = WORKERS,
         max_header_bytes: int = MAX_HEADER_BYTES,
+        reuse_port: bool = False,
     ) -> None:
         if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH:
             raise ValueError(
@@ -402,6 +407,7 @@ class AdminAPI:
         self._token = token.encode("utf-8")
         self._host = host
         self._port = port
+        self._reuse_port = reuse_port
         self.timeout = timeout
         self.max_body = max_body
         self.header_timeout = float(header_timeout)
@@ -468,6 +474,8 @@ class AdminAPI:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self._reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((self._host, self._port))
             sock.listen(128)
             sock.setblocking(False)

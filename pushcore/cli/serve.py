@@ -8,13 +8,23 @@ lost); the admin API runs in a background thread on its own port, bound to
 On the first start in a directory it creates two private files: the device
 token secret (``pushcore.secret``, read by ``pushcore simulate``) and the
 admin token (``pushcore.admin-token``, read by ``pushcore push``).
+
+``--workers N`` (N > 1, or ``auto``: one per core) runs N worker processes
+on one device port and one admin port (``SO_REUSEPORT``) under a
+:class:`pushcore.cluster.Supervisor`, which restarts a worker that dies and
+drains them all on SIGTERM. It needs a store the workers share; SQLite and
+memory are refused. :func:`build_worker` makes one worker's Server and admin
+API from the command line: the one place a worker is put together.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import math
+import os
 import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..loop.limits import (
     DEFAULT_CONNECT_RATE,
@@ -34,7 +44,12 @@ from .common import (
 )
 from .flags import float_in, port, store_target
 
-__all__ = ["add_arguments", "run", "DEFAULT_PORT"]
+if TYPE_CHECKING:
+    from ..admin.api import AdminAPI
+    from ..cluster.supervisor import WorkerInfo
+    from ..gateway.server import Server
+
+__all__ = ["add_arguments", "build_worker", "run", "DEFAULT_PORT"]
 
 DEFAULT_PORT = 5222
 
@@ -78,6 +93,28 @@ _burst = float_in(lambda v: 1 <= v < math.inf, "a number of connections >= 1")
 _seconds = float_in(lambda v: 0 < v <= 86400, "seconds > 0, at most 86400")
 _grace = float_in(lambda v: 0 <= v <= 86400, ">= 0 seconds, at most 86400")
 _rate = float_in(lambda v: 0 <= v < math.inf, "connections a second >= 0 (0 = no limit)")
+_MAX_WORKERS = 1024
+
+
+def _workers(text: str) -> int:
+    """``auto`` (one per core) or a number of worker processes, 1 .. 1024."""
+    if text.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = 0
+    if not 1 <= value <= _MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be a number of worker processes in 1..{_MAX_WORKERS}, or auto "
+                                         f"(one per core), got {text!r}")
+    return value
+
+
+def _shared_store(target: str) -> bool:
+    """True when every worker process opening *target* sees the same store (not SQLite, not memory)."""
+    from ..store import parse_store_target
+
+    return parse_store_target(target)[0] not in ("memory", "sqlite")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -125,6 +162,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     lim.add_argument("--source-connect-burst", type=_burst, default=None, metavar="N",
                      help="connections accepted at once from one source (default: one second's worth)")
     g.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT: several gateway processes on one port")
+    g.add_argument("--workers", type=_workers, default=None, metavar="N|auto",
+                   help="worker processes on the one port, each with its own loop, restarted when one dies "
+                        "(auto: one per core; default 1; more than 1 needs a shared store, docs/OPERATIONS.md)")
     a = parser.add_argument_group("admin API")
     a.add_argument("--admin-host", default="127.0.0.1", help="admin API address (default 127.0.0.1)")
     a.add_argument("--admin-port", type=port, default=DEFAULT_ADMIN_PORT,
@@ -137,35 +177,87 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..admin.api import AdminAPI
-    from ..gateway.server import Server
-    from ..store import StoreError, open_store
+@dataclass(frozen=True)
+class _Credentials:
+    """The secrets every worker serves with, read (or created) once, before any worker starts."""
 
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    out = sys.stderr
+    secret: bytes
+    secret_from: str
+    token: str | None
+    token_from: str
+
+
+def _credentials(args: argparse.Namespace) -> _Credentials:
     secret, secret_from = load_secret(args.secret_file, create=True)
-    token = None
+    token, token_from = None, ""
     if not args.no_admin:
         token, token_from = load_admin_token(args.admin_token, args.admin_token_file, create=True)
         if len(token) < 16:
             raise CommandError(f"the admin token from {token_from} is shorter than 16 characters")
-    limit = raise_fd_limit(64, "the gateway")
+    return _Credentials(secret, secret_from, token, token_from)
+
+
+def build_worker(args: argparse.Namespace, creds: _Credentials,
+                 info: WorkerInfo | None = None) -> tuple[Server, AdminAPI | None]:
+    """One gateway's Server and admin API (not started) from the command line.
+
+    *info* is the worker's :class:`pushcore.cluster.WorkerInfo` under
+    ``--workers``: its Server and admin API then bind the ports the
+    supervisor reserved, with ``SO_REUSEPORT``. Without it, the single
+    process of ``pushcore serve``. Opens the store (``CommandError`` if it
+    cannot).
+    """
+    from ..admin.api import AdminAPI
+    from ..gateway.server import Server
+    from ..store import StoreError, open_store
+
     try:
         store = open_store(args.store, idempotency_window=args.idempotency_window)
     except (StoreError, OSError, ValueError) as exc:
         raise CommandError(f"--store {args.store}: {exc}") from None
-    server = Server(args.host, args.port, secret=secret, store=store, heartbeat=args.heartbeat,
-                    idle_grace=args.idle_grace, reuse_port=args.reuse_port, auth_timeout=args.auth_timeout,
+    server = Server(args.host if info is None else info.host, args.port if info is None else info.port,
+                    secret=creds.secret, store=store, heartbeat=args.heartbeat,
+                    idle_grace=args.idle_grace, reuse_port=args.reuse_port or info is not None,
+                    auth_timeout=args.auth_timeout,
                     preauth_frame_max=args.preauth_frame_max, preauth_budget=args.preauth_budget,
                     outbound_budget=args.outbound_budget, connect_rate=args.connect_rate,
                     connect_burst=args.connect_burst, source_connect_rate=args.source_connect_rate,
                     source_connect_burst=args.source_connect_burst)
     admin = None
-    if token is not None:
+    if creds.token is not None:
+        admin = AdminAPI(server, creds.token, host=args.admin_host,
+                         port=args.admin_port if info is None else info.ports["admin"],
+                         reuse_port=info is not None)
+    return server, admin
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    workers = args.workers
+    shared = _shared_store(args.store)
+    if workers is None:
+        workers = 1 if not shared else os.cpu_count() or 1
+    if workers > 1 and not shared:
+        raise CommandError(
+            f"--workers {workers}: several workers need a shared store and routing between them: "
+            f"--store redis://HOST:PORT/DB (--store {args.store} is "
+            f"{'memory' if args.store.startswith('memory') else 'a SQLite file'}: each worker would only "
+            f"deliver to its own devices)")
+    creds = _credentials(args)
+    limit = raise_fd_limit(64, "the gateway")
+    if workers > 1:
+        return _run_workers(args, creds, workers, limit)
+    return _run_single(args, creds, limit)
+
+
+def _run_single(args: argparse.Namespace, creds: _Credentials, limit: int) -> int:
+    """One process: the gateway in the main thread, the admin API in a thread."""
+    out = sys.stderr
+    server, admin = build_worker(args, creds)
+    store = server.store
+    if admin is not None:
         # the admin port first: it only binds a socket, so a failure leaves nothing to undo
-        admin = AdminAPI(server, token, host=args.admin_host, port=args.admin_port)
         try:
             admin.start()
         except OSError as exc:
@@ -180,9 +272,9 @@ def run(args: argparse.Namespace) -> int:
             raise bind_error(exc, args.host, args.port, "gateway", "--port") from None
         def banner() -> None:  # once SIGTERM / SIGINT drain: whoever reads it may signal at once
             print(f"pushcore gateway listening on {host}:{port} (store {args.store}, token secret from "
-                  f"{secret_from}, up to {limit:,} file descriptors)", file=out)
+                  f"{creds.secret_from}, up to {limit:,} file descriptors)", file=out)
             if admin is not None:
-                print(f"admin API on {admin.url} (token from {token_from}); metrics at {admin.url}/metrics",
+                print(f"admin API on {admin.url} (token from {creds.token_from}); metrics at {admin.url}/metrics",
                       file=out)
             print("Ctrl-C or SIGTERM drains and stops", file=out, flush=True)
 
@@ -191,4 +283,43 @@ def run(args: argparse.Namespace) -> int:
         if admin is not None:
             admin.stop()
     print("pushcore gateway stopped", file=out)
+    return 0
+
+
+def _run_workers(args: argparse.Namespace, creds: _Credentials, workers: int, limit: int) -> int:
+    """*workers* processes on one port under a supervisor (which holds no thread and no loop)."""
+    from ..cluster.supervisor import PortUnavailable, Supervisor, SupervisorError
+
+    out = sys.stderr
+
+    def make_server(info: WorkerInfo) -> Server:  # in the worker process
+        server, admin = build_worker(args, creds, info)
+        if admin is not None:
+            admin.start()  # its thread lives as long as the worker process
+        return server
+
+    ports = {} if creds.token is None else {"admin": (args.admin_host, args.admin_port)}
+    supervisor = Supervisor(make_server, workers, host=args.host, port=args.port, ports=ports)
+    try:
+        host, port = supervisor.start()
+    except PortUnavailable as exc:
+        what, flag = ("gateway", "--port") if exc.name == "device" else ("admin API", "--admin-port")
+        raise bind_error(exc.error, exc.host, exc.port, what, flag) from None
+    except SupervisorError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"pushcore gateway: {workers} workers listening on {host}:{port} (store {args.store}, token secret "
+          f"from {creds.secret_from}, up to {limit:,} file descriptors each)", file=out)
+    for state in supervisor.workers():
+        print(f"  worker {state.index}: pid {state.pid}", file=out)
+    if creds.token is not None:
+        admin_url = f"http://{'[' + args.admin_host + ']' if ':' in args.admin_host else args.admin_host}:" \
+                    f"{supervisor.ports['admin']}"
+        print(f"admin API on {admin_url}, served by every worker (token from {creds.token_from}); "
+              f"metrics at {admin_url}/metrics are the answering worker's", file=out)
+    print("Ctrl-C or SIGTERM drains every worker and stops", file=out, flush=True)
+    try:
+        supervisor.run()  # blocks; restarts workers that die; SIGTERM / SIGINT drain them all
+    except SupervisorError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"pushcore gateway stopped ({supervisor.restarts} worker restarts)", file=out)
     return 0

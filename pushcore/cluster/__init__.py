@@ -9,11 +9,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .supervisor import Supervisor, SupervisorError, WorkerInfo, WorkerState
+    from .supervisor import PortUnavailable, Supervisor, SupervisorError, WorkerInfo, WorkerState
 
-__all__ = ["Supervisor", "SupervisorError", "WorkerInfo", "WorkerState"]
+__all__ = ["PortUnavailable", "Supervisor", "SupervisorError", "WorkerInfo", "WorkerState"]
 
-_LAZY = {name: "supervisor" for name in ("Supervisor", "SupervisorError", "WorkerInfo", "WorkerState")}
+#: name -> the module of this package that defines it
+_LAZY = dict.fromkeys(("PortUnavailable", "Supervisor", "SupervisorError", "WorkerInfo", "WorkerState"),
+                      "supervisor")
 
 
 def __getattr__(name: str) -> Any:

@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..gateway.server import Server
 
-__all__ = ["Supervisor", "SupervisorError", "WorkerInfo", "WorkerState"]
+__all__ = ["PortUnavailable", "Supervisor", "SupervisorError", "WorkerInfo", "WorkerState"]
 
 log = logging.getLogger("pushcore.cluster.supervisor")
 
@@ -71,6 +71,14 @@ _PR_SET_PDEATHSIG = 1
 
 class SupervisorError(RuntimeError):
     """The supervisor gave up: a worker could not start, several times in a row."""
+
+
+class PortUnavailable(OSError):
+    """A port the supervisor was to reserve cannot be bound; *error* is the ``OSError`` of the bind."""
+
+    def __init__(self, name: str, host: str, port: int, error: OSError) -> None:
+        super().__init__(error.errno, f"cannot bind the {name} port {host}:{port}: {error.strerror or error}")
+        self.name, self.host, self.port, self.error = name, host, port, error
 
 
 @dataclass(frozen=True)
@@ -233,7 +241,7 @@ class Supervisor:
     def start(self) -> tuple[str, int]:
         """Reserve the ports, fork every worker, return ``(host, port)`` once all of them listen.
 
-        Raises ``OSError`` when a port cannot be reserved (nothing is forked
+        Raises :class:`PortUnavailable` (an ``OSError``) when a port cannot be reserved (nothing is forked
         then) and :class:`SupervisorError` when a worker cannot start (after
         *start_attempts* tries; the others are stopped).
         """
@@ -525,12 +533,16 @@ class Supervisor:
     # -- ports, signals, teardown ---------------------------------------------
 
     def _reserve_ports(self) -> None:
-        wanted = [("", self._host, self._port), *((name, host, port) for name, (host, port) in self._extra.items())]
-        for name, host, port in wanted:
-            sock = _probe(host, port)
+        wanted = [("device", self._host, self._port),
+                  *((name, host, port) for name, (host, port) in self._extra.items())]
+        for i, (name, host, port) in enumerate(wanted):
+            try:
+                sock = _probe(host, port)
+            except OSError as exc:
+                raise PortUnavailable(name, host, port, exc) from exc
             self._probes.append(sock)
             bound = sock.getsockname()[1]
-            if name:
+            if i:
                 self._ports[name] = bound
             else:
                 self._address = (host, bound)
