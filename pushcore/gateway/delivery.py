@@ -279,6 +279,9 @@ class Delivery:
         #: called with a cid whose store read failed (the server refuses it INTERNAL_ERROR,
         #: so the device reconnects and resumes instead of waiting for an answer)
         self.on_read_error: Callable[[int, BaseException], object] | None = None
+        # In a cluster (pushcore.cluster): messages stored for devices not connected here
+        # go to this, as groups of (message, [(device id, seq), ...]); None on one node.
+        self.remote: Callable[[list[tuple[StoredMessage, list[tuple[str, int]]]]], object] | None = None
         #: acks and counter advances an unwritable store refused, made when it heals
         #: (touched only where store work runs: the pipeline's writer thread)
         self.deferred = DeferredWrites()
@@ -536,13 +539,21 @@ class Delivery:
         keys = [m.collapse_key for m in fresh if m.collapse_key]
         return len(keys) == len(set(keys))
 
-    def _deliver(self, device_ids: Sequence[str], stored: Sequence[StoredMessage]) -> None:
+    def _deliver(self, device_ids: Sequence[str], stored: Sequence[StoredMessage], *,
+                 here_only: bool = False) -> None:
         """Offer freshly stored messages (``stored[i]`` is for ``device_ids[i]``) to the devices here.
 
         One pass for any batch: each online device gets its messages in seq
-        order through :meth:`_offer`, once per device.
+        order through :meth:`_offer`, once per device. In a cluster the
+        messages of devices not connected here go to :attr:`remote` (unless
+        *here_only*: they came from another node).
         """
         routes = self.routes
+        remote = None if here_only else self.remote
+        if remote is not None:
+            away = [(m, [(d, m.seq)]) for d, m in zip(device_ids, stored) if d not in routes]
+            if away:
+                remote(away)
         if not routes:
             return
         fetching = self.fetching
@@ -573,7 +584,7 @@ class Delivery:
             self._deliver_fanout_seqs(device_ids, [m.seq for m in stored], stored[0], stored)
 
     def _deliver_fanout_seqs(self, device_ids: Sequence[str], seqs: Sequence[int], first: StoredMessage,
-                             stored: Sequence[StoredMessage] | None = None) -> None:
+                             stored: Sequence[StoredMessage] | None = None, *, here_only: bool = False) -> None:
         """One message (the fields of *first*) stored for each of *device_ids* with ``seqs[i]``.
 
         Every caught-up connection (sent seq = seq - 1) gets its PUSH in one
@@ -583,6 +594,11 @@ class Delivery:
         messages made from *first* for the devices here).
         """
         routes = self.routes
+        remote = None if here_only else self.remote
+        if remote is not None and seqs:
+            away = [(d, seq) for d, seq in zip(device_ids, seqs) if d not in routes]
+            if away:
+                remote([(first, away)])
         if not routes or not seqs:
             return
         send_pushes = getattr(self.transport, "send_pushes", None)
@@ -591,7 +607,7 @@ class Delivery:
                 here = [i for i, device_id in enumerate(device_ids) if device_id in routes]
                 device_ids = [device_ids[i] for i in here]
                 stored = [replace(first, seq=seqs[i]) for i in here]
-            self._deliver(device_ids, stored)
+            self._deliver(device_ids, stored, here_only=True)
             return
         fetching = self.fetching
         held = self.held
@@ -613,6 +629,19 @@ class Delivery:
         sent_seq = self.transport.sent_seq
         for i in behind:
             self._catch_up(cids[i], devices[i], sent_seq(cids[i]))
+
+    def deliver_forwarded(self, groups: Sequence[tuple[StoredMessage, Sequence[tuple[str, int]]]]) -> None:
+        """Messages another node stored and forwarded here (cluster): offered to the devices connected
+        here, as if stored here; the others (moved on, or gone) get them from the store on resume."""
+        for first, targets in groups:
+            if len(targets) == 1:
+                device_id, seq = targets[0]
+                if device_id in self.routes:
+                    self._deliver((device_id,), (first if first.seq == seq else replace(first, seq=seq),),
+                                  here_only=True)
+            else:
+                self._deliver_fanout_seqs([d for d, _ in targets], [q for _, q in targets], first,
+                                          here_only=True)
 
     # -- storing, then delivering (store part on the pipeline, delivery in its completion) --
 
@@ -834,8 +863,9 @@ class Delivery:
             message_id = self.message_ids.next()
             if not self.deferred.advances:
                 try:
+                    # In a cluster every subscriber's seq is kept: the others may be on other nodes.
                     count, devices, seqs = store.append_topic(
-                        topic, message_id=message_id, keep=routes.__contains__, **fields)
+                        topic, message_id=message_id, keep=None if self.remote else routes.__contains__, **fields)
                 except SeqExhausted:
                     pass
                 else:

@@ -56,6 +56,7 @@ from .delivery import (
     Delivery,
     MessageIds,
 )
+from .membership import ClusterMembership, ClusterPort
 from .purge import DEFAULT_PURGE_BATCH, DEFAULT_PURGE_INTERVAL, Purger, check_purge_options
 from .results import BatchResult, FanOut
 
@@ -235,7 +236,7 @@ def _mapped(source: concurrent.futures.Future[_A], convert: Callable[[_A], _B]) 
     return out
 
 
-class Server(AsyncSends):
+class Server(AsyncSends, ClusterMembership):
     """A push gateway: authenticated long connections, routing, offline store, delivery.
 
     Parameters
@@ -368,6 +369,7 @@ class Server(AsyncSends):
         hook_loop: asyncio.AbstractEventLoop | None = None,
         max_pending_hooks: int = DEFAULT_MAX_PENDING_HOOKS,
         hook_timeout: float = DEFAULT_HOOK_TIMEOUT,
+        cluster: ClusterPort | None = None,
     ) -> None:
         if authenticate is None:
             if secret is None:
@@ -437,6 +439,8 @@ class Server(AsyncSends):
         # cid -> SUBSCRIBE/UNSUBSCRIBE frames waiting behind a SUBSCRIBE whose hook is pending
         self._topic_frames: dict[int, deque[tuple[bool, tuple[str, ...]]]] = {}
         self._message_ids = MessageIds(node_id)
+        #: the cluster link (pushcore.cluster.ClusterLink) when this server is one node of several
+        self.cluster = cluster
         self._loop = loop
         self._owns_loop = loop is None
         self._delivery: Delivery | None = None
@@ -541,6 +545,10 @@ class Server(AsyncSends):
         )
         host, port = loop.listen_address(self._listener)
         self._address = (host, port)
+        if self.cluster is not None:
+            if self.cluster.address is None:
+                self.cluster.address = (host, port)
+            self._join_cluster()
         loop.call_later(self.store_probe_interval, self._store_tick)
         return self._address
 
@@ -740,6 +748,7 @@ class Server(AsyncSends):
         self._unwatched.set()
         self._hooks.close()
         self.pipeline.close()  # what is queued is written (its completions are not run any more)
+        self._leave_cluster()  # after the pipeline: the route claims it made are released
         if self._owns_loop and self._loop is not None:
             self._loop.close()
             fail_pending(self._loop, "the server stopped")  # callers waiting for the loop hear it now
@@ -1138,8 +1147,13 @@ class Server(AsyncSends):
             delivery = self._ready_delivery()
             if not delivery.has_transport:
                 return 0
+            message_id = delivery.message_ids.next()
+            if self.cluster is not None:  # every other node sends it to its own devices
+                self.cluster.broadcast(StoredMessage(0, message_id, payload, priority, expiry, collapse_key, topic,
+                                                     0.0))
             return delivery.broadcast_ephemeral(
-                payload, priority=priority, expiry=expiry, collapse_key=collapse_key, topic=topic
+                payload, priority=priority, expiry=expiry, collapse_key=collapse_key, topic=topic,
+                message_id=message_id,
             )
 
         return self._hand_over(run, wait)
@@ -1303,10 +1317,14 @@ class Server(AsyncSends):
                 self._hooks.cancel(cid)  # a pending hook's answer is not wanted any more
                 self._topic_frames.pop(cid, None)
                 self._hello_pending.discard(cid)
+        cluster = self.cluster
         for cid, reason in batch:
             device_id = detach(cid)
-            if device_id is not None and hook is not None:
-                self._call_hook(hook, device_id, _reason(reason))
+            if device_id is not None:
+                if cluster is not None:
+                    cluster.release(device_id, cid)
+                if hook is not None:
+                    self._call_hook(hook, device_id, _reason(reason))
 
     def _on_awake(self, batch: list[int]) -> None:
         self._live_delivery().awake(batch)
@@ -1513,6 +1531,7 @@ class Server(AsyncSends):
         """An accepted HELLO's claim check (its ``last_seq``) in the store, then :meth:`_welcome`."""
         delivery = self._live_delivery()
         device_id = hello.device_id
+        cluster = self.cluster
         # The claim check (one store read) and its ACK/advance run in the store pipeline;
         # the HELLO goes on in the completion (_welcome), so the loop never waits for the store.
         last_seq = hello.last_seq
@@ -1527,6 +1546,9 @@ class Server(AsyncSends):
             if problem is None:
                 # The ack of last_seq is kept for later when the store cannot write.
                 delivery.claim_writes(device_id, last_seq, counter)
+                if cluster is not None:
+                    # Before the catch-up read: a push stored from now on is forwarded here.
+                    cluster.claim(device_id, cid)
             return problem
 
         def done(problem: str | AuthError | None, error: BaseException | None) -> None:
@@ -1540,6 +1562,9 @@ class Server(AsyncSends):
                  problem: str | AuthError | None, error: BaseException | None) -> None:
         """The rest of HELLO once the store answered its claim: refuse, or bind, WELCOME and catch up."""
         loop = self._running_loop()
+        if self.cluster is not None and (problem is not None or error is not None or self._draining
+                                         or self._stopped or not loop.is_open(cid)):
+            self.cluster.release(device_id, cid)  # a route it may have claimed: only if still this cid's
         if self._stopped or not loop.is_open(cid):
             return  # closed while the store answered (its ACK of last_seq stands: the device has those)
         delivery = self._live_delivery()

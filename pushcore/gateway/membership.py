@@ -1,0 +1,167 @@
+"""ClusterMembership: what a :class:`pushcore.Server` does as one node of a cluster.
+
+The server is given a *cluster link* (:class:`pushcore.cluster.ClusterLink`,
+duck-typed here as :class:`ClusterPort` so the gateway never imports the
+cluster room above it). This mixin wires the two together:
+
+* a HELLO's store step claims the device's route (so a push stored
+  meanwhile is either in the device's catch-up read or forwarded here), and
+  a connection that closes releases it;
+* messages stored for devices that are not connected here are handed to
+  the link, which forwards them to the node that holds each device;
+* what arrives from other nodes is run on the loop in one call per batch:
+  forwarded messages are offered to the devices here, a *kick* closes an
+  older connection of a device that reconnected elsewhere (GOAWAY
+  ``REPLACED``, as on one node), an ephemeral broadcast goes to every
+  device here;
+* after the link lost Redis and got it back, every device here is claimed
+  again (one that another node took meanwhile is closed ``REPLACED``) and
+  caught up from the store, because forwards may have been lost meanwhile.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..codec import frames as _frames
+from ..errors import Reason
+from ..store import StoredMessage
+
+if TYPE_CHECKING:
+    from .._loop import Loop
+    from ..store.pipeline import StorePipeline
+    from .delivery import Delivery
+
+__all__ = ["ClusterMembership", "ClusterPort"]
+
+log = logging.getLogger("pushcore.server")
+
+
+class ClusterPort(Protocol):
+    """The link's side, as the server uses it (:class:`pushcore.cluster.ClusterLink` implements it)."""
+
+    node_id: str
+    address: tuple[str, int] | None
+
+    def start(self, handler: Any, timeout: float = ...) -> None: ...
+    def close(self, *, leave: bool = ...) -> None: ...
+    def claim(self, device_id: str, cid: int) -> None: ...
+    def release(self, device_id: str, cid: int) -> None: ...
+    def forward(self, groups: Sequence[tuple[StoredMessage, Sequence[tuple[str, int]]]]) -> None: ...
+    def broadcast(self, message: StoredMessage) -> None: ...
+    def reclaim(self, routes: Sequence[tuple[str, int]]) -> list[str]: ...
+    def locate(self, device_ids: Iterable[str]) -> dict[str, tuple[str, int]]: ...
+
+
+class ClusterMembership:
+    """Mixin of :class:`pushcore.Server`: the node's half of the cluster protocol (see the module)."""
+
+    cluster: ClusterPort | None
+    stats: dict[str, int]
+
+    # provided by the Server
+    def _running_loop(self) -> Loop: ...  # type: ignore[empty-body]
+    def _live_delivery(self) -> Delivery: ...  # type: ignore[empty-body]
+    _stopped: bool
+    _draining: bool
+    _delivery: Delivery | None
+    pipeline: StorePipeline
+
+    def _join_cluster(self) -> None:
+        """At listen: route the delivery's remote messages to the link, start it (it waits to subscribe)."""
+        cluster = self.cluster
+        if cluster is None:
+            return
+        self._live_delivery().remote = cluster.forward
+        cluster.start(self)
+
+    def _leave_cluster(self) -> None:
+        cluster = self.cluster
+        if cluster is not None:
+            cluster.close()
+
+    # -- the link's callbacks (link threads) --------------------------------------
+
+    def cluster_messages(self, messages: list[Any]) -> None:
+        """From the link's listener thread: run the batch on the loop."""
+        if not self._stopped:
+            try:
+                self._running_loop().call_soon_threadsafe(self._on_cluster_messages, messages)
+            except RuntimeError:
+                pass  # the loop closed under us: the node is stopping
+
+    def cluster_resync(self) -> None:
+        if not self._stopped:
+            try:
+                self._running_loop().call_soon_threadsafe(self._cluster_resync)
+            except RuntimeError:
+                pass
+
+    def cluster_load(self) -> dict[str, Any]:
+        """This node's figures for the load registry (read from the link's thread: plain ints)."""
+        delivery = self._delivery
+        connections = 0 if delivery is None else len(delivery)
+        loop = self._running_loop()
+        try:
+            lag = float(loop.stats().get("loop_lag_p99_ms", 0.0))  # may be absent: 0
+        except Exception:
+            lag = 0.0
+        return {"connections": connections, "load": float(connections), "loop_lag_ms": lag,
+                "draining": self._draining, "time": time.time()}
+
+    # -- on the loop ---------------------------------------------------------------
+
+    def _on_cluster_messages(self, messages: list[Any]) -> None:
+        """A batch from the bus (pushcore.cluster.bus messages, told apart by their ``kind``)."""
+        if self._stopped:
+            return
+        delivery = self._live_delivery()
+        loop = self._running_loop()
+        for message in messages:
+            kind = message.kind
+            if kind == "forward":
+                delivery.deliver_forwarded(message.groups)
+            elif kind == "kick":
+                if delivery.routes.get(message.device_id) == message.cid:
+                    self.stats["replaced"] += 1
+                    loop.send(message.cid, _frames.Goaway(Reason.REPLACED, "a newer connection took over",
+                                                          ()).encode())
+                    loop.close_conn(message.cid, Reason.REPLACED)
+            elif kind == "broadcast":
+                cluster = self.cluster
+                if cluster is not None and message.origin != cluster.node_id:
+                    m = message.message
+                    delivery.broadcast_ephemeral(m.payload, priority=m.priority, expiry=m.expiry,
+                                                 collapse_key=m.collapse_key, topic=m.topic,
+                                                 message_id=m.message_id)
+
+    def _cluster_resync(self) -> None:
+        """On the loop, after Redis came back: claim every device here again, then catch each up."""
+        cluster = self.cluster
+        if cluster is None or self._stopped:
+            return
+        delivery = self._live_delivery()
+        routes = list(delivery.routes.items())
+        if not routes:
+            return
+
+        def done(lost: list[str] | None, error: BaseException | None) -> None:
+            if error is not None:  # Redis went again: the next reconnect resyncs
+                log.warning("pushcore server: re-claiming %d routes failed: %s", len(routes), error)
+            elif not self._stopped:
+                self._resynced(routes, set(lost or ()))
+
+        # Redis round trips stay off the loop: the store pipeline's writer makes them.
+        self.pipeline.submit(lambda _store: cluster.reclaim(routes), done=done, urgent=True)
+
+    def _resynced(self, routes: list[tuple[str, int]], lost: set[str]) -> None:
+        delivery = self._live_delivery()
+        loop = self._running_loop()
+        for device_id, cid in routes:
+            if device_id in lost:
+                loop.send(cid, _frames.Goaway(Reason.REPLACED, "a newer connection took over", ()).encode())
+                loop.close_conn(cid, Reason.REPLACED)
+            elif delivery.routes.get(device_id) == cid:
+                delivery.resume(cid)  # forwards may have been lost while Redis was away

@@ -1,0 +1,203 @@
+"""Routing between gateway nodes on one Redis: forwarded pushes, kicks, broadcasts, presence, outages.
+
+Each node is a real :class:`pushcore.Server` with its own loop, its own
+:class:`pushcore.cluster.ClusterLink` and its own
+:class:`pushcore.store.redis.RedisStore` object (as separate processes
+would have) on one real ``redis-server``; devices speak the wire protocol
+over real loopback sockets.
+"""
+from __future__ import annotations
+
+import contextlib
+import uuid
+
+import pytest
+from tests.redisd import RedisServer
+from tests.serverkit import SECRET, RawDevice, wait_for
+
+from pushcore import Server
+from pushcore.cluster.bus import unpack
+from pushcore.cluster.link import ClusterLink
+from pushcore.codec import reference as protocol
+from pushcore.errors import Reason
+from pushcore.store.redis import RedisStore
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_node(redis_server):
+    """Nodes on one keyspace (a fresh prefix per test); stopped after the test."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    made: list[Server] = []
+
+    def make(name: str, url: str | None = None, **kw) -> Server:
+        url = url or redis_server.url
+        link = ClusterLink(url, node_id=name, prefix=prefix, heartbeat=0.2, lease=1.0, socket_timeout=1.0)
+        store = RedisStore(url, prefix=prefix, socket_timeout=1.0)
+        server = Server(secret=SECRET, store=store, cluster=link, heartbeat=(0, 60), **kw)
+        server.start()
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        with contextlib.suppress(Exception):
+            server.stop()
+        server.store.close()
+
+
+def connect(server: Server, device_id: str, last_seq: int = 0) -> RawDevice:
+    dev = RawDevice(server.address)
+    welcome = dev.hello(device_id, last_seq=last_seq)
+    assert isinstance(welcome, protocol.Welcome), welcome
+    return dev
+
+
+def test_a_push_through_one_node_reaches_the_device_on_another_once(make_node):
+    a, b = make_node("A"), make_node("B")
+    dev = connect(a, "phone-1")
+    seqs = [b.push("phone-1", b"from B %d" % i) for i in range(5)]
+    got = [dev.expect(protocol.PUSH) for _ in seqs]
+    assert [p.seq for p in got] == seqs == [1, 2, 3, 4, 5]
+    assert [p.payload for p in got] == [b"from B %d" % i for i in range(5)]
+    assert dev.silent_for(0.3)  # nothing twice
+    assert b.cluster.stats["forwarded"] == 5 and a.cluster.stats["forwarded"] == 0
+    dev.send(protocol.Ack(5))
+    wait_for(lambda: b.store.backlog("phone-1") == 0, what="the ACK on A removes what B stored")
+
+
+def test_a_newer_connection_on_another_node_replaces_the_older_one(make_node):
+    a, b = make_node("A"), make_node("B")
+    old = connect(a, "phone-1")
+    a.push("phone-1", b"one")
+    assert old.expect(protocol.PUSH).seq == 1
+    new = connect(b, "phone-1", last_seq=1)
+    goaway = old.expect(protocol.GOAWAY)
+    assert goaway.reason == Reason.REPLACED
+    old.until_closed()
+    wait_for(lambda: not a.connected("phone-1"), what="A forgets the replaced connection")
+    assert a.stats["replaced"] == 1
+    # a push through A now reaches the device on B, after what it already had
+    a.push("phone-1", b"two")
+    push = new.expect(protocol.PUSH)
+    assert (push.seq, push.payload) == (2, b"two")
+    assert a.cluster.locate(["phone-1"]) == {"phone-1": ("B", b.cluster.locate(["phone-1"])["phone-1"][1])}
+
+
+def test_a_device_offline_everywhere_gets_its_pushes_from_the_store_on_any_node(make_node):
+    a, b = make_node("A"), make_node("B")
+    for i in range(3):
+        a.push("phone-9", b"m%d" % i)
+    wait_for(lambda: a.cluster.stats["forward_offline"] == 3, what="three pushes judged offline")
+    dev = connect(b, "phone-9")
+    assert [dev.expect(protocol.PUSH).seq for _ in range(3)] == [1, 2, 3]
+    assert a.cluster.stats["forwarded"] == 0  # nobody held it: nothing was forwarded
+
+
+def test_ephemeral_broadcast_reaches_every_node_once(make_node):
+    a, b, c = make_node("A"), make_node("B"), make_node("C")
+    devs = {name: connect(node, f"phone-{name}") for name, node in (("a", a), ("b", b), ("c", c))}
+    assert a.broadcast(b"to everyone") == 1  # the count is this node's own devices
+    for dev in devs.values():
+        push = dev.expect(protocol.PUSH)
+        assert (push.seq, push.payload) == (0, b"to everyone")
+    assert all(dev.silent_for(0.2) for dev in devs.values())
+
+
+def test_a_publish_reaches_subscribers_on_every_node_with_their_own_seqs(make_node):
+    a, b = make_node("A"), make_node("B")
+    on_a = {d: connect(a, d) for d in ("x1", "x2")}
+    on_b = {d: connect(b, d) for d in ("y1", "y2", "y3")}
+    for dev in {**on_a, **on_b}.values():
+        dev.send(protocol.Subscribe(("news",)))
+    wait_for(lambda: len(a.store.subscribers("news")) == 5, what="five subscriptions")
+    b.push("y1", b"private")  # y1's counter is ahead: its copy of the publish has seq 2
+    assert on_b["y1"].expect(protocol.PUSH).seq == 1
+    fanout = a.publish("news", b"headline")
+    assert fanout == 5 and not fanout.failed
+    for d, dev in {**on_a, **on_b}.items():
+        push = dev.expect(protocol.PUSH)
+        assert push.payload == b"headline" and push.topic == "news"
+        assert push.seq == (2 if d == "y1" else 1)
+        assert dev.silent_for(0.1)
+
+
+def test_presence_answers_for_the_whole_cluster_and_forgets_a_closed_connection(make_node):
+    a, b = make_node("A"), make_node("B")
+    dev = connect(a, "phone-1")
+    where = b.cluster.locate(["phone-1", "nobody"])
+    assert list(where) == ["phone-1"] and where["phone-1"][0] == "A"
+    assert sorted(n.node_id for n in b.cluster.nodes()) == ["A", "B"]
+    dev.close()
+    wait_for(lambda: b.cluster.locate(["phone-1"]) == {}, what="the route released on close")
+    a.stop()
+    wait_for(lambda: [n.node_id for n in b.cluster.nodes()] == ["B"], what="A left the registry")
+
+
+def test_a_dead_nodes_routes_are_offline_once_its_lease_runs_out(make_node):
+    a, b = make_node("A"), make_node("B")
+    dev = connect(a, "phone-1")
+    assert b.cluster.locate(["phone-1"])["phone-1"][0] == "A"
+    a.cluster.close(leave=False)  # as if the process died: its lease is not renewed
+    wait_for(lambda: b.cluster.locate(["phone-1"]) == {}, timeout=5, what="A's lease ran out")
+    b.push("phone-1", b"kept")  # stored, not forwarded to a dead node
+    assert b.store.backlog("phone-1") == 1
+    wait_for(lambda: b.cluster.stats["forward_offline"] == 1, what="the push judged offline")
+    assert b.cluster.stats["forwarded"] == 0
+    dev.close()
+
+
+def test_a_bad_bus_message_is_counted_and_the_node_carries_on(make_node):
+    a, b = make_node("A"), make_node("B")
+    dev = connect(a, "phone-1")
+    import redis
+
+    r = redis.Redis.from_url(a.cluster.url)
+    r.publish(a.cluster.channel, b"Zgarbage")
+    r.publish(a.cluster.channel, b"F\xff\xff")
+    wait_for(lambda: a.cluster.stats["bad_messages"] == 2, what="two bad messages counted")
+    b.push("phone-1", b"still works")
+    assert dev.expect(protocol.PUSH).payload == b"still works"
+    r.close()
+
+
+def test_devices_stay_connected_through_a_redis_restart_and_forwards_resume(tmp_path, make_node):
+    redis_server = RedisServer(tmp_path / "own").start()
+    try:
+        a, b = make_node("A", redis_server.url), make_node("B", redis_server.url)
+        dev = connect(a, "phone-1")
+        b.push("phone-1", b"before")
+        assert dev.expect(protocol.PUSH).seq == 1
+        redis_server.stop()
+        wait_for(lambda: a.cluster.stats["redis_errors"] > 0, timeout=5, what="A notices Redis is gone")
+        assert a.connected("phone-1")
+        redis_server.start()  # the same port and directory: the AOF brings the data back
+        wait_for(lambda: a.cluster.stats["resyncs"] >= 1, timeout=10, what="A resubscribed and resynced")
+        wait_for(lambda: b.cluster.locate(["phone-1"]).get("phone-1", ("",))[0] == "A", timeout=5,
+                 what="A claimed its device again")
+        b.push("phone-1", b"after")
+        push = dev.expect(protocol.PUSH)
+        assert (push.seq, push.payload) == (2, b"after")
+        assert dev.silent_for(0.3)
+    finally:
+        redis_server.stop()
+
+
+def test_bus_messages_round_trip():
+    from pushcore.cluster.bus import Broadcast, Forward, Kick, pack_broadcast, pack_forward, pack_kick
+    from pushcore.store import StoredMessage
+
+    m = StoredMessage(7, 2**64 - 1, b"\x00payload", 0, 123, "ck", "topic/é", 0.0)
+    forward = unpack(pack_forward([(m, [("a", 7), ("bé", 9)]), (m, [("c", 1)])]))
+    assert isinstance(forward, Forward)
+    assert [(g[0].payload, g[0].message_id, g[0].topic, g[1]) for g in forward.groups] == [
+        (b"\x00payload", 2**64 - 1, "topic/é", [("a", 7), ("bé", 9)]), (b"\x00payload", 2**64 - 1, "topic/é", [("c", 1)])]
+    assert unpack(pack_kick("dev", 2**40)) == Kick("dev", 2**40)
+    b = unpack(pack_broadcast("node-1", m))
+    assert isinstance(b, Broadcast) and b.origin == "node-1" and b.message.payload == b"\x00payload"
