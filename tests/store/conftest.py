@@ -1,29 +1,19 @@
 """Store fixtures: one real redis-server and one 3-master Redis Cluster per test session.
 
-The contract suites run every test against each kind in :data:`STORE_KINDS`.
+The contract suites run every test against each kind in ``store_kinds.STORE_KINDS``.
 A Redis store gets a keyspace of its own (a fresh key *prefix*), so tests
 never see each other's keys and the servers start once (a cluster takes
 about two seconds). Nothing here fakes Redis (tests/redisd.py).
 """
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import pytest
+from store_kinds import REDIS_KINDS, fresh_prefix
 
 from pushcore.store import MemoryStore, SQLiteStore, Store
 from redisd import RedisCluster, RedisServer
-
-STORE_KINDS = ["memory", "sqlite", "redis", "redis-cluster"]
-REDIS_KINDS = ["redis", "redis-cluster"]
-
-_prefixes = itertools.count()
-
-
-def fresh_prefix() -> str:
-    """A key prefix no other store of this session used."""
-    return f"t{next(_prefixes)}"
 
 
 @pytest.fixture(scope="session")

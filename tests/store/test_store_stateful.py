@@ -1,10 +1,10 @@
-"""Stateful property test: MemoryStore and SQLiteStore against a plain-Python model.
+"""Stateful property test: MemoryStore, SQLiteStore and RedisStore (standalone, cluster) against a model.
 
 Hypothesis runs random sequences of appends (with collapse keys, expiries and
 a small cap), fan-outs, acks, clock steps, purges, dropped empty device
 records, counter raises,
-(un)subscriptions and SQLite close/reopen, and checks after every step that
-both stores say exactly what the model says.
+(un)subscriptions and SQLite / Redis close/reopen, and checks after every
+step that every store says exactly what the model says.
 """
 from __future__ import annotations
 
@@ -12,16 +12,29 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from store_kinds import fresh_prefix
 
 from pushcore.store import MemoryStore, NewMessage, SQLiteStore, StoredMessage
+from pushcore.store.redis import RedisStore
 
 CAP = 4
 T0 = 1_700_000_000.0
 DEVICES = st.sampled_from(["a", "b", "c"])
 TOPICS = st.lists(st.sampled_from(["news", "sport", "x"]), min_size=1, max_size=3)
+# Redis stores here use few partitions: the invariant reads every partition after every step
+# (stats, backlog sizes), and with 3 devices more partitions test nothing more.
+PARTITIONS = 4
+_URLS: dict[str, str] = {}  # the session's Redis servers (a state machine takes no fixtures)
+
+
+@pytest.fixture(autouse=True)
+def _redis_urls(redis_server, redis_cluster):
+    _URLS["redis"] = redis_server.url
+    _URLS["redis-cluster"] = redis_cluster.url
 
 
 class Model:
@@ -86,20 +99,25 @@ class StoreMachine(RuleBasedStateMachine):
         self.path = self.dir / "store.db"
         self.memory = MemoryStore(max_messages=CAP)
         self.sqlite = SQLiteStore(self.path, max_messages=CAP)
+        self.prefixes = {kind: fresh_prefix() for kind in _URLS}
+        self.redis = [RedisStore(_URLS[kind], prefix=self.prefixes[kind], max_messages=CAP, partitions=PARTITIONS) for kind in _URLS]
         self.model = Model()
         self.now = T0
-        # SQLite counters restart at each reopen: remember the model's at that moment
+        # SQLite and Redis counters restart at each reopen: remember the model's at that moment
         self.sqlite_counter_base = (0, 0, 0)
+        self.redis_counter_base = (0, 0, 0)
 
     def teardown(self) -> None:
         if hasattr(self, "dir"):
             self.memory.close()
             self.sqlite.close()
+            for store in self.redis:
+                store.close()
             shutil.rmtree(self.dir, ignore_errors=True)
 
     @property
     def stores(self):
-        return (self.memory, self.sqlite)
+        return (self.memory, self.sqlite, *self.redis)
 
     @rule(
         device=DEVICES,
@@ -217,6 +235,14 @@ class StoreMachine(RuleBasedStateMachine):
         m = self.model
         self.sqlite_counter_base = (m.dropped, m.collapsed, m.expired)
 
+    @rule()
+    def reopen_redis(self):
+        for store in self.redis:
+            store.close()
+        self.redis = [RedisStore(_URLS[kind], prefix=self.prefixes[kind], max_messages=CAP, partitions=PARTITIONS) for kind in _URLS]
+        m = self.model
+        self.redis_counter_base = (m.dropped, m.collapsed, m.expired)
+
     @rule(device=DEVICES, data=st.data())
     def range_page(self, device, data):
         after = data.draw(st.integers(min_value=0, max_value=self.model.last.get(device, 0) + 1))
@@ -242,10 +268,11 @@ class StoreMachine(RuleBasedStateMachine):
         devices = sum(1 for v in m.messages.values() if v)
         with_backlog = sorted(d for d in m.messages if m.visible(d, self.now))
         counters = (m.dropped, m.collapsed, m.expired)
-        base = self.sqlite_counter_base
+        base, redis_base = self.sqlite_counter_base, self.redis_counter_base
         for store, (dropped, collapsed, expired) in (
             (self.memory, counters),
             (self.sqlite, tuple(c - b for c, b in zip(counters, base))),
+            *((r, tuple(c - b for c, b in zip(counters, redis_base))) for r in self.redis),
         ):
             s = store.stats()
             assert (s.messages, s.devices) == (messages, devices)
