@@ -288,6 +288,17 @@ class Supervisor:
             finally:
                 self._restore_signals(restore)
 
+    def poll(self, timeout: float = 0.0) -> None:
+        """One supervision step for an embedder that does not call :meth:`run`: wait up to *timeout* s.
+
+        Reaps workers that exited and (re)starts the ones whose backoff is
+        over; raises :class:`SupervisorError` when it gives up on one.
+        :meth:`run` is this, in a loop, until a signal.
+        """
+        if not self._started or self._closed:
+            raise RuntimeError("the supervisor is not running: start() it first")
+        self._step(max_wait=timeout)
+
     def request_stop(self) -> None:
         """Ask :meth:`run` to stop the workers and return. Safe from a signal handler or another thread."""
         self._stop_requested = True
@@ -323,18 +334,18 @@ class Supervisor:
             for slot, status in self._wait(max(left, 0.0) if not killed else 1.0):
                 statuses[slot.index] = status
         self._close()
-        return statuses
+        return dict(sorted(statuses.items()))
 
     # -- supervision -----------------------------------------------------------
 
-    def _step(self) -> None:
-        """Start what is due, wait for one event (a worker's message or exit, a signal), handle it."""
+    def _step(self, max_wait: float = 1.0) -> None:
+        """Start what is due, wait (at most *max_wait* s) for an event (a worker's message or exit, a signal)."""
         now = time.monotonic()
         if not self._stopping:
             for slot in self._slots:
                 if slot.pid is None and slot.due is not None and slot.due <= now:
                     self._spawn(slot)
-        timeout = 1.0
+        timeout = max_wait
         for slot in self._slots:
             if slot.pid is None and slot.due is not None:
                 timeout = min(timeout, max(slot.due - now, 0.0))
