@@ -129,6 +129,12 @@ class ClusterLink:
     simply offline). *address* is what devices connect to (served in the
     load-sorted server list). *prefix* and *partitions* must match the
     :class:`~pushcore.store.redis.RedisStore` on the same Redis.
+
+    Placement (:meth:`placement`): with *overload_connections*, a node holding
+    more connections than that is *overloaded*: a new device is sent on
+    (GOAWAY ``OVERLOADED`` listing the less loaded nodes) when another node
+    has room, else answered late, up to *overload_delay* seconds, the delay
+    growing with the excess, so a reconnect storm spreads out.
     """
 
     def __init__(
@@ -142,7 +148,14 @@ class ClusterLink:
         heartbeat: float = DEFAULT_HEARTBEAT,
         lease: float = DEFAULT_LEASE,
         socket_timeout: float = 2.0,
+        overload_connections: int | None = None,
+        overload_delay: float = 2.0,
     ) -> None:
+        if overload_connections is not None and (not isinstance(overload_connections, int)
+                                                 or overload_connections < 1):
+            raise ValueError(f"overload_connections must be an int >= 1 or None, got {overload_connections!r}")
+        if not 0 <= overload_delay <= 60:
+            raise ValueError(f"overload_delay must be 0..60 seconds, got {overload_delay!r}")
         if not isinstance(url, str) or not (url.startswith("redis://") or _is_cluster_url(url)):
             raise ValueError(f"cluster URL must be redis://HOST:PORT/DB or redis+cluster://HOST:PORT, got {url!r}")
         if not 0 < heartbeat < lease:
@@ -159,6 +172,11 @@ class ClusterLink:
         self.heartbeat = heartbeat
         self.lease = lease
         self.cluster_mode = _is_cluster_url(url)
+        self.overload_connections = overload_connections
+        self.overload_delay = overload_delay
+        self.draining = False
+        #: the other live nodes, least loaded first, as read at the last lease renewal
+        self.peers: list[NodeInfo] = []
         self._redis_errors: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
         self._link_errors: tuple[type[Exception], ...] = (ClusterUnavailable, *self._redis_errors)
         if self.cluster_mode:
@@ -303,6 +321,8 @@ class ClusterLink:
         """Device id → (node id, cid) for each device connected to a live node; the others are absent."""
         routes = self._read_routes(list(device_ids))
         live = self.live_nodes()
+        if any(where[0] not in live and where[0] != self.node_id for where in routes.values()):
+            live = self.live_nodes(max_age=0.0)  # a node that joined since the cache was read
         return {d: where for d, where in routes.items() if where[0] in live}
 
     def nodes(self) -> list[NodeInfo]:
@@ -400,6 +420,7 @@ class ClusterLink:
             info.setdefault("host", self.address[0])
             info.setdefault("port", self.address[1])
         info["updated"] = time.time()
+        info["draining"] = bool(info.get("draining")) or self.draining
         try:
             pipe = self._r.pipeline(transaction=False)
             pipe.zadd(self._live_key, {self.node_id: (time.time() + self.lease) * 1000})
@@ -407,6 +428,40 @@ class ClusterLink:
             pipe.execute()
         except self._redis_errors as exc:
             raise ClusterUnavailable(f"Redis at {self.url} cannot be reached: {exc}") from None
+        if self._handler is not None:
+            self.peers = [n for n in self.nodes() if n.node_id != self.node_id]
+
+    def set_draining(self) -> None:
+        """This node is draining: the registry says so at once (server lists and redirects skip it)."""
+        self.draining = True
+        self._put(("lease",))
+
+    def redirect_targets(self, limit: int = 8) -> list[tuple[str, int, int]]:
+        """``(host, port, load)`` of the other live nodes that take devices, least loaded first."""
+        out = []
+        for n in self.peers:
+            if n.info.get("draining") or not n.port:
+                continue
+            if self.overload_connections is not None and n.connections >= self.overload_connections:
+                continue
+            out.append((n.host, n.port, int(min(n.load, 2**31 - 1))))
+        return out[:limit]
+
+    def placement(self, connections: int) -> tuple[float, list[tuple[str, int, int]]]:
+        """Where a new device should go when this node holds *connections*: ``(delay, servers)``.
+
+        ``(0, [])``: welcome it here now. ``servers`` not empty: send it there
+        (less loaded nodes). Otherwise *delay* seconds before answering: the
+        node is overloaded and no other has room.
+        """
+        limit = self.overload_connections
+        if limit is None or connections < limit:
+            return 0.0, []
+        targets = [t for t in self.redirect_targets() if t[2] < connections]
+        if targets:
+            return 0.0, targets
+        excess = connections / limit - 1.0
+        return min(self.overload_delay, self.overload_delay * max(excess, 0.05) * 4), []
 
     def _send_queued(self) -> None:
         queue = self._queue
@@ -423,6 +478,8 @@ class ClusterLink:
             groups = [g for i in items if i[0] == "forward" for g in i[1]]
             if groups:
                 self._route_forwards(groups, out)
+            if any(i[0] == "lease" for i in items):
+                self._renew_lease()
             for i in items:
                 if i[0] == "kick":
                     out.setdefault(self.node_channel(i[1]), []).append(bus.pack_kick(i[2], i[3]))
@@ -441,6 +498,8 @@ class ClusterLink:
             stats["forward_offline"] += sum(len(targets) for _m, targets in groups)
             return
         live = self.live_nodes()
+        if any(where[0] not in live and where[0] != self.node_id for where in routes.values()):
+            live = self.live_nodes(max_age=0.0)  # a node that joined since the cache was read
         per_node: dict[str, list[tuple[StoredMessage, list[tuple[str, int]]]]] = {}
         for message, targets in groups:
             here: dict[str, list[tuple[str, int]]] = {}

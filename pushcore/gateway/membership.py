@@ -21,6 +21,7 @@ cluster room above it). This mixin wires the two together:
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -39,11 +40,22 @@ __all__ = ["ClusterMembership", "ClusterPort"]
 log = logging.getLogger("pushcore.server")
 
 
+def _cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
 class ClusterPort(Protocol):
     """The link's side, as the server uses it (:class:`pushcore.cluster.ClusterLink` implements it)."""
 
     node_id: str
     address: tuple[str, int] | None
+    heartbeat: float
+    overload_connections: int | None
+
+    def placement(self, connections: int) -> tuple[float, list[tuple[str, int, int]]]: ...
+    def redirect_targets(self, limit: int = ...) -> list[tuple[str, int, int]]: ...
+    def set_draining(self) -> None: ...
 
     def start(self, handler: Any, timeout: float = ...) -> None: ...
     def close(self, *, leave: bool = ...) -> None: ...
@@ -68,6 +80,8 @@ class ClusterMembership:
     _draining: bool
     _delivery: Delivery | None
     pipeline: StorePipeline
+    _load_snapshot: dict[str, Any] = {}
+    _cpu_mark: tuple[float, float] = (0.0, 0.0)
 
     def _join_cluster(self) -> None:
         """At listen: route the delivery's remote messages to the link, start it (it waits to subscribe)."""
@@ -75,7 +89,62 @@ class ClusterMembership:
         if cluster is None:
             return
         self._live_delivery().remote = cluster.forward
+        self._cpu_mark = (time.monotonic(), _cpu_seconds())
+        self._load_snapshot = self._measure_load()
         cluster.start(self)
+        self._running_loop().call_later(cluster.heartbeat / 2, self._cluster_tick)
+
+    def _cluster_tick(self) -> None:
+        """On the loop, twice per lease renewal: measure the load the link publishes."""
+        cluster = self.cluster
+        if cluster is None or self._stopped:
+            return
+        self._load_snapshot = self._measure_load()
+        self._running_loop().call_later(cluster.heartbeat / 2, self._cluster_tick)
+
+    def _measure_load(self) -> dict[str, Any]:
+        """This node's figures (on the loop): connections, loop lag, queued bytes, CPU of this process.
+
+        ``load`` (what server lists sort by) is the connection count: it is
+        what a node's memory and heartbeat work grow with. The others are
+        published beside it for operators.
+        """
+        delivery = self._delivery
+        connections = 0 if delivery is None else len(delivery)
+        stats = self._running_loop().stats()
+        now, cpu = time.monotonic(), _cpu_seconds()
+        then, cpu_then = self._cpu_mark
+        self._cpu_mark = (now, cpu)
+        lag = stats.get("lag", {})
+        return {"connections": connections, "load": connections,
+                "loop_lag_p99_ms": round(float(lag.get("recent_p99", 0.0)) * 1000, 3),
+                "outbound_bytes": int(stats.get("outbound_bytes", 0)),
+                "store_queue": self.pipeline.pending(),
+                "cpu": round((cpu - cpu_then) / (now - then), 3) if now > then else 0.0,
+                "draining": self._draining}
+
+    def _placement(self, cid: int) -> float | None:
+        """Where a new device goes (cluster placement): None = here now; >0 = answer it that late.
+
+        Sends the device on to less loaded nodes itself (GOAWAY ``OVERLOADED``
+        with their list; :class:`pushcore.Client` connects there) and returns
+        0.0 then.
+        """
+        cluster = self.cluster
+        if cluster is None or cluster.overload_connections is None:
+            return None
+        delay, servers = cluster.placement(len(self._live_delivery()))
+        if servers:
+            self.stats["redirected"] += 1
+            loop = self._running_loop()
+            loop.send(cid, _frames.Goaway(Reason.OVERLOADED, "this gateway is busy: use these", tuple(servers)
+                                          ).encode())
+            loop.close_conn(cid, Reason.OVERLOADED)
+            return 0.0
+        if delay > 0:
+            self.stats["delayed"] += 1
+            return delay
+        return None
 
     def _leave_cluster(self) -> None:
         cluster = self.cluster
@@ -100,16 +169,8 @@ class ClusterMembership:
                 pass
 
     def cluster_load(self) -> dict[str, Any]:
-        """This node's figures for the load registry (read from the link's thread: plain ints)."""
-        delivery = self._delivery
-        connections = 0 if delivery is None else len(delivery)
-        loop = self._running_loop()
-        try:
-            lag = float(loop.stats().get("loop_lag_p99_ms", 0.0))  # may be absent: 0
-        except Exception:
-            lag = 0.0
-        return {"connections": connections, "load": float(connections), "loop_lag_ms": lag,
-                "draining": self._draining, "time": time.time()}
+        """This node's figures for the load registry (the loop's last measurement)."""
+        return dict(self._load_snapshot)
 
     # -- on the loop ---------------------------------------------------------------
 

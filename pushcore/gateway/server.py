@@ -459,7 +459,7 @@ class Server(AsyncSends, ClusterMembership):
         self.stats = {
             "hello": 0, "welcome": 0, "refused": 0, "replaced": 0, "upstream": 0,
             "subscribe_refused": 0, "subscribe_over_cap": 0, "store_unavailable": 0,
-            "hooks_overloaded": 0, "hook_timeouts": 0,
+            "hooks_overloaded": 0, "hook_timeouts": 0, "redirected": 0, "delayed": 0,
         }
 
     # -- public properties ----------------------------------------------------
@@ -704,6 +704,10 @@ class Server(AsyncSends, ClusterMembership):
         self._draining = True
         loop = self._running_loop()
         delivery = self._live_delivery()
+        if self.cluster is not None:
+            self.cluster.set_draining()
+            if not servers:  # a node of a cluster sends its devices to the others (least loaded first)
+                servers = tuple(self.cluster.redirect_targets())
         if self._listener is not None:
             loop.unlisten(self._listener)
             self._listener = None
@@ -1527,8 +1531,17 @@ class Server(AsyncSends, ClusterMembership):
         self._claim(cid, hello, version, metadata, False, None)
 
     def _claim(self, cid: int, hello: Hello, version: int, metadata: dict[str, Any],
-               check_revoked: bool, issued_at: float | None) -> None:
+               check_revoked: bool, issued_at: float | None, placed: bool = False) -> None:
         """An accepted HELLO's claim check (its ``last_seq``) in the store, then :meth:`_welcome`."""
+        if self.cluster is not None and not placed:
+            delay = self._placement(cid)
+            if delay == 0.0:
+                return  # sent on to a less loaded node
+            if delay is not None:  # overloaded everywhere: answer late, so a storm spreads out
+                self._hello_pending.add(cid)
+                self._running_loop().call_later(delay, self._claim_late, cid, hello, version, metadata,
+                                                check_revoked, issued_at)
+                return
         delivery = self._live_delivery()
         device_id = hello.device_id
         cluster = self.cluster
@@ -1557,6 +1570,15 @@ class Server(AsyncSends, ClusterMembership):
 
         self._hello_pending.add(cid)
         self.pipeline.submit(claim, done=done, urgent=True)
+
+    def _claim_late(self, cid: int, hello: Hello, version: int, metadata: dict[str, Any],
+                    check_revoked: bool, issued_at: float | None) -> None:
+        if self._stopped or cid not in self._hello_pending or not self._running_loop().is_open(cid):
+            return
+        if self._draining:
+            self._refuse(cid, Reason.SHUTTING_DOWN, "server shutting down")
+            return
+        self._claim(cid, hello, version, metadata, check_revoked, issued_at, placed=True)
 
     def _welcome(self, cid: int, device_id: str, last_seq: int, version: int, metadata: dict[str, Any],
                  problem: str | AuthError | None, error: BaseException | None) -> None:

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 from tests.redisd import RedisServer
-from tests.serverkit import SECRET, RawDevice, wait_for
+from tests.serverkit import SECRET, RawDevice, token, wait_for
 
 from pushcore import Server
 from pushcore.cluster.bus import unpack
@@ -201,3 +201,71 @@ def test_bus_messages_round_trip():
     assert unpack(pack_kick("dev", 2**40)) == Kick("dev", 2**40)
     b = unpack(pack_broadcast("node-1", m))
     assert isinstance(b, Broadcast) and b.origin == "node-1" and b.message.payload == b"\x00payload"
+
+
+def test_the_load_registry_lists_every_node_with_its_figures(make_node):
+    a, b = make_node("A"), make_node("B")
+    devs = [connect(a, f"phone-{i}") for i in range(3)]
+    wait_for(lambda: {n.node_id: n.connections for n in b.cluster.nodes()} == {"A": 3, "B": 0},
+             what="A's three connections in the registry")
+    (info_a,) = [n for n in b.cluster.nodes() if n.node_id == "A"]
+    assert (info_a.host, info_a.port) == a.address
+    assert {"loop_lag_p99_ms", "outbound_bytes", "store_queue", "cpu", "draining"} <= set(info_a.info)
+    assert [n.node_id for n in b.cluster.nodes()] == ["B", "A"]  # least loaded first
+    for dev in devs:
+        dev.close()
+
+
+def test_an_overloaded_node_sends_new_devices_to_a_less_loaded_one(redis_server):
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    nodes = []
+    try:
+        for name in ("A", "B"):
+            link = ClusterLink(redis_server.url, node_id=name, prefix=prefix, heartbeat=0.2, lease=1.0,
+                               overload_connections=2)
+            server = Server(secret=SECRET, store=RedisStore(redis_server.url, prefix=prefix), cluster=link,
+                            heartbeat=(0, 60))
+            server.start()
+            nodes.append(server)
+        a, b = nodes
+        on_a = [connect(a, f"phone-{i}") for i in range(2)]
+        wait_for(lambda: [(n.node_id, n.connections) for n in a.cluster.peers] == [("B", 0)],
+                 what="A sees B's load")
+        wait_for(lambda: a.cluster.placement(2)[1] != [], what="A knows it is over its limit")
+        third = RawDevice(a.address)
+        third.send(protocol.Hello((1,), "phone-2", token("phone-2"), 0, 0))
+        answer = third.expect(protocol.GOAWAY)
+        assert answer.reason == Reason.OVERLOADED
+        assert [(h, p) for h, p, _load in answer.servers] == [b.address]
+        assert a.stats["redirected"] == 1
+        moved = connect(b, "phone-2")  # where the GOAWAY sent it
+        b.push("phone-0", b"still reaches A's device")
+        assert on_a[0].expect(protocol.PUSH).payload == b"still reaches A's device"
+        for dev in [*on_a, moved, third]:
+            dev.close()
+    finally:
+        for server in nodes:
+            server.stop()
+            server.store.close()
+
+
+def test_a_draining_node_sends_its_devices_to_the_others_and_nothing_is_lost(make_node):
+    a, b = make_node("A"), make_node("B")
+    devs = {f"phone-{i}": connect(a, f"phone-{i}") for i in range(3)}
+    wait_for(lambda: [n.node_id for n in a.cluster.peers] == ["B"], what="A knows B")
+    for device_id in devs:
+        b.push(device_id, b"first")
+    for dev in devs.values():
+        assert dev.expect(protocol.PUSH).seq == 1  # received, not acked: still in the store
+    a.drain()
+    for device_id, dev in devs.items():
+        goaway = dev.expect(protocol.GOAWAY)
+        assert goaway.reason == Reason.SHUTTING_DOWN
+        assert [(h, p) for h, p, _load in goaway.servers] == [b.address]
+        dev.close()
+        again = connect(b, device_id, last_seq=0)  # the device moves where it was told, showing nothing yet
+        assert again.expect(protocol.PUSH).seq == 1  # unacked: sent again, the device dedupes by seq
+        b.push(device_id, b"second")
+        assert again.expect(protocol.PUSH).seq == 2
+        again.close()
+    wait_for(lambda: [n.node_id for n in b.cluster.nodes()] == ["B"], what="A left the registry")
