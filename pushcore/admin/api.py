@@ -23,6 +23,9 @@ byte of its body is read.
 ``GET  /readyz``                           for load balancers: ``{"status": "ready"}`` (200) only when listening,
                                            not draining and the store can write; else 503 with ``"status"``
                                            ``down``, ``draining``, ``not_listening`` or ``store_unwritable``
+``GET  /servers``                          no token: the gateways to connect to, least loaded first
+                                           ``{"servers": [{"host", "port", "load"}, ...]}`` (a cluster: every
+                                           live node not draining; the format pushcore.Client fetches)
 ``GET  /metrics``                          Prometheus text format 0.0.4
 ``POST /v1/push``                          one message to one device → ``{"device", "seq"}``
 ``POST /v1/push/batch``                    ``{"messages": [...]}`` → ``{"seqs": [...]}``, one transaction
@@ -583,6 +586,12 @@ class AdminAPI:
                 up = await self._health()
                 status, body = self._healthz(up) if path == "/healthz" else self._readyz(up)
                 return self._respond(request, route, status, body)
+            if path == "/servers":  # what devices fetch (pushcore.Client's HTTP server list): no token
+                route = path
+                if method != "GET":
+                    raise ApiError(405, "use GET")
+                servers = await loop.run_in_executor(self._pool, self._servers)
+                return self._respond(request, route, 200, {"servers": servers})
             # Before any body byte is read: the body of a refused request is never looked at.
             self.check_auth(request.headers.get("Authorization"))
             if path == "/metrics":
@@ -890,12 +899,20 @@ class AdminAPI:
             result["truncated"] = len(ids) > limit
         return result
 
+    def _servers(self) -> list[dict[str, Any]]:
+        try:
+            return self.server.server_list()
+        except ConnectionError as exc:  # the cluster's Redis cannot be reached
+            raise ApiError(503, str(exc)) from None
+
     def _device(self, device_id: str) -> dict[str, Any]:
         store = self.server.store
         try:
+            node = self.server.where(device_id) if self.server.cluster is not None else None
             return {
                 "device": device_id,
-                "connected": self.server.connected(device_id),
+                "connected": self.server.connected(device_id) or node is not None,
+                **({"node": node} if self.server.cluster is not None else {}),
                 "backlog": store.backlog(device_id),
                 "last_seq": store.last_seq(device_id),
                 "topics": sorted(store.topics(device_id)),
@@ -1079,6 +1096,7 @@ class _Connection(web.RequestHandler):
 _ROUTES = (
     ("/healthz", re.compile(r"^/healthz$")),
     ("/readyz", re.compile(r"^/readyz$")),
+    ("/servers", re.compile(r"^/servers$")),
     ("/metrics", re.compile(r"^/metrics$")),
     ("/v1/push", re.compile(r"^/v1/push/?$")),
     ("/v1/push/batch", re.compile(r"^/v1/push/batch/?$")),

@@ -22,9 +22,10 @@ import argparse
 import logging
 import math
 import os
+import socket
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..loop.limits import (
     DEFAULT_CONNECT_RATE,
@@ -42,7 +43,7 @@ from .common import (
     load_secret,
     raise_fd_limit,
 )
-from .flags import float_in, port, store_target
+from .flags import float_in, int_in, port, store_target
 
 if TYPE_CHECKING:
     from ..admin.api import AdminAPI
@@ -162,6 +163,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     lim.add_argument("--source-connect-burst", type=_burst, default=None, metavar="N",
                      help="connections accepted at once from one source (default: one second's worth)")
     g.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT: several gateway processes on one port")
+    c = parser.add_argument_group("cluster (with --store redis://...; docs/CLUSTER.md)")
+    c.add_argument("--advertise", default=None, metavar="HOST",
+                   help="the address other nodes' server lists and redirects give devices for this gateway "
+                        "(default: --host; needed when --host is 0.0.0.0)")
+    c.add_argument("--overload-connections", type=int_in(1, 10**9, "a number of connections >= 1"), default=None,
+                   metavar="N", help="past N connections a node sends new devices to less loaded nodes, or "
+                                     "answers them late when none has room (default: no limit)")
+    c.add_argument("--no-cluster", action="store_true",
+                   help="on a Redis store, do not join the cluster (one gateway, no routing between processes)")
     g.add_argument("--workers", type=_workers, default=None, metavar="N|auto",
                    help="worker processes on the one port, each with its own loop, restarted when one dies "
                         "(auto: one per core; default 1; more than 1 needs a shared store, docs/OPERATIONS.md)")
@@ -215,7 +225,13 @@ def build_worker(args: argparse.Namespace, creds: _Credentials,
         store = open_store(args.store, idempotency_window=args.idempotency_window)
     except (StoreError, OSError, ValueError) as exc:
         raise CommandError(f"--store {args.store}: {exc}") from None
+    cluster = None
+    if store.__class__.__name__ == "RedisStore" and not args.no_cluster:
+        cluster = _cluster_link(args, store, info)
+    elif info is not None:
+        raise CommandError("--workers needs the cluster (a Redis store, without --no-cluster)")
     server = Server(args.host if info is None else info.host, args.port if info is None else info.port,
+                    cluster=cluster, node_id=None if info is None else info.index,
                     secret=creds.secret, store=store, heartbeat=args.heartbeat,
                     idle_grace=args.idle_grace, reuse_port=args.reuse_port or info is not None,
                     auth_timeout=args.auth_timeout,
@@ -229,6 +245,22 @@ def build_worker(args: argparse.Namespace, creds: _Credentials,
                          port=args.admin_port if info is None else info.ports["admin"],
                          reuse_port=info is not None)
     return server, admin
+
+
+def _cluster_link(args: argparse.Namespace, store: Any, info: WorkerInfo | None) -> Any:
+    """The ClusterLink of this gateway (or worker) on the Redis of its store, same keyspace."""
+    from ..cluster.link import ClusterLink
+
+    host = args.advertise or (args.host if info is None else info.host)
+    if host in ("0.0.0.0", "::", ""):
+        raise CommandError("--host listens on every address: say with --advertise HOST which one devices "
+                           "should be sent to (server lists, redirects)")
+    port = args.port if info is None else info.port
+    suffix = "" if info is None else f"-w{info.index}"
+    node_id = f"{socket.gethostname()}-{port}{suffix}-{os.getpid()}"
+    return ClusterLink(store.url, node_id=node_id, address=(host, port) if port else None,
+                       prefix=store.prefix, partitions=store.partitions,
+                       overload_connections=args.overload_connections)
 
 
 def run(args: argparse.Namespace) -> int:

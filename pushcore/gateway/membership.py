@@ -65,6 +65,7 @@ class ClusterPort(Protocol):
     def broadcast(self, message: StoredMessage) -> None: ...
     def reclaim(self, routes: Sequence[tuple[str, int]]) -> list[str]: ...
     def locate(self, device_ids: Iterable[str]) -> dict[str, tuple[str, int]]: ...
+    def nodes(self) -> list[Any]: ...
 
 
 class ClusterMembership:
@@ -150,6 +151,36 @@ class ClusterMembership:
         cluster = self.cluster
         if cluster is not None:
             cluster.close()
+
+    # -- the cluster's view (any thread; blocking: a Redis round trip) -------------
+
+    def where(self, device_id: str) -> str | None:
+        """The node holding *device_id* now: this node's id, another's, or None (offline everywhere).
+
+        On one node (no cluster) it is ``"local"`` when connected here.
+        """
+        cluster = self.cluster
+        if cluster is None:
+            delivery = self._delivery
+            return "local" if delivery is not None and device_id in delivery.routes else None
+        found = cluster.locate([device_id]).get(device_id)
+        return None if found is None else found[0]
+
+    def server_list(self) -> list[dict[str, Any]]:
+        """The gateways devices may connect to, least loaded first (what ``GET /servers`` serves).
+
+        In a cluster: every live node that is not draining, from the load
+        registry. On one node: this one.
+        """
+        cluster = self.cluster
+        if cluster is None:
+            address = getattr(self, "_address", None)
+            delivery = self._delivery
+            if address is None or self._draining:
+                return []
+            return [{"host": address[0], "port": address[1], "load": 0 if delivery is None else len(delivery)}]
+        return [{"host": n.host, "port": n.port, "load": n.load, "node": n.node_id}
+                for n in cluster.nodes() if n.port and not n.info.get("draining")]
 
     # -- the link's callbacks (link threads) --------------------------------------
 

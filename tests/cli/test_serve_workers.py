@@ -11,6 +11,7 @@ import sys
 import urllib.request
 
 import pytest
+from tests.redisd import RedisServer
 
 from pushcore.cli import serve as cmd_serve
 from pushcore.cli.common import ADMIN_TOKEN_ENV, SECRET_ENV, CommandError
@@ -62,16 +63,11 @@ def test_one_worker_is_the_single_process_path(monkeypatch):
     assert called == ["single"] * 4
 
 
-# No store the workers can share exists yet in this tree: the check is patched so the
-# worker path runs (each worker has its own memory store; only processes are tested).
-WORKERS_SERVE = ("import sys; import pushcore.cli.serve as s; s._shared_store = lambda target: True; "
-                 "from pushcore.cli import main; sys.exit(main(sys.argv[1:]))")
-
-
 @pytest.mark.slow
 def test_serve_with_two_workers_shares_the_ports_and_drains_on_sigterm(tmp_path):
+    redis_server = RedisServer(tmp_path / "redis").start()
     proc = subprocess.Popen(
-        [sys.executable, "-c", WORKERS_SERVE, "serve", "--workers", "2", "--store", "memory", "--port", "0",
+        [sys.executable, "-m", "pushcore", "serve", "--workers", "2", "--store", redis_server.url, "--port", "0",
          "--admin-port", "0", "--log-level", "warning"],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=tmp_path, env=ENV)
     try:
@@ -103,3 +99,4 @@ def test_serve_with_two_workers_shares_the_ports_and_drains_on_sigterm(tmp_path)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        redis_server.stop()
