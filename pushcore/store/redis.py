@@ -91,11 +91,10 @@ Health. A connection error or timeout (or a cluster that is down, a server
 loading its AOF, out of memory, read-only) raises :class:`StoreUnavailable`
 naming the address and marks the store unwritable, on a write or a read;
 :meth:`~pushcore.store.Store.probe` (a ``SET`` of ``P:{cfg}:probe``) and the
-next write that works heal it. The standalone client does not retry a
-command (a retried append that had run would store the message twice); the
-cluster client follows MOVED/ASK redirects as it must and retries after
-connection errors, so an append whose reply was lost may be stored twice
-(two seqs, never one seq twice).
+next write that works heal it. Neither client retries a command after a
+connection error or timeout (a retried append that had run would store the
+message twice, under two seqs); the cluster client still follows MOVED/ASK
+redirects, which say the command did not run.
 """
 from __future__ import annotations
 
@@ -273,7 +272,9 @@ class RedisStore(Store):
                 return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **options)
             from redis.cluster import ClusterNode, RedisCluster
             startup = [ClusterNode(h, p) for h, p in nodes]  # type: ignore[no-untyped-call]
-            return RedisCluster(startup_nodes=startup, **options)
+            # Connection errors are not retried (the append may have run: a retry would store it twice);
+            # MOVED / ASK redirects still are (a redirected command did not run).
+            return RedisCluster(startup_nodes=startup, retry=Retry(NoBackoff(), 0), **options)
         except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.RedisClusterException) as exc:
             raise StoreError(f"cannot reach Redis at {self._address}: {exc}") from exc
 
