@@ -377,11 +377,19 @@ class ClusterLink:
         lost: list[str] = []
         pipe = self._r.pipeline(transaction=False)
         for device_id, cid in routes:
-            self._reclaim(keys=[self.routes_key(device_id)], args=[device_id, self._route_value(cid)], client=pipe)
+            self._in_pipeline(pipe, self._reclaim, self.routes_key(device_id), device_id, self._route_value(cid))
         for (device_id, _cid), old in zip(routes, pipe.execute() if routes else []):
             if old:
                 lost.append(device_id)
         return lost
+
+    def _in_pipeline(self, pipe: Any, script: Any, key: str, *args: str) -> None:
+        """Queue *script* on *pipe*: EVALSHA on one Redis (the pipeline loads missing scripts first);
+        EVAL with the source on a Redis Cluster, whose pipelines do not (a master may not know it)."""
+        if self.cluster_mode:
+            pipe.execute_command("EVAL", script.script, 1, key, *args)
+        else:
+            script(keys=[key], args=list(args), client=pipe)
 
     # -- the sender thread ---------------------------------------------------------
 
@@ -401,7 +409,9 @@ class ClusterLink:
                 if failing:
                     failing = False
                     log.info("pushcore cluster: node %s reaches Redis again", self.node_id)
-            except self._link_errors as exc:
+            except Exception as exc:  # a link error, or a bug: log it, drop the batch, go on (never die)
+                if not isinstance(exc, self._link_errors):
+                    log.exception("pushcore cluster: node %s: sending to the cluster failed", self.node_id)
                 self.stats["redis_errors"] += 1
                 if not failing:
                     log.warning("pushcore cluster: node %s cannot reach Redis: %s", self.node_id, exc)
@@ -471,8 +481,8 @@ class ClusterLink:
             if releases:
                 pipe = self._r.pipeline(transaction=False)
                 for _, device_id, cid in releases:
-                    self._release(keys=[self.routes_key(device_id)], args=[device_id, self._route_value(cid)],
-                                  client=pipe)
+                    self._in_pipeline(pipe, self._release, self.routes_key(device_id), device_id,
+                                      self._route_value(cid))
                 pipe.execute()
             out: dict[str, list[bytes]] = {}  # channel → messages
             groups = [g for i in items if i[0] == "forward" for g in i[1]]
@@ -524,10 +534,12 @@ class ClusterLink:
         pipe = self._r.pipeline(transaction=False)
         for channel, messages in out.items():
             for data in messages:
-                if self.cluster_mode and channel != self.broadcast_channel:
-                    pipe.execute_command("SPUBLISH", channel, data)
-                else:
+                if not self.cluster_mode:
                     pipe.publish(channel, data)
+                elif channel != self.broadcast_channel:
+                    pipe.execute_command("SPUBLISH", channel, data)  # to the shard of the node's channel
+                else:
+                    self._r.publish(channel, data)  # classic PUBLISH reaches every shard (not pipelined there)
                 self.stats["forward_publishes"] += 1
         pipe.execute()
 

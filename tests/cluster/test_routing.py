@@ -12,7 +12,7 @@ import contextlib
 import uuid
 
 import pytest
-from tests.redisd import RedisServer
+from tests.redisd import RedisCluster, RedisServer
 from tests.serverkit import SECRET, RawDevice, token, wait_for
 
 from pushcore import Server
@@ -30,14 +30,32 @@ def redis_server(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory):
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["redis", "redis-cluster"])
+def make_any_node(request):
+    """:func:`make_node` on one Redis, then on a 3-master Redis Cluster (sharded pub/sub for node channels)."""
+    server = request.getfixturevalue("redis_server" if request.param == "redis" else "redis_cluster")
+    yield from _nodes(server.url)
+
+
 @pytest.fixture
 def make_node(redis_server):
     """Nodes on one keyspace (a fresh prefix per test); stopped after the test."""
+    yield from _nodes(redis_server.url)
+
+
+def _nodes(default_url: str):
     prefix = f"t{uuid.uuid4().hex[:8]}"
     made: list[Server] = []
 
     def make(name: str, url: str | None = None, **kw) -> Server:
-        url = url or redis_server.url
+        url = url or default_url
         link = ClusterLink(url, node_id=name, prefix=prefix, heartbeat=0.2, lease=1.0, socket_timeout=1.0)
         store = RedisStore(url, prefix=prefix, socket_timeout=1.0)
         server = Server(secret=SECRET, store=store, cluster=link, heartbeat=(0, 60), **kw)
@@ -59,8 +77,8 @@ def connect(server: Server, device_id: str, last_seq: int = 0) -> RawDevice:
     return dev
 
 
-def test_a_push_through_one_node_reaches_the_device_on_another_once(make_node):
-    a, b = make_node("A"), make_node("B")
+def test_a_push_through_one_node_reaches_the_device_on_another_once(make_any_node):
+    a, b = make_any_node("A"), make_any_node("B")
     dev = connect(a, "phone-1")
     seqs = [b.push("phone-1", b"from B %d" % i) for i in range(5)]
     got = [dev.expect(protocol.PUSH) for _ in seqs]
@@ -72,8 +90,8 @@ def test_a_push_through_one_node_reaches_the_device_on_another_once(make_node):
     wait_for(lambda: b.store.backlog("phone-1") == 0, what="the ACK on A removes what B stored")
 
 
-def test_a_newer_connection_on_another_node_replaces_the_older_one(make_node):
-    a, b = make_node("A"), make_node("B")
+def test_a_newer_connection_on_another_node_replaces_the_older_one(make_any_node):
+    a, b = make_any_node("A"), make_any_node("B")
     old = connect(a, "phone-1")
     a.push("phone-1", b"one")
     assert old.expect(protocol.PUSH).seq == 1
@@ -100,8 +118,8 @@ def test_a_device_offline_everywhere_gets_its_pushes_from_the_store_on_any_node(
     assert a.cluster.stats["forwarded"] == 0  # nobody held it: nothing was forwarded
 
 
-def test_ephemeral_broadcast_reaches_every_node_once(make_node):
-    a, b, c = make_node("A"), make_node("B"), make_node("C")
+def test_ephemeral_broadcast_reaches_every_node_once(make_any_node):
+    a, b, c = make_any_node("A"), make_any_node("B"), make_any_node("C")
     devs = {name: connect(node, f"phone-{name}") for name, node in (("a", a), ("b", b), ("c", c))}
     assert a.broadcast(b"to everyone") == 1  # the count is this node's own devices
     for dev in devs.values():
@@ -110,8 +128,8 @@ def test_ephemeral_broadcast_reaches_every_node_once(make_node):
     assert all(dev.silent_for(0.2) for dev in devs.values())
 
 
-def test_a_publish_reaches_subscribers_on_every_node_with_their_own_seqs(make_node):
-    a, b = make_node("A"), make_node("B")
+def test_a_publish_reaches_subscribers_on_every_node_with_their_own_seqs(make_any_node):
+    a, b = make_any_node("A"), make_any_node("B")
     on_a = {d: connect(a, d) for d in ("x1", "x2")}
     on_b = {d: connect(b, d) for d in ("y1", "y2", "y3")}
     for dev in {**on_a, **on_b}.values():
@@ -128,8 +146,8 @@ def test_a_publish_reaches_subscribers_on_every_node_with_their_own_seqs(make_no
         assert dev.silent_for(0.1)
 
 
-def test_presence_answers_for_the_whole_cluster_and_forgets_a_closed_connection(make_node):
-    a, b = make_node("A"), make_node("B")
+def test_presence_answers_for_the_whole_cluster_and_forgets_a_closed_connection(make_any_node):
+    a, b = make_any_node("A"), make_any_node("B")
     dev = connect(a, "phone-1")
     where = b.cluster.locate(["phone-1", "nobody"])
     assert list(where) == ["phone-1"] and where["phone-1"][0] == "A"
@@ -249,8 +267,8 @@ def test_an_overloaded_node_sends_new_devices_to_a_less_loaded_one(redis_server)
             server.store.close()
 
 
-def test_a_draining_node_sends_its_devices_to_the_others_and_nothing_is_lost(make_node):
-    a, b = make_node("A"), make_node("B")
+def test_a_draining_node_sends_its_devices_to_the_others_and_nothing_is_lost(make_any_node):
+    a, b = make_any_node("A"), make_any_node("B")
     devs = {f"phone-{i}": connect(a, f"phone-{i}") for i in range(3)}
     wait_for(lambda: [n.node_id for n in a.cluster.peers] == ["B"], what="A knows B")
     for device_id in devs:
