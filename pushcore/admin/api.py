@@ -31,7 +31,9 @@ byte of its body is read.
 ``POST /v1/push/batch``                    ``{"messages": [...]}`` → ``{"seqs": [...]}``, one transaction
 ``POST /v1/publish``                       to a topic's subscribers → ``{"devices": n}``
 ``POST /v1/broadcast``                     to every connected device → ``{"devices": n}``
-``GET  /v1/devices``                       ``{"connected": n}``; ``?list=1`` adds ids (``&limit=``)
+``GET  /v1/devices``                       ``{"connected": n}``; ``?list=1`` adds ids (``&limit=``); in a
+                                           cluster also ``"cluster": {"connected", "nodes"}`` and the ids of
+                                           every node
 ``GET  /v1/devices/<id>``                  presence, backlog, last seq, topics
 ``POST /v1/devices/<id>/subscribe``        ``{"topics": [...]}`` → ``{"added": n}``
 ``POST /v1/devices/<id>/unsubscribe``      ``{"topics": [...]}`` → ``{"removed": n}``
@@ -887,6 +889,13 @@ class AdminAPI:
 
     def _devices(self, query: dict[str, list[str]]) -> dict[str, Any]:
         result: dict[str, Any] = {"connected": self._call(self.server.device_count)}
+        cluster = self.server.cluster
+        if cluster is not None:  # the whole cluster: "connected" stays this node's
+            try:
+                nodes = cluster.nodes()
+            except ConnectionError as exc:
+                raise ApiError(503, str(exc)) from None
+            result["cluster"] = {"connected": sum(n.connections for n in nodes), "nodes": len(nodes)}
         if query.get("list", ["0"])[-1] not in ("0", "", "false"):
             try:
                 limit = int(query.get("limit", ["1000"])[-1])
@@ -894,7 +903,10 @@ class AdminAPI:
                 raise ApiError(400, "'limit' must be an integer") from None
             if limit < 1:
                 raise ApiError(400, "'limit' must be >= 1")
-            ids = sorted(self._call(self.server.devices))
+            try:
+                ids = sorted(cluster.online_devices() if cluster is not None else self._call(self.server.devices))
+            except ConnectionError as exc:
+                raise ApiError(503, str(exc)) from None
             result["devices"] = ids[:limit]
             result["truncated"] = len(ids) > limit
         return result

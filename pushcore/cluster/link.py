@@ -325,6 +325,26 @@ class ClusterLink:
             live = self.live_nodes(max_age=0.0)  # a node that joined since the cache was read
         return {d: where for d, where in routes.items() if where[0] in live}
 
+    def online_devices(self) -> list[str]:
+        """Every device connected to a live node (reads every route partition: for a durable
+        broadcast or an operator's listing, not for a hot path)."""
+        live = self.live_nodes(max_age=0.0)
+        try:
+            pipe = self._r.pipeline(transaction=False)
+            keys = [f"{self.prefix}:{{p{k}}}:routes" for k in range(self.partitions)]
+            for key in keys:
+                pipe.hgetall(key)
+            answers = pipe.execute()
+        except self._redis_errors as exc:
+            raise ClusterUnavailable(f"Redis at {self.url} cannot be reached: {exc}") from None
+        out = []
+        for routes in answers:
+            for device, value in routes.items():
+                if value.decode().rpartition("|")[0] in live:
+                    out.append(device.decode())
+        out.sort()
+        return out
+
     def nodes(self) -> list[NodeInfo]:
         """Every live node with its load figures, least loaded first (the server list's order)."""
         live = self.live_nodes(max_age=0.0)

@@ -1135,9 +1135,13 @@ class Server(AsyncSends, ClusterMembership):
         if durable:
             if not wait:
                 return self._durable_broadcast_later(payload, priority, expiry, collapse_key, topic)
-            devices = self.call(lambda: list(self._ready_delivery().routes))
-            if not devices:
-                return FanOut(0)
+            cluster = self.cluster
+            if cluster is not None:  # every device connected to any node, listed where store work runs
+                devices: Any = lambda _store: cluster.online_devices()  # noqa: E731
+            else:
+                devices = self.call(lambda: list(self._ready_delivery().routes))
+                if not devices:
+                    return FanOut(0)
             try:
                 op = self._ready_delivery().submit_many(
                     devices, payload, priority=priority, expiry=expiry,
@@ -1169,10 +1173,15 @@ class Server(AsyncSends, ClusterMembership):
         out: concurrent.futures.Future[FanOut | int] = concurrent.futures.Future()
 
         def on_loop() -> None:
-            devices = list(self._ready_delivery().routes)
-            if not devices:
-                out.set_result(FanOut(0))
-                return
+            cluster = self.cluster
+            devices: Any
+            if cluster is not None:  # every device connected to any node, listed where store work runs
+                devices = lambda _store: cluster.online_devices()  # noqa: E731
+            else:
+                devices = list(self._ready_delivery().routes)
+                if not devices:
+                    out.set_result(FanOut(0))
+                    return
             op = self._ready_delivery().submit_many(
                 devices, payload, priority=priority, expiry=expiry,
                 collapse_key=collapse_key, topic=topic, wait="future",

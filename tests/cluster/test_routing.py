@@ -287,3 +287,33 @@ def test_a_draining_node_sends_its_devices_to_the_others_and_nothing_is_lost(mak
         assert again.expect(protocol.PUSH).seq == 2
         again.close()
     wait_for(lambda: [n.node_id for n in b.cluster.nodes()] == ["B"], what="A left the registry")
+
+
+def test_a_durable_broadcast_is_stored_for_every_device_connected_anywhere(make_any_node):
+    a, b = make_any_node("A"), make_any_node("B")
+    on_a, on_b = connect(a, "x1"), connect(b, "y1")
+    assert sorted(a.cluster.online_devices()) == ["x1", "y1"]
+    fanout = b.broadcast(b"everyone, kept", durable=True)
+    assert fanout == 2 and not fanout.failed
+    for dev in (on_a, on_b):
+        push = dev.expect(protocol.PUSH)
+        assert (push.seq, push.payload) == (1, b"everyone, kept")
+    assert a.store.backlog("x1") == 1 and a.store.backlog("y1") == 1  # stored until acked
+    on_a.close()
+    on_b.close()
+
+
+def test_the_admin_api_lists_devices_of_every_node(make_node):
+    from pushcore.admin.api import AdminAPI
+
+    a, b = make_node("A"), make_node("B")
+    devs = [connect(a, "x1"), connect(b, "y1"), connect(b, "y2")]
+    api = AdminAPI(a, "admin-token-0123456789")
+    wait_for(lambda: api.handle("GET", "/v1/devices", {}, None)[2]["cluster"]["connected"] == 3,
+             what="the registry counts every node's devices")
+    _route, status, body = api.handle("GET", "/v1/devices", {"list": ["1"]}, None)
+    assert status == 200 and body["connected"] == 1 and body["devices"] == ["x1", "y1", "y2"]
+    assert body["cluster"] == {"connected": 3, "nodes": 2}
+    assert api.handle("GET", "/v1/devices/y2", {}, None)[2]["node"] == "B"
+    for dev in devs:
+        dev.close()
