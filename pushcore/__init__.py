@@ -11,7 +11,9 @@ The public API (docs/ARCHITECTURE.md is the map of the package):
 * the gateway (``Server``, ``Store``, ``open_store``, tokens) and the device
   (``Client``, ``Cause``, ``HeartbeatPolicy``);
 * loaded on first use, so that ``import pushcore`` stays light: ``Loop``,
-  ``Simulator``, ``Profile``, ``AdminAPI``.
+  ``Simulator``, ``Profile``, ``AdminAPI``, and the cluster (docs/CLUSTER.md):
+  ``RedisStore``, ``ClusterLink``, ``Supervisor``, ``WorkerInfo`` (they need
+  the ``redis`` extra: redis-py and hiredis).
 """
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +34,11 @@ from .wire import DEFAULT_MAX_FRAME_SIZE, PRIORITY_HIGH, PRIORITY_LOW, PROTOCOL_
 if TYPE_CHECKING:
     from ._loop import Loop
     from .admin.api import AdminAPI
+    from .cluster.link import ClusterLink
+    from .cluster.supervisor import Supervisor, WorkerInfo
     from .sim.profiles import Profile
     from .sim.simulator import Simulator
+    from .store.redis import RedisStore
 
 Hello = _frames.Hello
 Welcome = _frames.Welcome
@@ -58,6 +63,10 @@ _LAZY = {
     "Simulator": ("pushcore.sim.simulator", "Simulator"),
     "Profile": ("pushcore.sim.profiles", "Profile"),
     "AdminAPI": ("pushcore.admin.api", "AdminAPI"),
+    "RedisStore": ("pushcore.store.redis", "RedisStore"),
+    "ClusterLink": ("pushcore.cluster.link", "ClusterLink"),
+    "Supervisor": ("pushcore.cluster.supervisor", "Supervisor"),
+    "WorkerInfo": ("pushcore.cluster.supervisor", "WorkerInfo"),
 }
 
 
@@ -87,4 +96,5 @@ __all__ = [
     "HeartbeatPolicy", "Server", "HookTimeout", "Client", "ClientState", "Cause", "CauseKind", "ConnectError", "NotConnected",
     "Loop",
     "Simulator", "Profile", "AdminAPI",
+    "RedisStore", "ClusterLink", "Supervisor", "WorkerInfo",
 ]

@@ -1,4 +1,4 @@
-"""Several gateway processes: the supervisor of workers on one machine (``supervisor``).
+"""Several gateway processes: workers on one machine (``supervisor``), nodes sharing one Redis (``link``, ``bus``).
 
 Names load on first use, so importing a module of this package does not
 load the others.
@@ -9,13 +9,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .link import ClusterLink, ClusterUnavailable, NodeInfo
     from .supervisor import PortUnavailable, Supervisor, SupervisorError, WorkerInfo, WorkerState
 
-__all__ = ["PortUnavailable", "Supervisor", "SupervisorError", "WorkerInfo", "WorkerState"]
+__all__ = ["PortUnavailable", "Supervisor", "SupervisorError", "WorkerInfo", "WorkerState",
+           "ClusterLink", "ClusterUnavailable", "NodeInfo"]
 
 #: name -> the module of this package that defines it
-_LAZY = dict.fromkeys(("PortUnavailable", "Supervisor", "SupervisorError", "WorkerInfo", "WorkerState"),
-                      "supervisor")
+_LAZY = {**dict.fromkeys(("PortUnavailable", "Supervisor", "SupervisorError", "WorkerInfo", "WorkerState"),
+                         "supervisor"),
+         **dict.fromkeys(("ClusterLink", "ClusterUnavailable", "NodeInfo"), "link")}
 
 
 def __getattr__(name: str) -> Any:
