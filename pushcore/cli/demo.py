@@ -22,6 +22,7 @@ import tempfile
 import time
 
 from ..sim.profiles import DEMO_PROFILE, Profile
+from . import demo_cluster
 from .common import CommandError, raise_fd_limit
 from .flags import store_target
 from .simulate import DEVICES, DURATION, RATE, add_profile_arguments, profile_from_args, write_report
@@ -30,9 +31,11 @@ __all__ = ["add_arguments", "run", "metrics_summary"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--devices", type=DEVICES, default=2000, help="simulated devices (default 2000)")
-    parser.add_argument("--duration", type=DURATION, default=12.0, help="seconds of traffic (default 12)")
-    parser.add_argument("--rate", type=RATE, default=400.0, help="pushes per second (default 400)")
+    parser.add_argument("--devices", type=DEVICES, default=None,
+                        help="simulated devices (default 2000; 600 with --cluster)")
+    parser.add_argument("--duration", type=DURATION, default=None,
+                        help="seconds of traffic (default 12; 30 with --cluster)")
+    parser.add_argument("--rate", type=RATE, default=None, help="pushes per second (default 400; 300 with --cluster)")
     parser.add_argument("--store", type=store_target, default=None, metavar="STORE",
                         help="gateway store: memory, or a SQLite file: PATH.db, sqlite:PATH, ./NAME "
                              "(default: a temporary SQLite file)")
@@ -41,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="show a progress bar on stderr (default: when stderr is a terminal)")
     add_profile_arguments(parser, DEMO_PROFILE)
+    demo_cluster.add_arguments(parser)
 
 
 def metrics_summary(text: str) -> list[str]:
@@ -97,6 +101,13 @@ def run(args: argparse.Namespace) -> int:
     from ..sim.traffic import Pusher, ServerSink
     from ..store import StoreError, open_store
 
+    if args.cluster:
+        if args.store is not None:
+            raise CommandError("--cluster runs its own Redis store: leave out --store")
+        return demo_cluster.run(args)
+    args.devices = 2000 if args.devices is None else args.devices
+    args.duration = 12.0 if args.duration is None else args.duration
+    args.rate = 400.0 if args.rate is None else args.rate
     profile = profile_from_args(args, DEMO_PROFILE)
     raise_fd_limit(2 * args.devices + 128, f"--devices {args.devices} (gateway and devices in one process)")
     out = sys.stdout

@@ -124,7 +124,7 @@ class SimDevice:
         "index", "cid", "state", "inbox", "policy", "nat", "pongs_seen", "hb_timer", "nat_timer",
         "wait_timer", "t_connect", "online_since_ns", "last_tx", "next_counter", "holes",
         "received", "duplicates", "out_of_order", "misrouted", "foreign", "connects", "attempt",
-        "target", "nat_drops", "refusal",
+        "target", "nat_drops", "refusal", "hop",
     )
 
     def __init__(self, index: int, inbox: Inbox, policy: HeartbeatPolicy | None, nat: bool) -> None:
@@ -153,6 +153,7 @@ class SimDevice:
         self.target: Address | None = None  # (host, port) from a REDIRECT / GOAWAY, used once
         self.nat_drops = 0
         self.refusal: int | None = None  # the code of the server's last ERROR (or REPLACED)
+        self.hop = 0  # how many servers of the list this device moved on from (failed connects)
 
 
 def _poisson(rng: random.Random, lam: float) -> int:
@@ -176,7 +177,8 @@ class Simulator:
     ----------
     servers
         ``"host:port"`` strings or ``(host, port)`` tuples; names are
-        resolved once, here. Device *i* uses ``servers[i % len(servers)]``.
+        resolved once, here. Device *i* uses ``servers[i % len(servers)]``;
+        after a failed connect it tries the next one of the list (probing).
         None (the default): the simulator starts its own gateway
         (:attr:`server`: a :class:`pushcore.Server` on 127.0.0.1, any free
         port, memory store, heartbeat bounds fitted to *profile*), stopped
@@ -365,7 +367,8 @@ class Simulator:
             self._pump_timer = loop.call_later(0.01, self._pump)
 
     def _connect(self, dev: SimDevice) -> None:
-        target = dev.target or self.servers[dev.index % len(self.servers)]
+        servers = self.servers
+        target = dev.target or servers[(dev.index + dev.hop) % len(servers)]
         dev.target = None
         self.counts["attempts"] += 1
         try:
@@ -373,6 +376,7 @@ class Simulator:
         except (OSError, ValueError):
             # e.g. out of file descriptors: back off like any failed attempt
             self.counts["connect_errors"] += 1
+            dev.hop += 1
             self._backoff(dev)
             return
         dev.cid = cid
@@ -552,6 +556,7 @@ class Simulator:
             return
         if state == CONNECTING:
             self.counts["connect_failures"] += 1
+            dev.hop += 1  # probing, like pushcore.Client: the next attempt tries the next server
         if dev.refusal in _FATAL or dev.refusal == Reason.REPLACED:
             # reconnecting cannot help (bad token, no common version), or another
             # instance of this device took over and fighting it would never end
@@ -749,8 +754,13 @@ class Simulator:
         drain_timeout: float = 10.0,
         settle: float = 1.0,
         progress: Progress | None = None,
+        until: Callable[[], bool] | None = None,
     ) -> Report:
         """Connect, run traffic for *duration* seconds, drain, and return the :class:`Report`.
+
+        With *until*, the traffic also goes on (past *duration*) until
+        ``until()`` is true, checked on every loop turn of this thread (a
+        scenario run beside the traffic, e.g. ``pushcore demo --cluster``'s faults).
 
         Drives the loop from the calling thread; once per Simulator. The
         devices stay connected afterwards; call :meth:`close` (or use ``with``).
@@ -778,9 +788,9 @@ class Simulator:
         last_lat = (self.latency.count, self.latency.total)
         while True:
             elapsed = loop.time() - traffic_start
-            if elapsed >= duration:
+            if elapsed >= duration and (until is None or until()):
                 break
-            self._turn(min(0.05, duration - elapsed))
+            self._turn(min(0.05, max(duration - elapsed, 0.01)))
             count, total = self.latency.count - last_lat[0], self.latency.total - last_lat[1]
             if progress.enabled and (count or self.received_total != last_received):
                 avg = f"{total / count * 1000:.2f} ms" if count else "-"
