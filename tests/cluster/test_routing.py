@@ -20,6 +20,7 @@ from pushcore.cluster.bus import unpack
 from pushcore.cluster.link import ClusterLink
 from pushcore.codec import reference as protocol
 from pushcore.errors import Reason
+from pushcore.store import StoreUnavailable
 from pushcore.store.redis import RedisStore
 
 
@@ -195,6 +196,12 @@ def test_devices_stay_connected_through_a_redis_restart_and_forwards_resume(tmp_
         redis_server.stop()
         wait_for(lambda: a.cluster.stats["redis_errors"] > 0, timeout=5, what="A notices Redis is gone")
         assert a.connected("phone-1")
+        with pytest.raises(StoreUnavailable, match=f"127.0.0.1:{redis_server.port}"):
+            b.push("phone-1", b"refused")  # a clear, typed error (the admin API answers it with 503)
+        late = RawDevice(b.address)
+        assert late.hello("phone-2").code == Reason.OVERLOADED  # "try again later", not a crash
+        late.close()
+        assert dev.silent_for(0.2) and a.connected("phone-1")  # the connected device stays
         redis_server.start()  # the same port and directory: the AOF brings the data back
         wait_for(lambda: a.cluster.stats["resyncs"] >= 1, timeout=10, what="A resubscribed and resynced")
         wait_for(lambda: b.cluster.locate(["phone-1"]).get("phone-1", ("",))[0] == "A", timeout=5,
