@@ -63,7 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--broadcasts", type=int, default=200, help="broadcast calls per trial (default 200)")
-    parser.add_argument("--publishes", type=int, default=20, help="publish calls per trial (default 20)")
+    parser.add_argument("--publishes", type=int, default=5, help="publish calls per trial (default 5)")
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
