@@ -57,6 +57,7 @@ DEFAULT_PARTITIONS = 256
 DEFAULT_HEARTBEAT = 2.0  # seconds between lease renewals
 DEFAULT_LEASE = 8.0  # a node silent this long is taken for dead
 _MAX_BATCH = 4096  # queued operations the sender takes per round
+_MAX_KEPT = 100_000  # queued operations kept while Redis cannot be reached
 
 _CLAIM = """
 local old = redis.call('HGET', KEYS[1], ARGV[1])
@@ -201,7 +202,8 @@ class ClusterLink:
         self._up = threading.Event()  # the listener is subscribed
         self._live_cache: tuple[float, dict[str, float]] = (0.0, {})
         self.stats = {"forwarded": 0, "forward_offline": 0, "forward_publishes": 0, "kicks_sent": 0, "received": 0, "bad_messages": 0,
-                      "claims": 0, "claim_failures": 0, "resyncs": 0, "redis_errors": 0}
+                      "claims": 0, "claim_failures": 0, "resyncs": 0, "redis_errors": 0, "lease_lapses": 0,
+                      "dropped_while_down": 0}
 
     def __repr__(self) -> str:
         return f"ClusterLink({self.url!r}, node_id={self.node_id!r})"
@@ -241,7 +243,7 @@ class ClusterLink:
         self._threads.clear()
         try:
             self._send_queued()  # the releases of the connections closed while stopping
-        except self._link_errors:
+        except Exception:  # Redis is away: the routes name a node whose lease runs out
             pass
         if leave:
             try:
@@ -415,6 +417,7 @@ class ClusterLink:
 
     def _send(self) -> None:
         next_lease = time.monotonic() + self.heartbeat
+        renewed = time.monotonic()  # the last lease renewal that reached Redis
         failing = False
         while not self._stop.is_set():
             self._wake.wait(max(0.0, next_lease - time.monotonic()))
@@ -424,21 +427,27 @@ class ClusterLink:
             try:
                 if time.monotonic() >= next_lease:
                     self._renew_lease()
-                    next_lease = time.monotonic() + self.heartbeat
+                    now = time.monotonic()
+                    if now - renewed > self.lease:
+                        # Our lease ran out meanwhile: the other nodes took our devices for
+                        # offline and stored without forwarding. Catch every device up.
+                        self.stats["lease_lapses"] += 1
+                        handler = self._handler
+                        if handler is not None:
+                            handler.cluster_resync()
+                    renewed = now
+                    next_lease = now + self.heartbeat
                 self._send_queued()
                 if failing:
                     failing = False
                     log.info("pushcore cluster: node %s reaches Redis again", self.node_id)
-            except Exception as exc:  # a link error, or a bug: log it, drop the batch, go on (never die)
+            except Exception as exc:  # a link error, or a bug: log it, keep the batch, go on (never die)
                 if not isinstance(exc, self._link_errors):
                     log.exception("pushcore cluster: node %s: sending to the cluster failed", self.node_id)
                 self.stats["redis_errors"] += 1
                 if not failing:
                     log.warning("pushcore cluster: node %s cannot reach Redis: %s", self.node_id, exc)
                 failing = True
-                # What was queued is dropped: forwards are in the store (the resync catches up),
-                # releases leave a route that names a closed cid (overwritten at the next claim).
-                self._queue.clear()
                 self._stop.wait(0.2)
                 next_lease = time.monotonic()
 
@@ -497,27 +506,42 @@ class ClusterLink:
         queue = self._queue
         while queue:
             items = [queue.popleft() for _ in range(min(len(queue), _MAX_BATCH))]
-            releases = [i for i in items if i[0] == "release"]
-            if releases:
-                pipe = self._r.pipeline(transaction=False)
-                for _, device_id, cid in releases:
-                    self._in_pipeline(pipe, self._release, self.routes_key(device_id), device_id,
-                                      self._route_value(cid))
-                pipe.execute()
-            out: dict[str, list[bytes]] = {}  # channel → messages
-            groups = [g for i in items if i[0] == "forward" for g in i[1]]
-            if groups:
-                self._route_forwards(groups, out)
-            if any(i[0] == "lease" for i in items):
-                self._renew_lease()
-            for i in items:
-                if i[0] == "kick":
-                    out.setdefault(self.node_channel(i[1]), []).append(bus.pack_kick(i[2], i[3]))
-                    self.stats["kicks_sent"] += 1
-                elif i[0] == "broadcast":
-                    out.setdefault(self.broadcast_channel, []).append(bus.pack_broadcast(self.node_id, i[1]))
-            if out:
-                self._publish(out)
+            try:
+                self._send_items(items)
+            except BaseException:
+                # Sent again on the next round: every item is safe to repeat (a release is a
+                # compare-and-delete, a kick names one cid, a forward is dropped by a connection
+                # that already sent that seq). Past _MAX_KEPT waiting, the oldest go: their
+                # messages are in the store, and nodes resync after they reconnect to Redis.
+                # An ephemeral broadcast is not repeated: it has no seq, a device would show it twice.
+                queue.extendleft(reversed([i for i in items if i[0] != "broadcast"]))
+                while len(queue) > _MAX_KEPT:
+                    queue.popleft()
+                    self.stats["dropped_while_down"] += 1
+                raise
+
+    def _send_items(self, items: list[tuple[Any, ...]]) -> None:
+        releases = [i for i in items if i[0] == "release"]
+        if releases:
+            pipe = self._r.pipeline(transaction=False)
+            for _, device_id, cid in releases:
+                self._in_pipeline(pipe, self._release, self.routes_key(device_id), device_id,
+                                  self._route_value(cid))
+            pipe.execute()
+        out: dict[str, list[bytes]] = {}  # channel → messages
+        groups = [g for i in items if i[0] == "forward" for g in i[1]]
+        if groups:
+            self._route_forwards(groups, out)
+        if any(i[0] == "lease" for i in items):
+            self._renew_lease()
+        for i in items:
+            if i[0] == "kick":
+                out.setdefault(self.node_channel(i[1]), []).append(bus.pack_kick(i[2], i[3]))
+                self.stats["kicks_sent"] += 1
+            elif i[0] == "broadcast":
+                out.setdefault(self.broadcast_channel, []).append(bus.pack_broadcast(self.node_id, i[1]))
+        if out:
+            self._publish(out)
 
     def _route_forwards(self, groups: list[tuple[StoredMessage, Sequence[tuple[str, int]]]],
                         out: dict[str, list[bytes]]) -> None:

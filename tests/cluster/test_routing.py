@@ -17,7 +17,7 @@ from tests.serverkit import SECRET, RawDevice, token, wait_for
 
 from pushcore import Server
 from pushcore.cluster.bus import unpack
-from pushcore.cluster.link import ClusterLink
+from pushcore.cluster.link import ClusterLink, ClusterUnavailable
 from pushcore.codec import reference as protocol
 from pushcore.errors import Reason
 from pushcore.store import StoreUnavailable
@@ -324,3 +324,25 @@ def test_the_admin_api_lists_devices_of_every_node(make_node):
     assert api.handle("GET", "/v1/devices/y2", {}, None)[2]["node"] == "B"
     for dev in devs:
         dev.close()
+
+
+def test_a_node_whose_lease_lapsed_catches_its_devices_up_when_it_is_back(make_node):
+    a, b = make_node("A"), make_node("B")
+    dev = connect(a, "phone-1")
+    renew = a.cluster._renew_lease
+    failing = True
+
+    def stalled() -> None:  # as if A's sender could not reach Redis for longer than the lease
+        if failing:
+            raise ClusterUnavailable("stalled")
+        renew()
+
+    a.cluster._renew_lease = stalled
+    wait_for(lambda: b.cluster.locate(["phone-1"]) == {}, timeout=5, what="A's lease ran out")
+    b.push("phone-1", b"while A looked dead")
+    wait_for(lambda: b.cluster.stats["forward_offline"] == 1, what="B judged the device offline: stored only")
+    failing = False
+    push = dev.expect(protocol.PUSH)  # A renews, sees the lapse, catches its devices up from the store
+    assert (push.seq, push.payload) == (1, b"while A looked dead")
+    assert a.cluster.stats["lease_lapses"] == 1
+    dev.close()
