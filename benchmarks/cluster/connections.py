@@ -39,13 +39,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=11)
     parser.add_argument("--heartbeat", type=float, default=20.0, help="device PING interval, s (default 20)")
     parser.add_argument("--hold", type=float, default=45.0, help="seconds measured with everyone connected")
-    parser.add_argument("--connect-rate", type=float, default=1500.0, help="connects/s per simulator")
+    parser.add_argument("--connect-rate", type=float, default=150.0,
+                        help="connects/s per simulator (default 150: 11 x 150 = 1,650/s in all)")
     parser.add_argument("--ramp-timeout", type=float, default=240.0)
     parser.add_argument("--quick", action="store_true", help="2,000 devices, 2 workers, 3 s hold")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     if args.quick:
-        args.devices, args.workers, args.hold, args.heartbeat = 2000, 2, 3.0, 1.0
+        args.devices, args.workers, args.hold, args.heartbeat, args.connect_rate = 2000, 2, 3.0, 1.0, 1500.0
     harness.raise_fd_limit()
     per = -(-args.devices // args.workers)
     started = time.strftime("%H:%M:%S", time.gmtime())
@@ -61,7 +62,7 @@ def main() -> None:
         for w, (_node, info) in enumerate(nodes):
             count = min(per, args.devices - w * per)
             sims.append(procs.child([sys.executable, SIM, info["port"], count, f"w{w}-", args.heartbeat,
-                                     args.hold + 30, args.connect_rate], f"simulator {w}"))
+                                     args.hold + 30, args.connect_rate, args.ramp_timeout], f"simulator {w}"))
         t0 = time.monotonic()
         ramp_lag: list[list[float]] = [[] for _ in nodes]
         last, last_change = -1, time.monotonic()
@@ -96,7 +97,8 @@ def main() -> None:
         end = samples[-1]
         loads.append(load_average())
         redis_rss = rss_bytes(procs.redis.process.pid)  # type: ignore[union-attr]
-        sim_reports = [s.read(args.hold + 120) for s in sims]
+        left = max(0.0, args.ramp_timeout - ramp_s) + args.hold + 60
+        sim_reports = [s.read(left) for s in sims]
         rows = []
         for i, (b, e, h) in enumerate(zip(base, end, hold0)):
             n = e["connected"]
