@@ -162,7 +162,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           f"set 0 behind a proxy or load balancer)")
     lim.add_argument("--source-connect-burst", type=_burst, default=None, metavar="N",
                      help="connections accepted at once from one source (default: one second's worth)")
-    g.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT: several gateway processes on one port")
+    g.add_argument("--reuse-port", action="store_true",
+                   help="SO_REUSEPORT: several gateway processes on one port (needs a Redis store; --workers "
+                        "does it for you)")
     c = parser.add_argument_group("cluster (with --store redis://...; docs/CLUSTER.md)")
     c.add_argument("--advertise", default=None, metavar="HOST",
                    help="the address other nodes' server lists and redirects give devices for this gateway "
@@ -276,6 +278,13 @@ def run(args: argparse.Namespace) -> int:
             f"--store redis://HOST:PORT/DB (--store {args.store} is "
             f"{'memory' if args.store.startswith('memory') else 'a SQLite file'}: each worker would only "
             f"deliver to its own devices)")
+    if args.reuse_port and not shared:
+        # Several processes on one port and one SQLite file would store each other's pushes
+        # without delivering them to the devices connected to the others.
+        raise CommandError(
+            f"--reuse-port: several gateway processes on one port need a shared store and routing between "
+            f"them: --store redis://HOST:PORT/DB (docs/CLUSTER.md); with --store {args.store} a push through "
+            f"one process would not reach the devices connected to another")
     creds = _credentials(args)
     limit = raise_fd_limit(64, "the gateway")
     if workers > 1:

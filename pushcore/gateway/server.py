@@ -545,6 +545,9 @@ class Server(AsyncSends, ClusterMembership):
         )
         host, port = loop.listen_address(self._listener)
         self._address = (host, port)
+        if self._reuse_port and self.cluster is None:
+            log.warning("pushcore server: reuse_port without a cluster link: pushes through another process "
+                        "on this port do not reach the devices connected here (docs/CLUSTER.md)")
         if self.cluster is not None:
             if self.cluster.address is None:
                 self.cluster.address = (host, port)

@@ -100,3 +100,14 @@ def test_serve_with_two_workers_shares_the_ports_and_drains_on_sigterm(tmp_path)
             proc.kill()
             proc.wait()
         redis_server.stop()
+
+
+@pytest.mark.parametrize("store", ["memory", "gw.db"])
+def test_reuse_port_without_a_shared_store_is_refused(store, tmp_path, monkeypatch, capsys):
+    """The bug that started the cluster work: two `serve --reuse-port` on one SQLite file."""
+    from pushcore.cli.common import CommandError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CommandError, match="--reuse-port: .* need a shared store .*redis://"):
+        cmd_serve.run(parse(["--reuse-port", "--store", store]))
+    assert not (tmp_path / "gw.db").exists()
