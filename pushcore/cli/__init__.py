@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         "process: pushes at a fixed rate, churn, link resets, a NAT the adaptive heartbeat must find. "
         "Then print the report (every message once and in order? latency, connect times, heartbeat) "
         "and the gateway's own metrics. About 17 s on the defaults. Exit status 1 if a message was "
-        "lost, duplicated or reordered.",
+        "lost, duplicated or reordered. With --cluster: a redis-server and several `serve --workers` "
+        "nodes on it instead, worker SIGKILLs, a node drain and a Redis restart in the middle "
+        "(docs/OPERATIONS.md, A cluster on one machine).",
     )
     _add_command(
         commands, "serve", "serve",

@@ -482,16 +482,21 @@ class ClusterRun:
         return []
 
     def wait_registered(self, timeout: float = START_TIMEOUT) -> None:
-        """Until every worker of every node is in the load registry (Redis up, leases current) and ready."""
-        want = self.node_count * self.workers
+        """Until every worker now running on every node is in the load registry and each node is ready.
+
+        A worker's node id ends in its pid (``pushcore serve``), so a killed
+        worker whose lease has not run out yet is not taken for its successor.
+        """
 
         def whole() -> bool:
-            nodes = self.registry()
-            if len(nodes) != want:
-                return False
-            return all(n.running and self._ready(n) for n in self.nodes)
+            registered = {(str(n.get("node", "")).rpartition("-")[2], n.get("port")) for n in self.registry()}
+            for node in self.nodes:
+                pids = node.worker_pids()
+                if len(pids) != node.workers or not all((str(pid), node.port) in registered for pid in pids):
+                    return False
+            return all(self._ready(n) for n in self.nodes)
 
-        _wait(whole, timeout, f"{want} workers in the cluster's registry", step=0.05)
+        _wait(whole, timeout, f"{self.node_count * self.workers} workers in the cluster's registry", step=0.05)
 
     def _ready(self, node: Node) -> bool:
         import urllib.request
@@ -519,13 +524,18 @@ class ClusterRun:
 
     def run(self, duration: float, plan: Sequence[tuple[str, int]], *, start_after: float = 2.0,
             spacing: float = 2.0, redis_signal: int = signal.SIGTERM, drain_timeout: float = 30.0,
-            progress: Any = None) -> Report:
-        """The traffic for at least *duration* seconds and until the *plan* ran; the simulator's report."""
+            settle: float = 3.0, progress: Any = None) -> Report:
+        """The traffic for at least *duration* seconds and until the *plan* ran; the simulator's report.
+
+        After the traffic, the simulator waits up to *drain_timeout* seconds
+        for every message, giving up early only when nothing arrived for
+        *settle* seconds (what is missing then is lost).
+        """
         sim, pusher = self.make_traffic()
         self.chaos = chaos = Chaos(self, plan, start_after=start_after, spacing=spacing, redis_signal=redis_signal)
         chaos.start(lambda: pusher is None or pusher.started_at is not None)
         try:
-            report = sim.run(duration, pusher=pusher, drain_timeout=drain_timeout, settle=3.0,
+            report = sim.run(duration, pusher=pusher, drain_timeout=drain_timeout, settle=settle,
                              progress=progress, until=chaos.done.is_set)
         finally:
             chaos.stop()
