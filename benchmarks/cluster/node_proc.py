@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument("--heartbeat", type=float, nargs=2, default=(0, 3600), metavar=("MIN", "MAX"))
     parser.add_argument("--switch-interval", type=float, default=None,
                         help="sys.setswitchinterval(S) first (the GIL hand-over; Python's default 0.005)")
+    parser.add_argument("--auth-timeout", type=float, default=10.0,
+                        help="Server(auth_timeout=): seconds from accept to WELCOME (default 10, the Server's)")
     parser.add_argument("--subscribe", action="append", default=[], metavar="TOPIC:FIRST:COUNT")
     args = parser.parse_args()
     if args.switch_interval is not None:
@@ -60,7 +62,7 @@ def main() -> None:
             store.subscribe(device_name(i), (topic,))
     link = ClusterLink(args.redis, prefix=args.prefix)
     server = Server("127.0.0.1", args.port, secret=SECRET, store=store, cluster=link,
-                    heartbeat=tuple(args.heartbeat), idle_grace=600.0, backlog=4096, reuse_port=args.reuse_port,
+                    heartbeat=tuple(args.heartbeat), idle_grace=600.0, auth_timeout=args.auth_timeout, backlog=4096, reuse_port=args.reuse_port,
                     connect_rate=1e6, connect_burst=1e6, source_connect_rate=1e6, source_connect_burst=1e6)
     _host, port = server.start()
     print(json.dumps({"port": port, "pid": os.getpid(), "node": link.node_id}), flush=True)
