@@ -470,21 +470,33 @@ class ClusterLink:
         if self._handler is not None:
             self.peers = [n for n in self.nodes() if n.node_id != self.node_id]
 
+    def server_list(self) -> list[dict[str, Any]]:
+        """What ``GET /servers`` serves: one entry per address of a live node that is not draining,
+        least loaded first (``load``: the mean connection count of the workers on that address)."""
+        live = [(n.host, n.port, float(n.load)) for n in self.nodes() if n.port and not n.info.get("draining")]
+        return [{"host": h, "port": p, "load": round(load, 1)} for h, p, load in per_address(live)]
+
     def set_draining(self) -> None:
         """This node is draining: the registry says so at once (server lists and redirects skip it)."""
         self.draining = True
         self._put(("lease",))
 
     def redirect_targets(self, limit: int = 8) -> list[tuple[str, int, int]]:
-        """``(host, port, load)`` of the other live nodes that take devices, least loaded first."""
+        """``(host, port, load)`` of the other live nodes that take devices, least loaded first.
+
+        Not draining, not over ``overload_connections``, and not on this
+        node's own address (workers of one ``serve`` share a port).
+        """
         out = []
         for n in self.peers:
             if n.info.get("draining") or not n.port:
                 continue
+            if self.address is not None and (n.host, n.port) == tuple(self.address):
+                continue  # a sibling worker on this node's own port: sending a device there sends it back here
             if self.overload_connections is not None and n.connections >= self.overload_connections:
                 continue
-            out.append((n.host, n.port, int(min(n.load, 2**31 - 1))))
-        return out[:limit]
+            out.append((n.host, n.port, n.load))
+        return [(h, p, int(min(load, 2**31 - 1))) for h, p, load in per_address(out)][:limit]
 
     def placement(self, connections: int) -> tuple[float, list[tuple[str, int, int]]]:
         """Where a new device should go when this node holds *connections*: ``(delay, servers)``.
@@ -662,6 +674,17 @@ class ClusterLink:
             handler = self._handler
             if handler is not None:
                 handler.cluster_messages(batch)
+
+
+def per_address(entries: Iterable[tuple[str, int, float]]) -> list[tuple[str, int, float]]:
+    """One entry per ``(host, port)``, least loaded first: the workers of one ``serve`` share a
+    port, and a device cannot pick among them; their mean load is the address's."""
+    loads: dict[tuple[str, int], list[float]] = {}
+    for host, port, load in entries:
+        loads.setdefault((host, port), []).append(load)
+    merged = [(host, port, sum(v) / len(v)) for (host, port), v in loads.items()]
+    merged.sort(key=lambda e: e[2])
+    return merged
 
 
 def forward_groups(device_ids: Sequence[str], messages: Sequence[StoredMessage]

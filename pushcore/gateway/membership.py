@@ -67,6 +67,7 @@ class ClusterPort(Protocol):
     def locate(self, device_ids: Iterable[str]) -> dict[str, tuple[str, int]]: ...
     def nodes(self) -> list[Any]: ...
     def online_devices(self) -> list[str]: ...
+    def server_list(self) -> list[dict[str, Any]]: ...
 
 
 class ClusterMembership:
@@ -180,8 +181,7 @@ class ClusterMembership:
             if address is None or self._draining:
                 return []
             return [{"host": address[0], "port": address[1], "load": 0 if delivery is None else len(delivery)}]
-        return [{"host": n.host, "port": n.port, "load": n.load, "node": n.node_id}
-                for n in cluster.nodes() if n.port and not n.info.get("draining")]
+        return cluster.server_list()
 
     # -- the link's callbacks (link threads) --------------------------------------
 

@@ -346,3 +346,20 @@ def test_a_node_whose_lease_lapsed_catches_its_devices_up_when_it_is_back(make_n
     assert (push.seq, push.payload) == (1, b"while A looked dead")
     assert a.cluster.stats["lease_lapses"] == 1
     dev.close()
+
+
+def test_redirects_and_server_lists_name_each_address_once_and_never_this_nodes_own(redis_server):
+    from pushcore.cluster.link import NodeInfo, per_address
+
+    assert per_address([("h", 1, 10.0), ("h", 2, 3.0), ("h", 1, 2.0)]) == [("h", 2, 3.0), ("h", 1, 6.0)]
+    link = ClusterLink(redis_server.url, node_id="me", address=("127.0.0.1", 5000))
+    try:
+        def node(name, port, connections, **info):
+            return NodeInfo(name, "127.0.0.1", port, connections, float(connections), 0.0, info)
+
+        link.peers = [node("sibling", 5000, 0), node("b1", 5001, 4), node("b2", 5001, 8), node("c", 5002, 1),
+                      node("d", 5003, 0, draining=True)]
+        # the sibling worker shares this node's port; b1 and b2 are one address; d is draining
+        assert link.redirect_targets() == [("127.0.0.1", 5002, 1), ("127.0.0.1", 5001, 6)]
+    finally:
+        link.close(leave=False)
