@@ -277,6 +277,13 @@ class Server(AsyncSends, ClusterMembership):
         It may return an awaitable or a Future of its answer, as
         *authenticate*; the connection's later SUBSCRIBE and UNSUBSCRIBE
         frames wait for it, so they still apply in the order sent.
+    cluster
+        a :class:`pushcore.cluster.ClusterLink` (default None: one node):
+        this server is then one node of a cluster sharing one Redis with a
+        :class:`pushcore.store.redis.RedisStore` as *store*. Pushes for
+        devices connected to other nodes are forwarded to them, a device
+        connecting here replaces its connection on another node, broadcasts
+        reach every node, and the node publishes its load (docs/CLUSTER.md).
     hook_loop, max_pending_hooks, hook_timeout
         where awaitable hook results run: an asyncio loop the application
         runs (default None: one the server starts on one background thread
