@@ -233,7 +233,7 @@ def build_worker(args: argparse.Namespace, creds: _Credentials,
     elif info is not None:
         raise CommandError("--workers needs the cluster (a Redis store, without --no-cluster)")
     server = Server(args.host if info is None else info.host, args.port if info is None else info.port,
-                    cluster=cluster, node_id=None if info is None else info.index,
+                    cluster=cluster,
                     secret=creds.secret, store=store, heartbeat=args.heartbeat,
                     idle_grace=args.idle_grace, reuse_port=args.reuse_port or info is not None,
                     auth_timeout=args.auth_timeout,

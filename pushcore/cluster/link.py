@@ -174,6 +174,7 @@ class ClusterLink:
         self.lease = lease
         self.cluster_mode = _is_cluster_url(url)
         self.overload_connections = overload_connections
+        self.node_number: int | None = None  # for message ids, handed out by Redis at start()
         self.overload_delay = overload_delay
         self.draining = False
         #: the other live nodes, least loaded first, as read at the last lease renewal
@@ -226,6 +227,12 @@ class ClusterLink:
         if self._threads:
             raise RuntimeError("this cluster link is already started")
         self._handler = handler
+        try:
+            # A node number for message ids, distinct among the nodes that share this Redis
+            # (up to 1,024 at once): message ids of different nodes never collide.
+            self.node_number = int(self._r.incr(f"{self.prefix}:{{nodes}}:number")) % 1024
+        except self._redis_errors as exc:
+            raise ClusterUnavailable(f"Redis at {self.url} cannot be reached: {exc}") from None
         self._renew_lease()  # raises ClusterUnavailable when Redis is not there at start: say so at once
         for name, target in (("listen", self._listen), ("send", self._send)):
             t = threading.Thread(target=target, name=f"pushcore-cluster-{name}", daemon=True)

@@ -214,6 +214,13 @@ class MessageIds:
         self._clock = clock
         self._lock = threading.Lock()  # the store's writer and the loop both take ids
 
+    def set_node(self, node: int) -> None:
+        """Use node number *node* (0..1023) from now on: a cluster hands each node its own."""
+        if not 0 <= node <= 0x3FF:
+            raise ValueError(f"node must be in 0..1023, got {node}")
+        with self._lock:
+            self._node = node << 12
+
     def next(self) -> int:
         """A fresh id (any thread)."""
         candidate = ((int(self._clock() * 1000) & ((1 << 42) - 1)) << 22) | self._node

@@ -33,7 +33,7 @@ from ..store import StoredMessage
 if TYPE_CHECKING:
     from .._loop import Loop
     from ..store.pipeline import StorePipeline
-    from .delivery import Delivery
+    from .delivery import Delivery, MessageIds
 
 __all__ = ["ClusterMembership", "ClusterPort"]
 
@@ -52,6 +52,7 @@ class ClusterPort(Protocol):
     address: tuple[str, int] | None
     heartbeat: float
     overload_connections: int | None
+    node_number: int | None
 
     def placement(self, connections: int) -> tuple[float, list[tuple[str, int, int]]]: ...
     def redirect_targets(self, limit: int = ...) -> list[tuple[str, int, int]]: ...
@@ -83,6 +84,8 @@ class ClusterMembership:
     _draining: bool
     _delivery: Delivery | None
     pipeline: StorePipeline
+    _message_ids: MessageIds
+    _node_id_given: int | None
     _load_snapshot: dict[str, Any] = {}
     _cpu_mark: tuple[float, float] = (0.0, 0.0)
 
@@ -95,6 +98,8 @@ class ClusterMembership:
         self._cpu_mark = (time.monotonic(), _cpu_seconds())
         self._load_snapshot = self._measure_load()
         cluster.start(self)
+        if self._node_id_given is None and cluster.node_number is not None:
+            self._message_ids.set_node(cluster.node_number)  # distinct among the nodes of the cluster
         self._running_loop().call_later(cluster.heartbeat / 2, self._cluster_tick)
 
     def _cluster_tick(self) -> None:

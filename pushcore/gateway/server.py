@@ -446,6 +446,7 @@ class Server(AsyncSends, ClusterMembership):
         # cid -> SUBSCRIBE/UNSUBSCRIBE frames waiting behind a SUBSCRIBE whose hook is pending
         self._topic_frames: dict[int, deque[tuple[bool, tuple[str, ...]]]] = {}
         self._message_ids = MessageIds(node_id)
+        self._node_id_given = node_id  # None: a cluster hands this node its number at listen
         #: the cluster link (pushcore.cluster.ClusterLink) when this server is one node of several
         self.cluster = cluster
         self._loop = loop

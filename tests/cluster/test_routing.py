@@ -363,3 +363,12 @@ def test_redirects_and_server_lists_name_each_address_once_and_never_this_nodes_
         assert link.redirect_targets() == [("127.0.0.1", 5002, 1), ("127.0.0.1", 5001, 6)]
     finally:
         link.close(leave=False)
+
+
+def test_nodes_get_distinct_numbers_for_message_ids(make_node):
+    a, b = make_node("A"), make_node("B")
+    assert a.cluster.node_number != b.cluster.node_number
+    first, second = a.push("x", b"1"), b.push("x", b"2")
+    assert (first, second) == (1, 2)
+    ids = [m.message_id for m in a.store.range("x", 0)]
+    assert [(i >> 12) & 0x3FF for i in ids] == [a.cluster.node_number, b.cluster.node_number]
