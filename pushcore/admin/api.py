@@ -35,6 +35,9 @@ byte of its body is read.
                                            cluster also ``"cluster": {"connected", "nodes"}`` and the ids of
                                            every node
 ``GET  /v1/devices/<id>``                  presence, backlog, last seq, topics
+``GET  /v1/nodes``                         the cluster's live nodes (``[]`` on one gateway): ``node``,
+                                           ``host``, ``port``, ``connections``, ``lease_expires`` and the load
+                                           figures each node publishes
 ``POST /v1/devices/<id>/subscribe``        ``{"topics": [...]}`` → ``{"added": n}``
 ``POST /v1/devices/<id>/unsubscribe``      ``{"topics": [...]}`` → ``{"removed": n}``
 ``POST /v1/devices/<id>/disconnect``       GOAWAY and close → ``{"disconnected": bool}``
@@ -736,6 +739,9 @@ class AdminAPI:
         if rest == ["devices"]:
             self._get(method)
             return "/v1/devices", 200, self._devices(query)
+        if rest == ["nodes"]:
+            self._get(method)
+            return "/v1/nodes", 200, self._nodes()
         if len(rest) == 2 and rest[0] == "devices" and rest[1]:
             self._get(method)
             return "/v1/devices/<id>", 200, self._device(rest[1])
@@ -910,6 +916,17 @@ class AdminAPI:
             result["devices"] = ids[:limit]
             result["truncated"] = len(ids) > limit
         return result
+
+    def _nodes(self) -> dict[str, Any]:
+        cluster = self.server.cluster
+        if cluster is None:
+            return {"nodes": []}
+        try:
+            nodes = cluster.nodes()
+        except ConnectionError as exc:
+            raise ApiError(503, str(exc)) from None
+        return {"nodes": [{**n.info, "node": n.node_id, "host": n.host, "port": n.port,
+                           "connections": n.connections, "lease_expires": n.lease_expires} for n in nodes]}
 
     def _servers(self) -> list[dict[str, Any]]:
         try:
@@ -1115,6 +1132,7 @@ _ROUTES = (
     ("/v1/publish", re.compile(r"^/v1/publish/?$")),
     ("/v1/broadcast", re.compile(r"^/v1/broadcast/?$")),
     ("/v1/devices", re.compile(r"^/v1/devices/?$")),
+    ("/v1/nodes", re.compile(r"^/v1/nodes/?$")),
     ("/v1/devices/<id>", re.compile(r"^/v1/devices/[^/]+/?$")),
     ("/v1/devices/<id>/subscribe", re.compile(r"^/v1/devices/[^/]+/subscribe/?$")),
     ("/v1/devices/<id>/unsubscribe", re.compile(r"^/v1/devices/[^/]+/unsubscribe/?$")),

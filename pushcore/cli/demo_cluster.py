@@ -466,7 +466,7 @@ class ClusterRun:
         return 0 if sim is None else sum(list(sim.closes.values()))
 
     def registry(self) -> list[dict[str, Any]]:
-        """``GET /servers`` of the first node that answers ([] when none does)."""
+        """``GET /v1/nodes`` of the first node that answers: every live worker ([] when none answers)."""
         import json
         import urllib.request
 
@@ -474,8 +474,10 @@ class ClusterRun:
             if not node.running:
                 continue
             try:
-                with urllib.request.urlopen(node.admin_url + "/servers", timeout=2) as response:
-                    servers: list[dict[str, Any]] = json.loads(response.read())["servers"]
+                request = urllib.request.Request(node.admin_url + "/v1/nodes",
+                                                 headers={"Authorization": f"Bearer {self.admin_token}"})
+                with urllib.request.urlopen(request, timeout=2) as response:
+                    servers: list[dict[str, Any]] = json.loads(response.read())["nodes"]
                     return servers
             except (OSError, ValueError, KeyError):
                 continue

@@ -372,3 +372,16 @@ def test_nodes_get_distinct_numbers_for_message_ids(make_node):
     assert (first, second) == (1, 2)
     ids = [m.message_id for m in a.store.range("x", 0)]
     assert [(i >> 12) & 0x3FF for i in ids] == [a.cluster.node_number, b.cluster.node_number]
+
+
+def test_the_admin_api_lists_the_live_nodes(make_node):
+    from pushcore.admin.api import AdminAPI
+
+    a, b = make_node("A"), make_node("B")
+    dev = connect(b, "y1")
+    api = AdminAPI(a, "admin-token-0123456789")
+    wait_for(lambda: {n["node"]: n["connections"] for n in api.handle("GET", "/v1/nodes", {}, None)[2]["nodes"]}
+             == {"A": 0, "B": 1}, what="both nodes listed with their connections")
+    (entry,) = [n for n in api.handle("GET", "/v1/nodes", {}, None)[2]["nodes"] if n["node"] == "B"]
+    assert (entry["host"], entry["port"]) == b.address and entry["draining"] is False
+    dev.close()
