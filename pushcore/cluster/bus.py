@@ -15,6 +15,10 @@ one type byte, then its body.
 Each parsed message has a ``kind`` (``"forward"``, ``"kick"``, ``"broadcast"``):
 the gateway dispatches on it without importing this room above it.
 
+* ``W`` **wake**: devices of this node that may have stored messages up to a
+  seq that were never sent to them (an idempotent retry answered from the
+  store, whose first attempt's node stopped before it delivered): each
+  connection catches up from the store if it has not sent that seq yet.
 * ``B`` **broadcast**: an ephemeral (unstored, seq 0) message for every
   device connected to any node.
 
@@ -33,7 +37,8 @@ from typing import ClassVar
 from ..codec import frames as _frames
 from ..store import StoredMessage
 
-__all__ = ["Forward", "Kick", "Broadcast", "pack_forward", "pack_kick", "pack_broadcast", "unpack",
+__all__ = ["Forward", "Kick", "Wake", "Broadcast", "pack_forward", "pack_kick", "pack_wake", "pack_broadcast",
+           "unpack",
            "BusMessage", "BusError"]
 
 _U16 = struct.Struct("<H")
@@ -64,6 +69,14 @@ class Kick:
 
 
 @dataclass(frozen=True, slots=True)
+class Wake:
+    """Catch these ``(device_id, seq)`` up from the store unless their connection sent *seq* already."""
+
+    targets: list[tuple[str, int]]
+    kind: ClassVar[str] = "wake"
+
+
+@dataclass(frozen=True, slots=True)
 class Broadcast:
     """An ephemeral message for every connected device (seq 0, not stored), sent by node *origin*."""
 
@@ -72,7 +85,7 @@ class Broadcast:
     kind: ClassVar[str] = "broadcast"
 
 
-BusMessage = Forward | Kick | Broadcast
+BusMessage = Forward | Kick | Wake | Broadcast
 
 
 def _push_body(m: StoredMessage) -> bytes:
@@ -100,6 +113,10 @@ def pack_forward(groups: Iterable[tuple[StoredMessage, Sequence[tuple[str, int]]
 
 def pack_kick(device_id: str, cid: int) -> bytes:
     return b"K" + _text(device_id) + _SEQ.pack(cid)
+
+
+def pack_wake(targets: Sequence[tuple[str, int]]) -> bytes:
+    return b"W" + b"".join(_text(d) + _SEQ.pack(seq) for d, seq in targets)
 
 
 def pack_broadcast(origin: str, message: StoredMessage) -> bytes:
@@ -173,6 +190,12 @@ def unpack(data: bytes) -> BusMessage:
         if not r.done():
             raise BusError("trailing bytes in a kick")
         return Kick(device_id, cid)
+    if kind == b"W":
+        targets = []
+        while not r.done():
+            device_id = r.text()
+            targets.append((device_id, r.u64()))
+        return Wake(targets)
     if kind == b"B":
         origin = r.text()
         return Broadcast(origin, _message(r.take(len(data) - r.at)))

@@ -302,6 +302,10 @@ class ClusterLink:
         """
         self._put(("forward", groups))
 
+    def wake(self, targets: Sequence[tuple[str, int]]) -> None:
+        """Ask the nodes holding these devices to catch each up to its seq, unless it was sent already."""
+        self._put(("wake", targets))
+
     def broadcast(self, message: StoredMessage) -> None:
         """An ephemeral message (seq 0) for the devices of every other node."""
         self._put(("broadcast", message))
@@ -551,6 +555,9 @@ class ClusterLink:
         groups = [g for i in items if i[0] == "forward" for g in i[1]]
         if groups:
             self._route_forwards(groups, out)
+        wakes = [t for i in items if i[0] == "wake" for t in i[1]]
+        if wakes:
+            self._route_wakes(wakes, out)
         if any(i[0] == "lease" for i in items):
             self._renew_lease()
         for i in items:
@@ -561,6 +568,16 @@ class ClusterLink:
                 out.setdefault(self.broadcast_channel, []).append(bus.pack_broadcast(self.node_id, i[1]))
         if out:
             self._publish(out)
+
+    def _route_wakes(self, targets: list[tuple[str, int]], out: dict[str, list[bytes]]) -> None:
+        routes = self._read_routes(list({d for d, _seq in targets}))
+        per_node: dict[str, list[tuple[str, int]]] = {}
+        for d, seq in targets:
+            where = routes.get(d)
+            if where is not None and where[0] != self.node_id:
+                per_node.setdefault(where[0], []).append((d, seq))
+        for node, mine in per_node.items():
+            out.setdefault(self.node_channel(node), []).append(bus.pack_wake(mine))
 
     def _route_forwards(self, groups: list[tuple[StoredMessage, Sequence[tuple[str, int]]]],
                         out: dict[str, list[bytes]]) -> None:

@@ -289,6 +289,8 @@ class Delivery:
         # In a cluster (pushcore.cluster): messages stored for devices not connected here
         # go to this, as groups of (message, [(device id, seq), ...]); None on one node.
         self.remote: Callable[[list[tuple[StoredMessage, list[tuple[str, int]]]]], object] | None = None
+        # ... and the (device id, seq) of replayed pushes for devices not connected here (wake-ups)
+        self.remote_wake: Callable[[list[tuple[str, int]]], object] | None = None
         #: acks and counter advances an unwritable store refused, made when it heals
         #: (touched only where store work runs: the pipeline's writer thread)
         self.deferred = DeferredWrites()
@@ -639,16 +641,45 @@ class Delivery:
 
     def deliver_forwarded(self, groups: Sequence[tuple[StoredMessage, Sequence[tuple[str, int]]]]) -> None:
         """Messages another node stored and forwarded here (cluster): offered to the devices connected
-        here, as if stored here; the others (moved on, or gone) get them from the store on resume."""
+        here, as if stored here; the others (moved on, or gone) get them from the store on resume.
+
+        A connection that sent the seq already (its catch-up read found it) is skipped.
+        """
+        routes = self.routes
+        sent_seq = self.transport.sent_seq
         for first, targets in groups:
             if len(targets) == 1:
                 device_id, seq = targets[0]
-                if device_id in self.routes:
+                cid = routes.get(device_id)
+                if cid is not None and sent_seq(cid) < seq:
                     self._deliver((device_id,), (first if first.seq == seq else replace(first, seq=seq),),
                                   here_only=True)
             else:
                 self._deliver_fanout_seqs([d for d, _ in targets], [q for _, q in targets], first,
                                           here_only=True)
+
+    def wake_replayed(self, targets: Sequence[tuple[str, int]], *, here_only: bool = False) -> None:
+        """Pushes answered from the store by their idempotency key: make sure each reached its device.
+
+        The first attempt stored the message; if the process that stored it
+        stopped before delivering it (a retry is usually why a key comes
+        again), nothing else would send it until the device's next catch-up.
+        A connection that has not sent that seq yet catches up to it from the
+        store (only what is still stored; ``sent_seq`` keeps it from going
+        twice). Devices not connected here are woken where they are (cluster).
+        """
+        routes = self.routes
+        away: list[tuple[str, int]] = []
+        for device_id, seq in targets:
+            cid = routes.get(device_id)
+            if cid is None:
+                away.append((device_id, seq))
+            elif cid not in self.fetching and cid not in self.held:
+                sent = self.transport.sent_seq(cid)
+                if sent < seq:
+                    self._catch_up(cid, device_id, sent, seq)
+        if away and not here_only and self.remote_wake is not None:
+            self.remote_wake(away)
 
     # -- storing, then delivering (store part on the pipeline, delivery in its completion) --
 
@@ -695,6 +726,10 @@ class Delivery:
         done = [(n.device_id, m) for n, m in zip(messages, outcomes) if isinstance(m, StoredMessage)
                 and type(m) is not ReplayedMessage]
         self._deliver([d for d, _ in done], [m for _, m in done])
+        replayed = [(n.device_id, m.seq) for n, m in zip(messages, outcomes)
+                    if type(m) is ReplayedMessage and m.priority == PRIORITY_HIGH]
+        if replayed:
+            self.wake_replayed(replayed)
 
     def submit_batch(
         self, messages: list[NewMessage] | Callable[[], list[NewMessage]], *, wait: bool | str = True
@@ -758,7 +793,12 @@ class Delivery:
         done = None
         if self.has_transport:
             def done(message: StoredMessage | None, error: BaseException | None) -> None:
-                if message is not None and type(message) is not ReplayedMessage:
+                if message is None:
+                    return
+                if type(message) is ReplayedMessage:
+                    if message.priority == PRIORITY_HIGH:  # a low one waits for the device's next frame
+                        self.wake_replayed(((device_id, message.seq),))
+                else:
                     self._deliver((device_id,), (message,))
 
         return self.pipeline.submit(message=(device_id, fields), done=done, wait=wait)

@@ -64,6 +64,7 @@ class ClusterPort(Protocol):
     def release(self, device_id: str, cid: int) -> None: ...
     def forward(self, groups: Sequence[tuple[StoredMessage, Sequence[tuple[str, int]]]]) -> None: ...
     def broadcast(self, message: StoredMessage) -> None: ...
+    def wake(self, targets: Sequence[tuple[str, int]]) -> None: ...
     def reclaim(self, routes: Sequence[tuple[str, int]]) -> list[str]: ...
     def locate(self, device_ids: Iterable[str]) -> dict[str, tuple[str, int]]: ...
     def nodes(self) -> list[Any]: ...
@@ -95,6 +96,7 @@ class ClusterMembership:
         if cluster is None:
             return
         self._live_delivery().remote = cluster.forward
+        self._live_delivery().remote_wake = cluster.wake
         self._cpu_mark = (time.monotonic(), _cpu_seconds())
         self._load_snapshot = self._measure_load()
         cluster.start(self)
@@ -221,6 +223,8 @@ class ClusterMembership:
             kind = message.kind
             if kind == "forward":
                 delivery.deliver_forwarded(message.groups)
+            elif kind == "wake":
+                delivery.wake_replayed(message.targets, here_only=True)
             elif kind == "kick":
                 if delivery.routes.get(message.device_id) == message.cid:
                     self.stats["replaced"] += 1

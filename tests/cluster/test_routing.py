@@ -385,3 +385,19 @@ def test_the_admin_api_lists_the_live_nodes(make_node):
     (entry,) = [n for n in api.handle("GET", "/v1/nodes", {}, None)[2]["nodes"] if n["node"] == "B"]
     assert (entry["host"], entry["port"]) == b.address and entry["draining"] is False
     dev.close()
+
+
+def test_a_retried_push_whose_first_node_never_delivered_it_reaches_the_device_once(make_any_node):
+    a, b = make_any_node("A"), make_any_node("B")
+    dev = connect(a, "phone-1")
+    forward = b._delivery.remote
+    b._delivery.remote = None  # as if B stopped right after storing it: the push is stored, never forwarded
+    assert b.push("phone-1", b"once", idempotency_key="order-17") == 1
+    assert dev.silent_for(0.3)
+    b._delivery.remote = forward
+    assert b.push("phone-1", b"once", idempotency_key="order-17") == 1  # the retry: answered from the store
+    push = dev.expect(protocol.PUSH)  # B woke the device's node, which caught it up from the store
+    assert (push.seq, push.payload) == (1, b"once")
+    assert a.push("phone-1", b"once", idempotency_key="order-17") == 1  # a third try, on the device's node
+    assert dev.silent_for(0.3)  # sent already: not again
+    dev.close()
