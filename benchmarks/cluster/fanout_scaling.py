@@ -17,7 +17,9 @@ that holds the device). deliveries/s = PUSH frames counted at the devices
 / (last PUSH − first call). Redis's cost: ``INFO commandstats`` usec and
 redis-server CPU (/proc) over the trial, per delivery. Nothing is pinned:
 the 2 cores are shared by the workers, redis-server and the device process
-(their CPU seconds per trial are in the table). Budget: 2 workers ≥ 1.7×
+(their CPU seconds per trial are in the table). *frames per write*: the loop's
+``frames_out`` / ``writes`` over the trial, per worker (how much each
+``writev`` coalesced). Budget: 2 workers ≥ 1.7×
 one worker's deliveries/s.
 """
 from __future__ import annotations
@@ -40,6 +42,7 @@ def trial(procs: Procs, nodes: list, devices: Devices, what: str, calls: int, si
     n = devices.online
     pids = [info["pid"] for _, info in nodes]
     cpu0 = [cpu_seconds(p) for p in pids]
+    loop0 = [node.ask(op="status") for node, _ in nodes]
     dev_cpu0 = cpu_seconds(devices.pid)
     before = redis_cost(procs)
     node0 = nodes[0][0]
@@ -53,10 +56,13 @@ def trial(procs: Procs, nodes: list, devices: Devices, what: str, calls: int, si
     delivered = got["pushes"] - expected_total
     seconds = got["last"] - answer["start"]
     gw_cpu = [cpu_seconds(p) - c for p, c in zip(pids, cpu0)]
+    loop1 = [node.ask(op="status") for node, _ in nodes]
+    writes = [b["writes"] - a["writes"] for a, b in zip(loop0, loop1)]
+    frames = [b["frames_out"] - a["frames_out"] for a, b in zip(loop0, loop1)]
     return {"delivered": delivered, "expected": n * calls, "seconds": seconds, "rate": delivered / seconds,
             "counted": answer["counted"], "redis_usec": use["usec"], "redis_cpu": use["cpu_s"],
             "redis_calls": use["calls"], "gw_cpu": gw_cpu, "dev_cpu": cpu_seconds(devices.pid) - dev_cpu0,
-            "commands": use["commands"], "total": got["pushes"]}
+            "commands": use["commands"], "total": got["pushes"], "writes": writes, "frames_out": frames}
 
 
 def main() -> None:
@@ -117,7 +123,9 @@ def main() -> None:
                              "redis CPU s": med["redis_cpu"], "device proc CPU s": med["dev_cpu"],
                              "redis µs/delivery (commandstats)": med["redis_usec"] / d,
                              "redis CPU µs/delivery": med["redis_cpu"] * 1e6 / d,
-                             "redis calls/delivery": med["redis_calls"] / d})
+                             "redis calls/delivery": med["redis_calls"] / d,
+                             "frames per write (per worker)": "/".join(
+                                 f"{f / w:.1f}" if w else "-" for f, w in zip(med["frames_out"], med["writes"]))})
         finally:
             procs.close()
     loads.append(load_average())
@@ -134,7 +142,8 @@ def main() -> None:
     report("Cluster: broadcast and publish across workers (issue 12, budget 3)",
            ["what", "workers", "devices per worker", "calls", "deliveries", "deliveries/s (median)", "trials (k/s)",
             "gateway CPU s", "deliveries per gateway CPU-s", "redis CPU s", "device proc CPU s",
-            "redis µs/delivery (commandstats)", "redis CPU µs/delivery", "redis calls/delivery"],
+            "redis µs/delivery (commandstats)", "redis CPU µs/delivery", "redis calls/delivery",
+            "frames per write (per worker)"],
            rows, notes, args.json, extra={"trials": raw})
 
 

@@ -72,7 +72,8 @@ def main() -> None:
         lag = stats.get("lag", {})
         return {"connected": server.device_count(), "rss": rss_bytes(), "cpu_s": cpu_seconds(),
                 "lag_p99": lag.get("recent_p99"), "lag_p50": lag.get("recent_p50"), "lag_max": lag.get("max"),
-                "pings_answered": stats.get("pings_answered", 0), "closed_total": stats.get("closed_total", 0),
+                "pings_answered": stats.get("pings_answered", 0), "writes": stats.get("writes", 0),
+                "turns": stats.get("turns", 0), "frames_out": stats.get("frames_out", 0), "closed_total": stats.get("closed_total", 0),
                 "link": dict(link.stats)}
 
     def paced_push(devices: list[str], rate: float, seconds: float, size: int, batch: bool = False) -> dict[str, Any]:
