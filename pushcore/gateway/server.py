@@ -1569,7 +1569,13 @@ class Server(AsyncSends, ClusterMembership):
         # the HELLO goes on in the completion (_welcome), so the loop never waits for the store.
         last_seq = hello.last_seq
 
+        loop = self._running_loop()
+
         def claim(store: Store) -> str | AuthError | None:
+            if cluster is not None and not loop.is_open(cid):
+                # Closed while this waited (a reconnect storm queues HELLOs): no store work, and above
+                # all no route for a connection that is gone. _welcome drops it.
+                return None
             if check_revoked:  # after the MAC: only the holder of a genuine token learns it was revoked
                 refusal = _revocation(store.revoked_before(device_id), issued_at)
                 if refusal is not None:

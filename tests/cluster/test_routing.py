@@ -401,3 +401,23 @@ def test_a_retried_push_whose_first_node_never_delivered_it_reaches_the_device_o
     assert a.push("phone-1", b"once", idempotency_key="order-17") == 1  # a third try, on the device's node
     assert dev.silent_for(0.3)  # sent already: not again
     dev.close()
+
+
+def test_hellos_of_connections_closed_while_queued_claim_no_route(make_node, redis_server):
+    import redis
+    import socket
+
+    a = make_node("A")
+    r = redis.Redis.from_url(redis_server.url)
+    r.execute_command("CLIENT", "PAUSE", "1500", "WRITE")  # the store's writer waits on its first write
+    try:
+        for i in range(30):  # a storm of devices that give up before their HELLO is answered
+            with socket.create_connection(a.address) as s:
+                s.sendall(protocol.Hello((1,), f"gone-{i}", token(f"gone-{i}"), 0, 0).encode())
+            wait_for(lambda: a.stats["hello"] >= i + 1, what="the HELLO read")
+    finally:
+        r.execute_command("CLIENT", "UNPAUSE")
+    wait_for(lambda: a.pipeline.pending() == 0 and not a._hello_pending, what="the queued HELLOs handled")
+    assert a.cluster.stats["claims"] <= 1  # at most the one already waiting on Redis when they closed
+    assert a.cluster.locate([f"gone-{i}" for i in range(30)]) == {}
+    r.close()
