@@ -404,8 +404,9 @@ def test_a_retried_push_whose_first_node_never_delivered_it_reaches_the_device_o
 
 
 def test_hellos_of_connections_closed_while_queued_claim_no_route(make_node, redis_server):
-    import redis
     import socket
+
+    import redis
 
     a = make_node("A")
     r = redis.Redis.from_url(redis_server.url)
