@@ -415,7 +415,7 @@ def test_hellos_of_connections_closed_while_queued_claim_no_route(make_node, red
         for i in range(30):  # a storm of devices that give up before their HELLO is answered
             with socket.create_connection(a.address) as s:
                 s.sendall(protocol.Hello((1,), f"gone-{i}", token(f"gone-{i}"), 0, 0).encode())
-            wait_for(lambda: a.stats["hello"] >= i + 1, what="the HELLO read")
+            wait_for(lambda n=i + 1: a.stats["hello"] >= n, what="the HELLO read")
     finally:
         r.execute_command("CLIENT", "UNPAUSE")
     wait_for(lambda: a.pipeline.pending() == 0 and not a._hello_pending, what="the queued HELLOs handled")
