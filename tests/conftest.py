@@ -131,3 +131,25 @@ def _loop_leak_check():
             loop.close()
     assert not live, f"{len(live)} Loop(s) left open by the test (call loop.close())"
     assert _loop._leaked_chunks() == leaked_before, "pool chunks leaked (still in use when a Loop closed)"
+
+
+# One real redis-server and one 3-master Redis Cluster for the whole session (tests/redisd.py):
+# the store contract suites and the cluster tests share them, each test in a key prefix of its own.
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """One standalone redis-server (AOF on) for the session."""
+    from tests.redisd import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """One 3-master Redis Cluster for the session."""
+    from tests.redisd import RedisCluster
+
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()

@@ -12,7 +12,7 @@ import contextlib
 import uuid
 
 import pytest
-from tests.redisd import RedisCluster, RedisServer
+from tests.redisd import RedisServer
 from tests.serverkit import SECRET, RawDevice, token, wait_for
 
 from pushcore import Server
@@ -22,20 +22,6 @@ from pushcore.codec import reference as protocol
 from pushcore.errors import Reason
 from pushcore.store import StoreUnavailable
 from pushcore.store.redis import RedisStore
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def redis_cluster(tmp_path_factory):
-    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
-    yield cluster
-    cluster.stop()
 
 
 @pytest.fixture(params=["redis", "redis-cluster"])

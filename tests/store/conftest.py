@@ -1,4 +1,4 @@
-"""Store fixtures: one real redis-server and one 3-master Redis Cluster per test session.
+"""Store fixtures: the contract suites' stores, on the session's real Redis servers (tests/conftest.py).
 
 The contract suites run every test against each kind in ``store_kinds.STORE_KINDS``.
 A Redis store gets a keyspace of its own (a fresh key *prefix*), so tests
@@ -13,23 +13,6 @@ import pytest
 from store_kinds import REDIS_KINDS, fresh_prefix
 
 from pushcore.store import MemoryStore, SQLiteStore, Store
-from redisd import RedisCluster, RedisServer
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory):
-    """One standalone redis-server (AOF on) for the session."""
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def redis_cluster(tmp_path_factory):
-    """One 3-master Redis Cluster for the session."""
-    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
-    yield cluster
-    cluster.stop()
 
 
 @pytest.fixture
