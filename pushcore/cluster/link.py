@@ -41,7 +41,7 @@ import time
 import uuid
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -709,12 +709,3 @@ def per_address(entries: Iterable[tuple[str, int, float]]) -> list[tuple[str, in
     merged = [(host, port, sum(v) / len(v)) for (host, port), v in loads.items()]
     merged.sort(key=lambda e: e[2])
     return merged
-
-
-def forward_groups(device_ids: Sequence[str], messages: Sequence[StoredMessage]
-                   ) -> list[tuple[StoredMessage, list[tuple[str, int]]]]:
-    """Per-device messages as forward groups (one group per message)."""
-    return [(m, [(d, m.seq)]) for d, m in zip(device_ids, messages)]
-
-
-OnMessages = Callable[[list[bus.BusMessage]], None]
