@@ -330,8 +330,15 @@ def _run_single(args: argparse.Namespace, creds: _Credentials, limit: int) -> in
 def _run_workers(args: argparse.Namespace, creds: _Credentials, workers: int, limit: int) -> int:
     """*workers* processes on one port under a supervisor (which holds no thread and no loop)."""
     from ..cluster.supervisor import PortUnavailable, Supervisor, SupervisorError
+    from ..store import StoreError, open_store
 
     out = sys.stderr
+    # Open the store once here, so an unreachable Redis is one clear error now rather than
+    # every worker failing its start in turn; closed before the supervisor forks.
+    try:
+        open_store(args.store, idempotency_window=args.idempotency_window).close()
+    except (StoreError, OSError, ValueError) as exc:
+        raise CommandError(f"--store {args.store}: {exc}") from None
 
     def make_server(info: WorkerInfo) -> Server:  # in the worker process
         server, admin = build_worker(args, creds, info)

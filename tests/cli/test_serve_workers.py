@@ -111,3 +111,13 @@ def test_reuse_port_without_a_shared_store_is_refused(store, tmp_path, monkeypat
     with pytest.raises(CommandError, match="--reuse-port: .* need a shared store .*redis://"):
         cmd_serve.run(parse(["--reuse-port", "--store", store]))
     assert not (tmp_path / "gw.db").exists()
+
+
+def test_workers_on_an_unreachable_redis_fail_at_once_with_the_address(tmp_path, monkeypatch):
+    from pushcore.cli.common import CommandError
+    from tests.redisd import free_ports
+
+    monkeypatch.chdir(tmp_path)
+    url = f"redis://127.0.0.1:{free_ports(1)[0]}/0"  # nothing listens there
+    with pytest.raises(CommandError, match="cannot open the Redis store at 127.0.0.1"):
+        cmd_serve.run(parse(["--workers", "2", "--store", url, "--port", "0", "--admin-port", "0"]))
