@@ -114,8 +114,9 @@ def test_reuse_port_without_a_shared_store_is_refused(store, tmp_path, monkeypat
 
 
 def test_workers_on_an_unreachable_redis_fail_at_once_with_the_address(tmp_path, monkeypatch):
-    from pushcore.cli.common import CommandError
     from tests.redisd import free_ports
+
+    from pushcore.cli.common import CommandError
 
     monkeypatch.chdir(tmp_path)
     url = f"redis://127.0.0.1:{free_ports(1)[0]}/0"  # nothing listens there
