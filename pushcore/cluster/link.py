@@ -39,7 +39,6 @@ import socket
 import threading
 import time
 import uuid
-import zlib
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -47,13 +46,13 @@ from typing import Any, Protocol
 
 from ..errors import PushcoreError
 from ..store import StoredMessage
+from ..store.redis import DEFAULT_PARTITIONS, partition_of  # one partition rule for store keys and routes
 from . import bus
 
 __all__ = ["ClusterLink", "ClusterHandler", "ClusterUnavailable", "NodeInfo", "DEFAULT_PARTITIONS"]
 
 log = logging.getLogger("pushcore.cluster")
 
-DEFAULT_PARTITIONS = 256
 DEFAULT_HEARTBEAT = 2.0  # seconds between lease renewals
 DEFAULT_LEASE = 8.0  # a node silent this long is taken for dead
 _MAX_BATCH = 4096  # queued operations the sender takes per round
@@ -109,11 +108,6 @@ class ClusterHandler(Protocol):
 
     def cluster_load(self) -> dict[str, Any]:
         """This node's load figures for the registry (connections, loop lag, queues, ...)."""
-
-
-def partition_of(device_id: str, partitions: int) -> int:
-    """The store partition (hash tag) of *device_id*: CRC-32 of its UTF-8 bytes, mod *partitions*."""
-    return zlib.crc32(device_id.encode()) % partitions
 
 
 def _is_cluster_url(url: str) -> bool:

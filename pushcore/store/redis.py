@@ -127,11 +127,19 @@ from .base import (
 if TYPE_CHECKING:
     from redis.commands.core import Script
 
-__all__ = ["RedisStore", "DEFAULT_PARTITIONS", "parse_redis_url"]
+__all__ = ["RedisStore", "DEFAULT_PARTITIONS", "parse_redis_url", "partition_of"]
 
 log = logging.getLogger("pushcore.store")
 
 DEFAULT_PARTITIONS = 256
+
+
+def partition_of(device_id: str, partitions: int) -> int:
+    """The partition (hash tag ``{p<k>}``) of *device_id*: CRC-32 of its UTF-8 bytes, mod *partitions*.
+
+    The one rule for every key of a device, the store's and the cluster's routes alike.
+    """
+    return zlib.crc32(device_id.encode("utf-8")) % partitions
 DEFAULT_SOCKET_TIMEOUT = 2.0
 _HEAD = struct.Struct(">H")
 _TAIL = struct.Struct(">IQBdH")  # expiry, message id, priority, created, topic length
@@ -317,7 +325,7 @@ class RedisStore(Store):
             self._writable()
 
     def _part(self, device_id: str) -> int:
-        return zlib.crc32(device_id.encode("utf-8")) % self.partitions
+        return partition_of(device_id, self.partitions)
 
     def _base(self, device_id: str) -> str:
         return self._bases[self._part(device_id)]
